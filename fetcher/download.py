@@ -1,0 +1,268 @@
+"""One classified HTTP GET on the shared httpx client.
+
+Redirects are followed here (not by httpx) so the chain is recorded, loops are
+caught and every hop goes through the per-host slots. The body is streamed raw
+and inflated by a bounded decompressor, so neither a huge body nor a gzip bomb
+can take more than max_bytes of memory. Every failure becomes an Outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import errno
+import socket
+import ssl
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from urllib.parse import urljoin
+
+import httpx
+
+from fetcher.config import FetchSettings
+from fetcher.hosts import HostSlots
+from fetcher.models import Download, Hop
+from fetcher.outcomes import Outcome, outcome_for_status
+from fetcher.sources import BadURL, check_url, host_of
+
+MAX_REDIRECTS = 10
+ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
+WallClock = Callable[[], datetime]
+
+
+def make_client(settings: FetchSettings) -> httpx.AsyncClient:
+    """The one shared client: TLS verified, no automatic redirects or decoding."""
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout,
+        read=settings.read_timeout,
+        write=settings.read_timeout,
+        pool=settings.deadline,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.concurrency * 2,
+        max_keepalive_connections=settings.concurrency,
+    )
+    headers = {"User-Agent": settings.user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
+    return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers, follow_redirects=False, verify=True)
+
+
+@dataclass(frozen=True)
+class _Redirect:
+    status: int
+    location: str
+
+
+class _Limit(Exception):
+    """The body went past the byte cap."""
+
+
+class _Incomplete(Exception):
+    """The body ended before its encoding said it would."""
+
+
+class Downloader:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: FetchSettings,
+        slots: HostSlots,
+        wall_clock: WallClock = lambda: datetime.now(timezone.utc),
+    ):
+        self._client = client
+        self._settings = settings
+        self._slots = slots
+        self._wall_clock = wall_clock
+
+    async def get(self, url: str, headers: dict[str, str] | None = None) -> Download:
+        """GET url, following redirects; always returns a classified Download."""
+        hops: list[Hop] = []
+        seen = {url}
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self._slots.slot(host_of(current)):
+                answer = await self._hop(url, current, headers)
+            if isinstance(answer, Download):
+                return replace(answer, redirects=tuple(hops))
+            hops.append(Hop(current, answer.status))
+            target = urljoin(current, answer.location)
+            failure = _bad_redirect(url, current, target, seen, tuple(hops))
+            if failure is not None:
+                return failure
+            seen.add(target)
+            current = target
+        return _failed(url, current, Outcome.REDIRECT_LOOP, f"more than {MAX_REDIRECTS} redirects", tuple(hops))
+
+    async def _hop(self, url: str, current: str, headers: dict[str, str] | None) -> Download | _Redirect:
+        try:
+            async with asyncio.timeout(self._settings.deadline):
+                request = self._client.build_request("GET", current, headers=headers)
+                response = await self._client.send(request, stream=True)
+                try:
+                    return await self._answer(url, current, response)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            detail = f"no complete answer within the {self._settings.deadline:g}s deadline"
+            return _failed(url, current, Outcome.TIMEOUT, detail)
+        except httpx.HTTPError as error:
+            outcome, detail = classify_error(error)
+            return _failed(url, current, outcome, detail)
+
+    async def _answer(self, url: str, current: str, response: httpx.Response) -> Download | _Redirect:
+        status = response.status_code
+        location = response.headers.get("location")
+        if 300 <= status < 400 and status != 304 and location:
+            return _Redirect(status, location)
+        found = Download(
+            url=url,
+            outcome=outcome_for_status(status),
+            final_url=current,
+            http_status=status,
+            content_type=response.headers.get("content-type"),
+            retry_after=parse_retry_after(response.headers.get("retry-after"), self._wall_clock()),
+            etag=response.headers.get("etag"),
+            last_modified=response.headers.get("last-modified"),
+        )
+        if found.outcome is not Outcome.OK:
+            return found
+        return await self._read_body(found, response)
+
+    async def _read_body(self, found: Download, response: httpx.Response) -> Download:
+        limit = self._settings.max_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return replace(found, outcome=Outcome.TOO_LARGE, detail=f"Content-Length {declared} > {limit} bytes")
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        try:
+            inflater = Inflater(encoding, limit)
+        except ValueError as error:
+            return replace(found, outcome=Outcome.DECODE_ERROR, detail=str(error))
+        chunks = []
+        try:
+            async for chunk in response.aiter_raw():
+                chunks.append(inflater.feed(chunk))
+            chunks.append(inflater.finish())
+        except _Limit:
+            return replace(found, outcome=Outcome.TOO_LARGE, detail=f"body over {limit} bytes")
+        except _Incomplete as error:
+            return replace(found, outcome=Outcome.TRUNCATED, detail=str(error))
+        except zlib.error as error:
+            return replace(found, outcome=Outcome.DECODE_ERROR, detail=f"bad {encoding} stream: {error}")
+        return replace(found, body=b"".join(chunks))
+
+
+class Inflater:
+    """Undo a Content-Encoding without ever holding more than `limit` bytes of output."""
+
+    def __init__(self, encoding: str, limit: int):
+        self._room = limit
+        self._raw_room = limit
+        if encoding in ("identity", ""):
+            self._inflate = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._inflate = zlib.decompressobj()
+        else:
+            raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+
+    def feed(self, data: bytes) -> bytes:
+        self._raw_room -= len(data)
+        if self._raw_room < 0:
+            raise _Limit()
+        if self._inflate is None:
+            return self._take(data)
+        return self._take(self._inflate.decompress(data, self._room + 1))
+
+    def finish(self) -> bytes:
+        if self._inflate is None:
+            return b""
+        if not self._inflate.eof:
+            raise _Incomplete("compressed body ended early")
+        return self._take(self._inflate.flush())
+
+    def _take(self, data: bytes) -> bytes:
+        self._room -= len(data)
+        if self._room < 0:
+            raise _Limit()
+        return data
+
+
+def classify_error(error: httpx.HTTPError) -> tuple[Outcome, str]:
+    """Map an httpx exception to an outcome kind, looking through its cause chain."""
+    detail = f"{type(error).__name__}: {error}".strip()
+    if isinstance(error, httpx.TimeoutException):
+        return Outcome.TIMEOUT, detail
+    if isinstance(error, httpx.ConnectError):
+        return _classify_connect(error), detail
+    if isinstance(error, httpx.RemoteProtocolError) and _looks_truncated(str(error)):
+        return Outcome.TRUNCATED, detail
+    if isinstance(error, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return Outcome.BAD_CONTENT, detail
+    return Outcome.NETWORK_ERROR, detail
+
+
+def _looks_truncated(message: str) -> bool:
+    message = message.lower()
+    return "incomplete" in message or "complete message body" in message
+
+
+def _classify_connect(error: BaseException) -> Outcome:
+    for cause in _causes(error):
+        if isinstance(cause, socket.gaierror):
+            return Outcome.CONNECT_ERROR if cause.errno == socket.EAI_AGAIN else Outcome.DNS_ERROR
+        if isinstance(cause, ConnectionRefusedError):
+            return Outcome.CONNECT_REFUSED
+        if isinstance(cause, ssl.SSLError):
+            return Outcome.TLS_ERROR
+        if isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED:
+            return Outcome.CONNECT_REFUSED
+    text = str(error).lower()
+    if "name or service not known" in text or "nodename nor servname" in text or "no address associated" in text:
+        return Outcome.DNS_ERROR
+    if "ssl" in text or "certificate" in text:
+        return Outcome.TLS_ERROR
+    if "refused" in text:
+        return Outcome.CONNECT_REFUSED
+    return Outcome.CONNECT_ERROR
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _bad_redirect(url: str, current: str, target: str, seen: set[str], hops: tuple[Hop, ...]) -> Download | None:
+    if target in seen:
+        return _failed(url, target, Outcome.REDIRECT_LOOP, f"redirect loop back to {target}", hops)
+    try:
+        check_url(target)
+    except BadURL as error:
+        return _failed(url, current, Outcome.BAD_CONTENT, f"redirect to an unusable URL: {error}", hops)
+    return None
+
+
+def _failed(url: str, current: str, outcome: Outcome, detail: str, hops: tuple[Hop, ...] = ()) -> Download:
+    return Download(url=url, outcome=outcome, final_url=current, detail=detail, redirects=hops)

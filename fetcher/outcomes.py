@@ -1,0 +1,132 @@
+"""The outcome taxonomy: every fetch attempt ends in exactly one of these kinds.
+
+Problems with the web are values, not exceptions. Each kind says whether a
+retry may help, whether an archived copy should stand in (used by the archive
+fallback), and how bad it is for the broken-link audit.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Severity(enum.Enum):
+    OK = "ok"
+    WARNING = "warning"  # unknown health: blocked, rate limited, our own limits
+    BROKEN = "broken"
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    NOT_MODIFIED = "not-modified"
+    DNS_ERROR = "dns-error"
+    CONNECT_REFUSED = "connect-refused"
+    CONNECT_ERROR = "connect-error"
+    TLS_ERROR = "tls-error"
+    TIMEOUT = "timeout"
+    NETWORK_ERROR = "network-error"
+    TRUNCATED = "truncated"
+    REDIRECT_LOOP = "redirect-loop"
+    HTTP_401 = "http-401"
+    HTTP_403 = "http-403"
+    HTTP_404 = "http-404"
+    HTTP_410 = "http-410"
+    HTTP_429 = "http-429"
+    HTTP_4XX = "http-4xx"
+    HTTP_5XX = "http-5xx"
+    TOO_LARGE = "too-large"
+    UNSUPPORTED_TYPE = "unsupported-type"
+    BAD_CONTENT = "bad-content"
+    DECODE_ERROR = "decode-error"
+    EMPTY = "empty"
+    EXTRACT_FAILED = "extract-failed"
+    INTERNAL_ERROR = "internal-error"
+
+    @property
+    def is_success(self) -> bool:
+        return self in _SUCCESS
+
+    @property
+    def is_transient(self) -> bool:
+        """A retry within the same run may succeed."""
+        return self in _TRANSIENT
+
+    @property
+    def wants_archive(self) -> bool:
+        """An archived copy should stand in for the live page."""
+        return self in _ARCHIVE_WORTHY
+
+    @property
+    def severity(self) -> Severity:
+        if self in _SUCCESS:
+            return Severity.OK
+        if self in _UNKNOWN_HEALTH:
+            return Severity.WARNING
+        return Severity.BROKEN
+
+
+_SUCCESS = frozenset({Outcome.OK, Outcome.NOT_MODIFIED})
+
+_TRANSIENT = frozenset(
+    {
+        Outcome.TIMEOUT,
+        Outcome.NETWORK_ERROR,
+        Outcome.CONNECT_ERROR,
+        Outcome.TRUNCATED,
+        Outcome.HTTP_429,
+        Outcome.HTTP_5XX,
+    }
+)
+
+_ARCHIVE_WORTHY = frozenset(
+    {
+        Outcome.DNS_ERROR,
+        Outcome.CONNECT_REFUSED,
+        Outcome.CONNECT_ERROR,
+        Outcome.TLS_ERROR,
+        Outcome.TIMEOUT,
+        Outcome.NETWORK_ERROR,
+        Outcome.TRUNCATED,
+        Outcome.REDIRECT_LOOP,
+        Outcome.HTTP_401,
+        Outcome.HTTP_403,
+        Outcome.HTTP_404,
+        Outcome.HTTP_410,
+        Outcome.HTTP_5XX,
+        Outcome.BAD_CONTENT,
+        Outcome.EMPTY,
+    }
+)
+
+_UNKNOWN_HEALTH = frozenset(
+    {
+        Outcome.HTTP_401,
+        Outcome.HTTP_403,
+        Outcome.HTTP_429,
+        Outcome.TOO_LARGE,
+        Outcome.UNSUPPORTED_TYPE,
+        Outcome.INTERNAL_ERROR,
+    }
+)
+
+
+def outcome_for_status(status: int) -> Outcome:
+    """The outcome kind of a final (non-redirect) HTTP status."""
+    if 200 <= status < 300:
+        return Outcome.OK
+    if status == 304:
+        return Outcome.NOT_MODIFIED
+    specific = {
+        401: Outcome.HTTP_401,
+        403: Outcome.HTTP_403,
+        404: Outcome.HTTP_404,
+        410: Outcome.HTTP_410,
+        429: Outcome.HTTP_429,
+    }
+    if status in specific:
+        return specific[status]
+    if status >= 500:
+        return Outcome.HTTP_5XX
+    if status >= 400:
+        return Outcome.HTTP_4XX
+    return Outcome.BAD_CONTENT  # 1xx, or a 3xx that led nowhere

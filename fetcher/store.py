@@ -1,0 +1,241 @@
+"""The snapshot store under snapshots/: an SQLite index (WAL) plus raw bodies,
+gzip-compressed and content-addressed, so text can be re-extracted later.
+
+Every fetch is one row in `fetches` (the dated history, never overwritten).
+Content is stored once per distinct body (`contents`, keyed by SHA-256): a fetch
+that finds the same body again records a check that points at it, no copy.
+A body file is written (atomically, by rename) before the transaction that
+references it commits, so a kill at any moment leaves the store consistent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from fetcher.models import FetchResult, Hop, Snapshot, Source
+
+SCHEMA_VERSION = 1
+DB_NAME = "fetcher.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    resource_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    title TEXT,
+    first_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contents (
+    sha256 TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    text_chars INTEGER NOT NULL,
+    title TEXT,
+    language TEXT,
+    published TEXT,
+    text TEXT NOT NULL,
+    first_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fetches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    resource_id TEXT NOT NULL REFERENCES resources(resource_id),
+    url TEXT NOT NULL,
+    final_url TEXT NOT NULL,
+    fetched_at TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    http_status INTEGER,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL,
+    elapsed_ms INTEGER NOT NULL,
+    redirects TEXT NOT NULL DEFAULT '[]',
+    content_type TEXT,
+    sha256 TEXT REFERENCES contents(sha256),
+    changed INTEGER NOT NULL DEFAULT 0,
+    etag TEXT,
+    last_modified TEXT
+);
+CREATE INDEX IF NOT EXISTS fetches_by_resource ON fetches(resource_id, id);
+"""
+
+_SELECT = """
+SELECT f.id, f.resource_id, f.url, f.final_url, f.fetched_at, f.origin, f.http_status,
+       f.outcome, f.detail, f.attempts, f.elapsed_ms, f.changed, f.redirects, f.content_type,
+       c.size_bytes, c.text_chars, c.sha256, c.title, {text}, c.language, c.published, c.first_seen
+FROM fetches f LEFT JOIN contents c ON c.sha256 = f.sha256
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message is one line for the user."""
+
+
+class Store:
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.bodies = directory / "bodies"
+        try:
+            self.bodies.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(directory / DB_NAME, timeout=30, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._setup()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{directory / DB_NAME}: cannot open the store: {error}") from error
+        except OSError as error:
+            raise StoreError(f"{directory}: cannot use the store directory: {error}") from error
+
+    def _setup(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.directory}: written by a newer fetcher (schema {version})")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._db:
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing -------------------------------------------------------------
+
+    def record(self, result: FetchResult) -> Snapshot:
+        """Store one fetch (and its content, if new); return it as read back."""
+        sha = None
+        extracted = result.extracted
+        if extracted is not None and result.outcome.is_success:
+            sha = hashlib.sha256(result.download.body).hexdigest()
+            self._write_body(sha, result.download.body)
+        download = result.download
+        with self._db:
+            self._remember(result.source, result.fetched_at)
+            previous = self._last_sha(result.source.resource_id)
+            if sha is not None:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO contents VALUES (?,?,?,?,?,?,?,?,?)",
+                    (sha, extracted.kind, len(download.body), len(extracted.text), extracted.title,
+                     extracted.language, extracted.published, extracted.text, result.fetched_at.isoformat()),
+                )
+            cursor = self._db.execute(
+                "INSERT INTO fetches (resource_id, url, final_url, fetched_at, origin, http_status, outcome,"
+                " detail, attempts, elapsed_ms, redirects, content_type, sha256, changed, etag, last_modified)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (result.source.resource_id, result.source.url, download.final_url, result.fetched_at.isoformat(),
+                 result.origin, download.http_status, result.outcome.value,
+                 (extracted.detail if extracted and extracted.detail else download.detail),
+                 result.attempts, result.elapsed_ms,
+                 json.dumps([[h.url, h.status] for h in download.redirects]), download.content_type, sha,
+                 int(sha is not None and sha != previous), download.etag, download.last_modified),
+            )
+        return self._one("WHERE f.id = ?", (cursor.lastrowid,))
+
+    def remember(self, source: Source, when: datetime) -> None:
+        with self._db:
+            self._remember(source, when)
+
+    def _remember(self, source: Source, when: datetime) -> None:
+        self._db.execute(
+            "INSERT INTO resources VALUES (?,?,?,?) ON CONFLICT(resource_id) DO UPDATE SET"
+            " title = COALESCE(excluded.title, resources.title)",
+            (source.resource_id, source.url, source.title, when.isoformat()),
+        )
+
+    def _last_sha(self, resource_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT sha256 FROM fetches WHERE resource_id = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (resource_id,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _write_body(self, sha: str, body: bytes) -> None:
+        path = self.body_path(sha)
+        if path.exists():
+            return
+        path.parent.mkdir(exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(gzip.compress(body, compresslevel=6))
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def body_path(self, sha: str) -> Path:
+        return self.bodies / sha[:2] / f"{sha}.gz"
+
+    def read_body(self, sha: str) -> bytes:
+        return gzip.decompress(self.body_path(sha).read_bytes())
+
+    # -- reading -------------------------------------------------------------
+
+    def latest(self, resource_id: str) -> Snapshot | None:
+        return self._one("WHERE f.resource_id = ? ORDER BY f.id DESC LIMIT 1", (resource_id,))
+
+    def latest_with_content(self, resource_id: str) -> Snapshot | None:
+        return self._one(
+            "WHERE f.resource_id = ? AND f.sha256 IS NOT NULL ORDER BY f.id DESC LIMIT 1", (resource_id,)
+        )
+
+    def history(self, resource_id: str) -> list[Snapshot]:
+        query = _SELECT.format(text="NULL") + "WHERE f.resource_id = ? ORDER BY f.id DESC"
+        return [_snapshot(row) for row in self._db.execute(query, (resource_id,))]
+
+    def url_of(self, resource_id: str) -> str | None:
+        row = self._db.execute("SELECT url FROM resources WHERE resource_id = ?", (resource_id,)).fetchone()
+        return row[0] if row else None
+
+    def resources(self) -> list[tuple[str, str, str | None]]:
+        """(resource_id, url, title) of every resource ever stored, oldest first."""
+        rows = self._db.execute("SELECT resource_id, url, title FROM resources ORDER BY first_seen, resource_id")
+        return [tuple(row) for row in rows]
+
+    def iter_latest(self) -> Iterator[Snapshot]:
+        """The latest fetch of every resource, streamed."""
+        query = _SELECT.format(text="c.text") + (
+            "WHERE f.id IN (SELECT MAX(id) FROM fetches GROUP BY resource_id) ORDER BY f.resource_id"
+        )
+        for row in self._db.execute(query):
+            yield _snapshot(row)
+
+    def count_fetches(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM fetches").fetchone()[0]
+
+    def _one(self, where: str, params: tuple) -> Snapshot | None:
+        row = self._db.execute(_SELECT.format(text="c.text") + where, params).fetchone()
+        return _snapshot(row) if row else None
+
+
+def _snapshot(row: sqlite3.Row) -> Snapshot:
+    return Snapshot(
+        fetch_id=row[0],
+        resource_id=row[1],
+        url=row[2],
+        final_url=row[3],
+        fetched_at=datetime.fromisoformat(row[4]),
+        origin=row[5],
+        http_status=row[6],
+        outcome=row[7],
+        detail=row[8],
+        attempts=row[9],
+        elapsed_ms=row[10],
+        changed=bool(row[11]),
+        redirects=tuple(Hop(url, status) for url, status in json.loads(row[12])),
+        content_type=row[13],
+        size_bytes=row[14],
+        text_chars=row[15],
+        sha256=row[16],
+        title=row[17],
+        text=row[18],
+        language=row[19],
+        published=row[20],
+        content_first_seen=datetime.fromisoformat(row[21]) if row[21] else None,
+    )

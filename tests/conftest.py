@@ -1,0 +1,133 @@
+"""Shared fixtures: loopback origins, configs written to disk, a pipeline run with
+controlled sleep, and the fixture corpus (real pages with gold text, real PDFs)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+import sys
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fetcher.config import Config, load_config
+from fetcher.models import Snapshot
+from fetcher.pipeline import Pipeline
+from fetcher.sources import make_source
+from fetcher.store import Store
+from tests.origin import Origin
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    with Origin("127.0.0.1") as server:
+        yield server
+
+
+def write_config(directory: Path, urls: list[str] = (), text: str = "", **fetch: Any) -> Path:
+    """A config.toml in `directory` with the given sources and [fetch] settings."""
+    settings = {"per_host_delay": 0, "connect_timeout": 2, "read_timeout": 2, "deadline": 5, **fetch}
+    lines = ["[storage]", 'dir = "snapshots"', "", "[fetch]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    for url in urls:
+        lines += ["", "[[sources]]", f"url = {json.dumps(url)}"]
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + "\n" + text, encoding="utf-8")
+    return path
+
+
+@dataclass
+class FakeSleep:
+    """Records what the code asked to sleep for, and yields without waiting."""
+
+    calls: list[float] = field(default_factory=list)
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Run:
+    config: Config
+    store: Store
+    sleep: FakeSleep
+
+    def fetch(self, url: str) -> Snapshot:
+        async def go() -> Snapshot:
+            async with Pipeline(self.config, self.store, processes=False, sleep=self.sleep) as pipeline:
+                return await pipeline.fetch(make_source(url))
+
+        return asyncio.run(go())
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Any]:
+    """run(**fetch_settings) -> Run: a pipeline over a fresh store, sleep faked."""
+    stores = []
+
+    def make(**fetch: Any) -> Run:
+        config = load_config(write_config(tmp_path, **fetch))
+        store = Store(config.storage_dir)
+        stores.append(store)
+        return Run(config, store, FakeSleep())
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names under .invalid fail to resolve here, without asking any DNS server."""
+    real = socket.getaddrinfo
+
+    def fake(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name.endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+@dataclass(frozen=True)
+class Page:
+    key: str
+    html: bytes
+    gold: str
+    url: str
+
+
+def corpus_pages() -> list[Page]:
+    truth = json.loads((FIXTURES / "pages" / "ground-truth.json").read_text(encoding="utf-8"))
+    return [
+        Page(key, gzip.decompress((FIXTURES / "pages" / f"{key}.html.gz").read_bytes()), item["articleBody"], item["url"])
+        for key, item in sorted(truth.items())
+    ]
+
+
+def corpus_pdfs() -> dict[str, tuple[bytes, list[str]]]:
+    expected = json.loads((FIXTURES / "pdf" / "expected-text.json").read_text(encoding="utf-8"))
+    return {
+        name: ((FIXTURES / "pdf" / name).read_bytes(), sentences)
+        for name, sentences in expected.items()
+        if (FIXTURES / "pdf" / name).exists()
+    }
+
+
+def normalised(text: str) -> str:
+    """NFKC and collapsed white space, as the PDF corpus's known sentences were checked."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def fetcher_command() -> list[str]:
+    return [sys.executable, "-m", "fetcher"]

@@ -1,0 +1,169 @@
+"""A real HTTP origin on a loopback address that misbehaves on demand.
+
+Each route is a function that writes the raw response through the handler, so a
+test can trickle a body, cut it short, lie about its length or send a gzip bomb.
+The server records every request and the most requests it had in flight at once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+@dataclass(frozen=True)
+class Seen:
+    path: str
+    host: str
+    started: float
+    headers: dict[str, str]
+
+
+class Origin:
+    def __init__(self, ip: str = "127.0.0.1", latency: float = 0.0):
+        self.ip = ip
+        self.latency = latency
+        self.routes: dict[str, Route] = {}
+        self.requests: list[Seen] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.bytes_sent = 0
+        self._lock = threading.Lock()
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                origin._serve(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((ip, 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Origin:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.ip}:{self.port}{path}"
+
+    def route(self, path: str, route: Route) -> str:
+        self.routes[path] = route
+        return self.url(path)
+
+    def hits(self, path: str) -> int:
+        return sum(1 for seen in self.requests if seen.path == path)
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.requests.append(Seen(handler.path, self.ip, time.monotonic(), dict(handler.headers)))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            route = self.routes.get(handler.path, respond(404, b"<html><body><h1>Not Found</h1></body></html>"))
+            route(handler)
+            handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            handler.close_connection = True
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def _head(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:
+    handler.send_response(status)
+    for name, value in headers.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+
+
+def respond(status: int = 200, body: bytes = b"", headers: dict[str, str] | None = None) -> Route:
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        all_headers = {"Content-Type": "text/html; charset=utf-8", **(headers or {})}
+        all_headers.setdefault("Content-Length", str(len(body)))
+        _head(handler, status, all_headers)
+        handler.wfile.write(body)
+
+    return route
+
+
+def html(body: bytes | str, status: int = 200, **headers: str) -> Route:
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    return respond(status, data, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def redirect(to: str, status: int = 301) -> Route:
+    return respond(status, b"", {"Location": to})
+
+
+def sequence(*routes: Route) -> Route:
+    """Answer with each route in turn, then keep answering with the last."""
+    calls = iter(routes)
+    last = [routes[-1]]
+    lock = threading.Lock()
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        with lock:
+            chosen = next(calls, last[0])
+        chosen(handler)
+
+    return route
+
+
+def trickle(body: bytes, chunk: int, interval: float) -> Route:
+    """Send `chunk` bytes every `interval` seconds: each read is quick, the whole is slow."""
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        _head(handler, 200, {"Content-Type": "text/html", "Content-Length": str(len(body))})
+        for start in range(0, len(body), chunk):
+            handler.wfile.write(body[start : start + chunk])
+            handler.wfile.flush()
+            time.sleep(interval)
+
+    return route
+
+
+def truncated(body: bytes, claimed: int) -> Route:
+    """Promise `claimed` bytes, send `body`, hang up."""
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        _head(handler, 200, {"Content-Type": "text/html", "Content-Length": str(claimed)})
+        handler.wfile.write(body)
+        handler.close_connection = True
+
+    return route
+
+
+_BOMBS: dict[int, bytes] = {}
+
+
+def gzip_bomb(inflated: int) -> Route:
+    """A small gzip body that inflates to `inflated` bytes of zeros."""
+    if inflated not in _BOMBS:
+        squeezer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        block = bytes(1 << 20)
+        parts = [squeezer.compress(block) for _ in range(inflated >> 20)]
+        _BOMBS[inflated] = b"".join(parts) + squeezer.flush()
+    return respond(200, _BOMBS[inflated], {"Content-Type": "text/html", "Content-Encoding": "gzip"})
+
+
+def gzipped(body: bytes, content_type: str = "text/html; charset=utf-8") -> Route:
+    return respond(200, gzip.compress(body), {"Content-Type": content_type, "Content-Encoding": "gzip"})

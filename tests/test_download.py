@@ -1,0 +1,196 @@
+"""Every way an origin misbehaves ends in the right outcome kind, without hanging,
+with bounded memory, and the store holds what it should."""
+
+from __future__ import annotations
+
+import socket
+import time
+import tracemalloc
+
+from tests.conftest import corpus_pdfs, normalised
+from tests.origin import gzip_bomb, gzipped, html, redirect, respond, sequence, trickle, truncated
+
+ARTICLE = "<html><head><title>T</title></head><body><article><h1>Report</h1><p>{}</p></article></body></html>"
+PARAGRAPH = "The committee published its findings on open models after a year of hearings and study. " * 5
+
+
+def page(text: str = PARAGRAPH) -> str:
+    return ARTICLE.format(text)
+
+
+def test_404_is_stored_as_a_failure_without_retry(origin, run):
+    url = origin.route("/gone", html("<h1>Not here</h1>", status=404))
+    r = run()
+    snap = r.fetch(url)
+    assert (snap.outcome, snap.http_status, snap.attempts) == ("http-404", 404, 1)
+    assert not snap.has_content
+    assert origin.hits("/gone") == 1
+    assert r.store.history(snap.resource_id)[0].outcome == "http-404"
+
+
+def test_410_is_not_retried(origin, run):
+    url = origin.route("/removed", html("bye", status=410))
+    snap = run().fetch(url)
+    assert (snap.outcome, snap.attempts, origin.hits("/removed")) == ("http-410", 1, 1)
+
+
+def test_500_then_200_is_retried_and_recovers(origin, run):
+    url = origin.route("/flaky", sequence(html("oops", status=500), html(page())))
+    r = run(retries=2)
+    snap = r.fetch(url)
+    assert (snap.outcome, snap.http_status, snap.attempts) == ("ok", 200, 2)
+    assert "committee published its findings" in snap.text
+    assert origin.hits("/flaky") == 2
+    assert len(r.sleep.calls) == 1 and 0 < r.sleep.calls[0] <= 3  # one backoff with jitter
+
+
+def test_5xx_gives_up_after_the_configured_retries_with_growing_backoff(origin, run):
+    url = origin.route("/down", html("down", status=503))
+    r = run(retries=3)
+    snap = r.fetch(url)
+    assert (snap.outcome, snap.http_status, snap.attempts) == ("http-5xx", 503, 4)
+    assert origin.hits("/down") == 4
+    assert len(r.sleep.calls) == 3
+    assert r.sleep.calls[2] >= 4  # 1, 2, 4 seconds plus jitter
+
+
+def test_429_waits_for_retry_after(origin, run):
+    url = origin.route("/busy", sequence(html("slow down", status=429, Retry_After="7"), html(page())))
+    r = run(retries=2)
+    snap = r.fetch(url)
+    assert (snap.outcome, snap.attempts) == ("ok", 2)
+    assert r.sleep.calls == [7.0]
+
+
+def test_429_asking_longer_than_the_cap_is_not_retried(origin, run):
+    url = origin.route("/busy", html("slow down", status=429, Retry_After="3600"))
+    r = run(retries=2, max_retry_after=60)
+    snap = r.fetch(url)
+    assert (snap.outcome, snap.attempts, r.sleep.calls) == ("http-429", 1, [])
+
+
+def test_redirect_chain_is_followed_and_recorded(origin, run):
+    origin.route("/a", redirect("/b", 301))
+    origin.route("/b", redirect(origin.url("/c"), 302))
+    origin.route("/c", html(page()))
+    snap = run().fetch(origin.url("/a"))
+    assert snap.outcome == "ok"
+    assert snap.final_url == origin.url("/c")
+    assert [(h.url, h.status) for h in snap.redirects] == [(origin.url("/a"), 301), (origin.url("/b"), 302)]
+
+
+def test_redirect_loop_is_caught(origin, run):
+    origin.route("/a", redirect("/b"))
+    origin.route("/b", redirect("/a"))
+    snap = run().fetch(origin.url("/a"))
+    assert snap.outcome == "redirect-loop"
+    assert origin.hits("/a") == 1 and origin.hits("/b") == 1
+
+
+def test_slow_body_past_the_deadline_times_out_without_hanging(origin, run):
+    url = origin.route("/slow", trickle(page().encode() * 20, chunk=100, interval=0.05))
+    started = time.monotonic()
+    snap = run(deadline=0.5, read_timeout=2, retries=1).fetch(url)
+    elapsed = time.monotonic() - started
+    assert snap.outcome == "timeout" and snap.attempts == 2
+    assert "deadline" in snap.detail
+    assert elapsed < 3, elapsed
+
+
+def test_truncated_body_is_classified_and_retried(origin, run):
+    url = origin.route("/cut", truncated(page().encode()[:200], claimed=5000))
+    snap = run(retries=1).fetch(url)
+    assert (snap.outcome, snap.attempts) == ("truncated", 2)
+    assert not snap.has_content
+
+
+def test_gzip_bomb_is_stopped_at_the_byte_cap_with_bounded_memory(origin, run):
+    url = origin.route("/bomb", gzip_bomb(256 << 20))  # ~250 KB on the wire, 256 MB inflated
+    r = run(max_bytes=2 << 20)
+    tracemalloc.start()
+    try:
+        snap = r.fetch(url)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert snap.outcome == "too-large"
+    assert peak < 12 << 20, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_body_over_the_cap_is_too_large_declared_or_not(origin, run):
+    big = b"x" * 300_000
+    declared = origin.route("/declared", respond(200, big, {"Content-Type": "text/plain"}))
+
+    def undeclared(handler):  # no Content-Length: the cap must hold while streaming
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.write(big)
+        handler.close_connection = True
+
+    streamed = origin.route("/streamed", undeclared)
+    r = run(max_bytes=100_000)
+    first, second = r.fetch(declared), r.fetch(streamed)
+    assert first.outcome == "too-large" and "Content-Length" in first.detail
+    assert second.outcome == "too-large"
+
+
+def test_utf8_page_mislabelled_as_latin1_reads_right(origin, run):
+    body = page("Le café de la gare, naïve déjà-vu. " * 10).encode("utf-8")
+    url = origin.route("/utf8", respond(200, body, {"Content-Type": "text/html; charset=iso-8859-1"}))
+    snap = run().fetch(url)
+    assert "café de la gare, naïve déjà-vu" in snap.text
+    assert "Ã" not in snap.text
+
+
+def test_cp1252_page_mislabelled_as_utf8_has_no_replacement_characters(origin, run):
+    text = "Les “guillemets” du café — naïve façade, où l’on dîne. " * 10
+    body = page(text).encode("cp1252")
+    url = origin.route("/cp1252", respond(200, body, {"Content-Type": "text/html; charset=utf-8"}))
+    snap = run().fetch(url)
+    assert "\ufffd" not in snap.text
+    assert "naïve façade" in snap.text
+
+
+def test_pdf_served_as_octet_stream_is_extracted_as_pdf(origin, run):
+    data, sentences = corpus_pdfs()["google-doc-document.pdf"]
+    url = origin.route("/download?id=7", respond(200, data, {"Content-Type": "application/octet-stream"}))
+    snap = run().fetch(url)
+    assert snap.outcome == "ok" and snap.size_bytes == len(data)
+    for sentence in sentences:
+        assert normalised(sentence) in normalised(snap.text)
+
+
+def test_gzip_encoded_page_is_inflated(origin, run):
+    url = origin.route("/gz", gzipped(page().encode()))
+    snap = run().fetch(url)
+    assert snap.outcome == "ok" and "committee published" in snap.text
+    assert snap.size_bytes == len(page().encode())
+
+
+def test_dns_failure_is_permanent(no_dns, run):
+    snap = run(retries=3).fetch("http://no-such-host.invalid/report.pdf")
+    assert (snap.outcome, snap.http_status, snap.attempts) == ("dns-error", None, 1)
+
+
+def test_refused_connection(run):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    snap = run(retries=3).fetch(f"http://127.0.0.1:{port}/")
+    assert (snap.outcome, snap.attempts) == ("connect-refused", 1)
+
+
+def test_tls_failure_is_not_retried(origin, run):
+    origin.route("/", html(page()))
+    snap = run(retries=3).fetch(f"https://127.0.0.1:{origin.port}/")
+    assert (snap.outcome, snap.attempts) == ("tls-error", 1)
+
+
+def test_empty_page_and_binary_are_classified(origin, run):
+    empty = origin.route("/empty", html("<html><body></body></html>"))
+    image = origin.route("/logo.png", respond(200, b"\x89PNG\r\n\x1a\n\x00\x00" * 50, {"Content-Type": "image/png"}))
+    r = run()
+    assert r.fetch(empty).outcome == "empty"
+    assert r.fetch(image).outcome == "unsupported-type"

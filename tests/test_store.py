@@ -1,0 +1,86 @@
+"""The store keeps a dated history, one copy per distinct body, and survives bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import sqlite3
+import subprocess
+
+import pytest
+
+from fetcher.store import Store, StoreError
+from tests.conftest import fetcher_command, write_config
+from tests.origin import html, sequence
+
+ONE = "<html><body><article><p>" + "First version of the report text, with findings. " * 20 + "</p></article></body></html>"
+TWO = ONE.replace("First version", "Second version")
+
+
+def count(store: Store, table: str) -> int:
+    return store._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def body_files(store: Store) -> list:
+    return sorted(p for p in store.bodies.rglob("*.gz"))
+
+
+def test_unchanged_body_records_a_check_without_a_second_copy(origin, run):
+    url = origin.route("/r", html(ONE))
+    r = run()
+    first, second = r.fetch(url), r.fetch(url)
+    assert first.changed and not second.changed
+    assert first.sha256 == second.sha256
+    assert count(r.store, "contents") == 1 and len(body_files(r.store)) == 1
+    assert [s.fetch_id for s in r.store.history(first.resource_id)] == [second.fetch_id, first.fetch_id]
+
+
+def test_changed_body_is_a_new_snapshot_and_history_is_kept(origin, run):
+    url = origin.route("/r", sequence(html(ONE), html("gone", status=404), html(TWO)))
+    r = run(retries=0)
+    first, failed, third = r.fetch(url), r.fetch(url), r.fetch(url)
+    assert (first.outcome, failed.outcome, third.outcome) == ("ok", "http-404", "ok")
+    assert third.changed and "Second version" in third.text
+    history = r.store.history(first.resource_id)
+    assert [h.outcome for h in history] == ["ok", "http-404", "ok"]
+    assert count(r.store, "contents") == 2 and len(body_files(r.store)) == 2
+
+
+def test_latest_content_survives_a_later_failure(origin, run):
+    url = origin.route("/r", sequence(html(ONE), html("gone", status=410)))
+    r = run(retries=0)
+    good = r.fetch(url)
+    r.fetch(url)
+    assert r.store.latest(good.resource_id).outcome == "http-410"
+    assert r.store.latest_with_content(good.resource_id).fetch_id == good.fetch_id
+
+
+def test_raw_body_is_kept_compressed_and_matches_its_hash(origin, run):
+    url = origin.route("/r", html(ONE))
+    r = run()
+    snap = r.fetch(url)
+    stored = gzip.decompress(r.store.body_path(snap.sha256).read_bytes())
+    assert stored == ONE.encode() and hashlib.sha256(stored).hexdigest() == snap.sha256
+    assert r.store.read_body(snap.sha256) == stored
+
+
+def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path):
+    config = write_config(tmp_path, ["http://127.0.0.1:9/x"])
+    (tmp_path / "snapshots").mkdir()
+    bogus = tmp_path / "snapshots" / "fetcher.sqlite3"
+    bogus.write_bytes(b"this is not a database, it is somebody's notes" * 20)
+    before = bogus.read_bytes()
+    with pytest.raises(StoreError):
+        Store(tmp_path / "snapshots")
+    done = subprocess.run(fetcher_command() + ["--config", str(config), "refresh"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
+    assert bogus.read_bytes() == before
+
+
+def test_a_store_from_a_newer_version_is_refused(tmp_path):
+    Store(tmp_path).close()
+    with sqlite3.connect(tmp_path / "fetcher.sqlite3") as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="newer"):
+        Store(tmp_path)

@@ -58,8 +58,17 @@ def _config(context: click.Context) -> Config:
 
 
 def _store(config: Config) -> Store:
+    """The store, created if missing (for commands that write)."""
     try:
         return Store(config.storage_dir)
+    except StoreError as error:
+        raise BadInput(str(error)) from error
+
+
+def _existing_store(config: Config) -> Store | None:
+    """The store if there is one (for reading: nothing is created)."""
+    try:
+        return Store.existing(config.storage_dir)
     except StoreError as error:
         raise BadInput(str(error)) from error
 
@@ -88,8 +97,8 @@ def fetch(context: click.Context, target: str, as_json: bool) -> None:
 
     Exits 1 when the fetch got no usable content (the failure is stored too)."""
     config = _config(context)
+    source = _resolve(target, config, _existing_store(config))
     store = _store(config)
-    source = _resolve(target, config, store)
     snapshot = asyncio.run(_fetch_one(config, store, source))
     if as_json:
         _print_json(snapshot.to_dict())
@@ -193,9 +202,9 @@ def _print_summary(summary: RunSummary) -> None:
 def show(context: click.Context, target: str, fmt: str) -> None:
     """Print the latest stored preview of a source (no network)."""
     config = _config(context)
-    store = _store(config)
+    store = _existing_store(config)
     source = _resolve(target, config, store)
-    latest = store.latest(source.resource_id)
+    latest = store.latest(source.resource_id) if store else None
     if latest is None:
         raise BadInput(f"{source.resource_id} ({source.url}) has not been fetched yet: run `fetcher fetch {target}`")
     content = latest if latest.has_content else store.latest_with_content(source.resource_id)
@@ -213,9 +222,9 @@ def show(context: click.Context, target: str, fmt: str) -> None:
 def history(context: click.Context, target: str, as_json: bool) -> None:
     """List every stored fetch of a source, newest first (no network)."""
     config = _config(context)
-    store = _store(config)
+    store = _existing_store(config)
     source = _resolve(target, config, store)
-    rows = store.history(source.resource_id)
+    rows = store.history(source.resource_id) if store else []
     if as_json:
         _print_json([row.to_dict(with_text=False) for row in rows])
         return
@@ -246,9 +255,9 @@ def history(context: click.Context, target: str, as_json: bool) -> None:
 def export(context: click.Context, fmt: str, output: Path | None) -> None:
     """Write the latest snapshot of every stored source, for a site build (no network)."""
     config = _config(context)
-    store = _store(config)
+    store = _existing_store(config)
     titles = {s.resource_id: s.title for s in config.sources}
-    records = latest_records(store, config.preview_chars, titles)
+    records = latest_records(store, config.preview_chars, titles) if store else iter(())
     if output is None:
         _write_records(sys.stdout, records, fmt)
         return

@@ -74,6 +74,8 @@ def load_config(path: Path) -> Config:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file: {error.strerror or error}") from error
     return parse_config(raw, path)
 
 
@@ -81,7 +83,7 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
     where = str(path) if path else "config"
     unknown = sorted(set(raw) - _TABLES)
     if unknown:
-        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(_TABLES))})")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_TABLES))})")
     base = path.parent if path else Path.cwd()
     storage = _table(raw, "storage", {"dir"}, where)
     fetch = _table(raw, "fetch", set(_FETCH_KEYS), where)
@@ -108,7 +110,7 @@ def _table(raw: dict[str, Any], name: str, known: set[str], where: str) -> dict[
         raise ConfigError(f"{where}: [{name}] must be a table")
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ConfigError(f"{where}: [{name}] unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"{where}: [{name}] unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
     return table
 
 
@@ -139,7 +141,7 @@ def _sources(entries: Any, where: str) -> tuple[Source, ...]:
             raise ConfigError(f"{where}: {label} must be a table")
         unknown = sorted(set(entry) - {"url", "title", "tags"})
         if unknown:
-            raise ConfigError(f"{where}: {label} unknown key '{unknown[0]}' (known: tags, title, url)")
+            raise ConfigError(f"{where}: {label} unknown key {unknown[0]!r} (known: tags, title, url)")
         if "url" not in entry:
             raise ConfigError(f"{where}: {label} has no url")
         url = _value(entry, "url", "str", None, label, where, None)

@@ -79,6 +79,7 @@ class StoreError(Exception):
 
 class Store:
     def __init__(self, directory: Path):
+        """Open the store in `directory`, creating it if needed."""
         self.directory = directory
         self.bodies = directory / "bodies"
         try:
@@ -90,6 +91,11 @@ class Store:
             raise StoreError(f"{directory / DB_NAME}: cannot open the store: {error}") from error
         except OSError as error:
             raise StoreError(f"{directory}: cannot use the store directory: {error}") from error
+
+    @classmethod
+    def existing(cls, directory: Path) -> Store | None:
+        """Open the store only if one is there: reading commands create nothing."""
+        return cls(directory) if (directory / DB_NAME).is_file() else None
 
     def _setup(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from fetcher.config import Config, ConfigError, config_path, load_config
 from fetcher.models import RunSummary, Snapshot, Source
-from fetcher.pipeline import Pipeline
+from fetcher.pipeline import FetchOptions, Pipeline
 from fetcher.report import human_size, latest_records, make_preview, record, render_markdown, render_text
 from fetcher.sources import BadURL, find_duplicates, looks_like_resource_id, make_source
 from fetcher.store import Store, StoreError
@@ -88,18 +88,34 @@ def _resolve(target: str, config: Config, store: Store | None) -> Source:
     return config.source_by_id(source.resource_id) or source
 
 
+_no_archive = click.option("--no-archive", is_flag=True, help="Never fall back to an archived copy.")
+_recheck_archive = click.option(
+    "--recheck-archive", is_flag=True, help="Ask the archives again instead of using cached lookups."
+)
+
+
 @cli.command()
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored snapshot as one JSON object.")
+@click.option("--archive-only", is_flag=True, help="Skip the live site: take the archived copy.")
+@_no_archive
+@_recheck_archive
 @click.pass_context
-def fetch(context: click.Context, target: str, as_json: bool) -> None:
+def fetch(
+    context: click.Context, target: str, as_json: bool, archive_only: bool, no_archive: bool, recheck_archive: bool
+) -> None:
     """Fetch one source now (a resource id or a URL), store it and print its preview.
 
-    Exits 1 when the fetch got no usable content (the failure is stored too)."""
+    When the live page is unusable (dead, erroring, a bot wall), the archived copy
+    closest to the last time it was alive stands in. Exits 1 when the fetch got
+    no usable content (the failure is stored too)."""
+    if archive_only and no_archive:
+        raise BadInput("--archive-only and --no-archive contradict each other")
     config = _config(context)
     source = _resolve(target, config, _existing_store(config))
     store = _store(config)
-    snapshot = asyncio.run(_fetch_one(config, store, source))
+    options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive)
+    snapshot = asyncio.run(_fetch_one(config, store, source, options))
     if as_json:
         _print_json(snapshot.to_dict())
     else:
@@ -109,17 +125,22 @@ def fetch(context: click.Context, target: str, as_json: bool) -> None:
         sys.exit(EXIT_SOURCE_FAILED)
 
 
-async def _fetch_one(config: Config, store: Store, source: Source) -> Snapshot:
+async def _fetch_one(config: Config, store: Store, source: Source, options: FetchOptions) -> Snapshot:
     async with Pipeline(config, store, processes=False) as pipeline:
-        return await pipeline.fetch(source)
+        return await pipeline.fetch(source, options)
 
 
 @cli.command()
 @click.option("--only", "only", multiple=True, metavar="ID", help="Refresh only this resource id (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@_no_archive
+@_recheck_archive
 @click.pass_context
-def refresh(context: click.Context, only: tuple[str, ...], as_json: bool) -> None:
-    """Fetch every configured source (or --only some), concurrently and politely.
+def refresh(
+    context: click.Context, only: tuple[str, ...], as_json: bool, no_archive: bool, recheck_archive: bool
+) -> None:
+    """Fetch every configured source (or --only some), concurrently and politely,
+    with archived copies standing in for dead pages.
 
     Exits 0 when the run completed, whatever the health of the sources."""
     config = _config(context)
@@ -127,8 +148,9 @@ def refresh(context: click.Context, only: tuple[str, ...], as_json: bool) -> Non
     for first, later in find_duplicates(sources):
         click.echo(f"warning: {later.url} looks like a duplicate of {first.url} (both are fetched)", err=True)
     store = _store(config)
+    options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
     with _progress(len(sources)) as advance:
-        summary = asyncio.run(_refresh(config, store, sources, advance))
+        summary = asyncio.run(_refresh(config, store, sources, advance, options))
     if as_json:
         _print_json(summary.to_dict())
     else:
@@ -147,9 +169,11 @@ def _pick(config: Config, only: tuple[str, ...]) -> list[Source]:
     return picked
 
 
-async def _refresh(config: Config, store: Store, sources: list[Source], advance: Callable[[Snapshot], None]) -> RunSummary:
+async def _refresh(
+    config: Config, store: Store, sources: list[Source], advance: Callable[[Snapshot], None], options: FetchOptions
+) -> RunSummary:
     async with Pipeline(config, store, processes=len(sources) > 1) as pipeline:
-        return await pipeline.refresh(sources, on_done=advance)
+        return await pipeline.refresh(sources, on_done=advance, options=options)
 
 
 class _progress:
@@ -190,7 +214,10 @@ def _print_summary(summary: RunSummary) -> None:
     for kind, count in sorted(summary.counts.items(), key=lambda item: (-item[1], item[0])):
         table.add_row(kind, str(count))
     console.print(table)
-    console.print(f"changed {summary.changed} · unchanged {summary.unchanged} · failed {summary.failed}")
+    console.print(
+        f"changed {summary.changed} · unchanged {summary.unchanged} · failed {summary.failed}"
+        f" · archived copies {summary.archived}"
+    )
 
 
 @cli.command()

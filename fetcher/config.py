@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fetcher.models import Source
-from fetcher.sources import BadURL, make_source
+from fetcher.sources import BadURL, check_url, make_source
 
 DEFAULT_CONFIG = "config.toml"
 ENV_VAR = "FETCHER_CONFIG"
@@ -35,18 +35,44 @@ class FetchSettings:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """One Wayback-compatible archive: where to look captures up and replay them."""
+
+    name: str = "Wayback Machine"
+    cdx_url: str = "https://web.archive.org/cdx/search/cdx"
+    replay_url: str = "https://web.archive.org/web"
+    requests_per_minute: float = 15.0
+    save_url: str = "https://web.archive.org/save"
+
+
+@dataclass(frozen=True)
+class ArchivePolicy:
+    """When and how archived copies stand in for the live page."""
+
+    enabled: bool = True
+    fallback_on_blocked: bool = True
+    fallback_on_rate_limited: bool = False
+    recheck_misses_after_days: float = 7.0
+    save: bool = False
+    saves_per_minute: float = 3.0
+    max_saves_per_run: int = 20
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     storage_dir: Path
     fetch: FetchSettings
     preview_chars: int
     sources: tuple[Source, ...]
+    archive: ArchivePolicy = ArchivePolicy()
+    archives: tuple[ArchiveSettings, ...] = (ArchiveSettings(),)
 
     def source_by_id(self, resource_id: str) -> Source | None:
         return next((s for s in self.sources if s.resource_id == resource_id), None)
 
 
-# key -> (kind, minimum): kinds are "str", "int", "float"
+# key -> (kind, minimum): kinds are "str", "url", "int", "float", "bool"
 _FETCH_KEYS: dict[str, tuple[str, float | None]] = {
     "user_agent": ("str", None),
     "connect_timeout": ("float", 0.001),
@@ -59,7 +85,23 @@ _FETCH_KEYS: dict[str, tuple[str, float | None]] = {
     "retries": ("int", 0),
     "max_retry_after": ("float", 0),
 }
-_TABLES = {"storage", "fetch", "preview", "sources"}
+_ARCHIVE_KEYS: dict[str, tuple[str, float | None]] = {
+    "name": ("str", None),
+    "cdx_url": ("url", None),
+    "replay_url": ("url", None),
+    "requests_per_minute": ("float", 0.01),
+    "save_url": ("url", None),
+}
+_POLICY_KEYS: dict[str, tuple[str, float | None]] = {
+    "enabled": ("bool", None),
+    "fallback_on_blocked": ("bool", None),
+    "fallback_on_rate_limited": ("bool", None),
+    "recheck_misses_after_days": ("float", 0),
+    "save": ("bool", None),
+    "saves_per_minute": ("float", 0.01),
+    "max_saves_per_run": ("int", 0),
+}
+_TABLES = {"storage", "fetch", "preview", "archive", "sources"}
 
 
 def config_path(explicit: str | None) -> Path:
@@ -89,19 +131,49 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
     fetch = _table(raw, "fetch", set(_FETCH_KEYS), where)
     preview = _table(raw, "preview", {"chars"}, where)
     storage_dir = Path(_value(storage, "dir", "str", None, "[storage]", where, "snapshots"))
-    settings = FetchSettings(
-        **{
-            key: _value(fetch, key, kind, minimum, "[fetch]", where, getattr(FetchSettings, key))
-            for key, (kind, minimum) in _FETCH_KEYS.items()
-        }
-    )
+    archive = _table(raw, "archive", set(_ARCHIVE_KEYS) | set(_POLICY_KEYS) | {"more"}, where)
     return Config(
         path=path,
         storage_dir=storage_dir if storage_dir.is_absolute() else base / storage_dir,
-        fetch=settings,
+        fetch=_settings(FetchSettings, fetch, _FETCH_KEYS, "[fetch]", where),
         preview_chars=_value(preview, "chars", "int", 1, "[preview]", where, 3000),
         sources=_sources(raw.get("sources", []), where),
+        archive=_settings(ArchivePolicy, archive, _POLICY_KEYS, "[archive]", where),
+        archives=_archives(archive, where),
     )
+
+
+def _settings(cls: type, table: dict[str, Any], keys: dict, label: str, where: str) -> Any:
+    """A settings dataclass from a table: each key checked, defaults from the class."""
+    return cls(
+        **{
+            key: _value(table, key, kind, minimum, label, where, getattr(cls, key))
+            for key, (kind, minimum) in keys.items()
+        }
+    )
+
+
+def _archives(table: dict[str, Any], where: str) -> tuple[ArchiveSettings, ...]:
+    """The [archive] endpoints, then each [[archive.more]], tried in that order."""
+    first = {key: table[key] for key in _ARCHIVE_KEYS if key in table}
+    more = table.get("more", [])
+    if not isinstance(more, list) or not all(isinstance(entry, dict) for entry in more):
+        raise ConfigError(f"{where}: archive.more must be an array of tables ([[archive.more]])")
+    archives = [_settings(ArchiveSettings, first, _ARCHIVE_KEYS, "[archive]", where)]
+    for number, entry in enumerate(more, start=1):
+        label = f"[[archive.more]] #{number}"
+        unknown = sorted(set(entry) - set(_ARCHIVE_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: {label} unknown key {unknown[0]!r} (known: {', '.join(sorted(_ARCHIVE_KEYS))})")
+        for key in ("cdx_url", "replay_url"):
+            if key not in entry:
+                raise ConfigError(f"{where}: {label} has no {key}")
+        entry = {"name": f"archive {number + 1}", **entry}
+        archives.append(_settings(ArchiveSettings, entry, _ARCHIVE_KEYS, label, where))
+    names = [archive.name for archive in archives]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: archive names must differ, got {names!r}")
+    return tuple(archives)
 
 
 def _table(raw: dict[str, Any], name: str, known: set[str], where: str) -> dict[str, Any]:
@@ -120,12 +192,20 @@ def _value(table: dict, key: str, kind: str, minimum: float | None, label: str, 
     value = table[key]
     ok = {
         "str": isinstance(value, str) and value.strip() != "",
+        "url": isinstance(value, str) and value.strip() != "",
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
     }[kind]
-    names = {"str": "a non-empty string", "int": "a whole number", "float": "a number"}
+    names = {"str": "a non-empty string", "url": "an http(s) URL", "int": "a whole number", "float": "a number",
+             "bool": "true or false"}
     if not ok:
         raise ConfigError(f"{where}: {label} {key} must be {names[kind]}, got {value!r}")
+    if kind == "url":
+        try:
+            return check_url(value).rstrip("/")
+        except BadURL as error:
+            raise ConfigError(f"{where}: {label} {key}: {error}") from error
     if minimum is not None and value < minimum:
         raise ConfigError(f"{where}: {label} {key} must be at least {minimum:g}, got {value!r}")
     return float(value) if kind == "float" else value

@@ -124,6 +124,7 @@ class Downloader:
             retry_after=parse_retry_after(response.headers.get("retry-after"), self._wall_clock()),
             etag=response.headers.get("etag"),
             last_modified=response.headers.get("last-modified"),
+            headers=_archive_headers(response.headers),
         )
         if found.outcome is not Outcome.OK:
             return found
@@ -236,6 +237,15 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+def _archive_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The headers a Wayback-compatible archive uses to say what it served."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if name in ("memento-datetime", "content-location") or name.startswith("x-archive-orig-")
+    }
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

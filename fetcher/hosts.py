@@ -40,3 +40,32 @@ class HostSlots:
                     await self._sleep(wait)
                 state.next_start = max(self._clock(), state.next_start) + self._delay
             yield
+
+
+class RateLimiter:
+    """At most `per_minute` request starts a minute, evenly spaced with a margin
+    (so network jitter cannot squeeze one more into the server's minute), and a
+    pause that a 429's Retry-After can impose on every caller at once."""
+
+    MARGIN = 1.05
+
+    def __init__(self, per_minute: float, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep):
+        self._interval = 60.0 / per_minute * self.MARGIN
+        self._clock = clock
+        self._sleep = sleep
+        self._next = float("-inf")
+        self._paused_until = float("-inf")
+        self._turn = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._turn:
+            while True:
+                now = self._clock()
+                start = max(now, self._next, self._paused_until)
+                if start <= now:
+                    break
+                await self._sleep(start - now)
+            self._next = now + self._interval
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)

@@ -41,6 +41,19 @@ class Download:
     retry_after: float | None = None
     etag: str | None = None
     last_modified: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # archive headers: Memento-Datetime, X-Archive-Orig-*
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One archived capture of a URL, replayable raw at `raw_url`."""
+
+    archive: str
+    timestamp: str  # 14 digits, UTC
+    original: str
+    raw_url: str
+    captured_at: datetime
+    mime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,11 @@ class FetchResult:
     attempts: int
     extracted: Extracted | None = None
     elapsed_ms: int = 0
+    live_status: int | None = None
+    live_outcome: Outcome | None = None
+    capture: Capture | None = None
+    archive_outcome: Outcome | None = None
+    reused_sha256: str | None = None  # an archived copy already stored: no body here
 
     @property
     def outcome(self) -> Outcome:
@@ -101,6 +119,12 @@ class Snapshot:
     language: str | None = None
     published: str | None = None
     content_first_seen: datetime | None = None
+    live_status: int | None = None
+    live_outcome: str | None = None
+    archive_outcome: str | None = None
+    archive_name: str | None = None
+    archive_url: str | None = None
+    captured_at: datetime | None = None
 
     @property
     def has_content(self) -> bool:
@@ -110,6 +134,7 @@ class Snapshot:
         data = dataclasses.asdict(self)
         data["fetched_at"] = _iso(self.fetched_at)
         data["content_first_seen"] = _iso(self.content_first_seen)
+        data["captured_at"] = _iso(self.captured_at)
         data["redirects"] = [{"url": h.url, "status": h.status} for h in self.redirects]
         if not with_text:
             data.pop("text")
@@ -124,6 +149,7 @@ class RunSummary:
     changed: int = 0
     unchanged: int = 0
     failed: int = 0
+    archived: int = 0
 
     @property
     def total(self) -> int:
@@ -138,6 +164,7 @@ class RunSummary:
             "changed": self.changed,
             "unchanged": self.unchanged,
             "failed": self.failed,
+            "archived": self.archived,
             "counts": dict(sorted(self.counts.items())),
         }
 

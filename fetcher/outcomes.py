@@ -40,6 +40,8 @@ class Outcome(enum.Enum):
     DECODE_ERROR = "decode-error"
     EMPTY = "empty"
     EXTRACT_FAILED = "extract-failed"
+    ARCHIVE_MISS = "archive-miss"
+    ARCHIVE_ERROR = "archive-error"
     INTERNAL_ERROR = "internal-error"
 
     @property
@@ -53,7 +55,8 @@ class Outcome(enum.Enum):
 
     @property
     def wants_archive(self) -> bool:
-        """An archived copy should stand in for the live page."""
+        """An archived copy should stand in for the live page. (401/403 bot walls
+        and 429 are a matter of policy: see ArchivePolicy.)"""
         return self in _ARCHIVE_WORTHY
 
     @property
@@ -88,8 +91,6 @@ _ARCHIVE_WORTHY = frozenset(
         Outcome.NETWORK_ERROR,
         Outcome.TRUNCATED,
         Outcome.REDIRECT_LOOP,
-        Outcome.HTTP_401,
-        Outcome.HTTP_403,
         Outcome.HTTP_404,
         Outcome.HTTP_410,
         Outcome.HTTP_5XX,

@@ -8,22 +8,35 @@ downloader keep each host's limits. Clock and sleep are injected for tests.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from itertools import zip_longest
+from typing import Any
 
+from fetcher.archive import ArchiveClient, Lookup
 from fetcher.config import Config
 from fetcher.download import Downloader, make_client
 from fetcher.extract import Extractor
-from fetcher.hosts import Clock, HostSlots, Sleep
-from fetcher.models import FetchResult, RunSummary, Snapshot, Source
+from fetcher.hosts import Clock, HostSlots, RateLimiter, Sleep
+from fetcher.models import Download, FetchResult, RunSummary, Snapshot, Source
 from fetcher.outcomes import Outcome
 from fetcher.retrying import fetch_with_retries
 from fetcher.sources import host_of
 from fetcher.store import Store
+
+log = logging.getLogger("fetcher")
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    live: bool = True  # False: --archive-only
+    archive: bool = True  # False: --no-archive
+    recheck_archive: bool = False  # True: ignore cached archive lookups
 
 WallClock = Callable[[], datetime]
 
@@ -59,55 +72,172 @@ class Pipeline:
         self._downloader = Downloader(self._client, settings, slots, self._wall_clock)
         self._extractor = Extractor(processes=self._processes)
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._archives = [
+            ArchiveClient(
+                archive,
+                self._downloader,
+                RateLimiter(archive.requests_per_minute, self._clock, self._sleep),
+                settings.retries,
+                settings.max_retry_after,
+                self._sleep,
+            )
+            for archive in self._config.archives
+        ] if self._config.archive.enabled else []
+        self._save_limiter = RateLimiter(self._config.archive.saves_per_minute, self._clock, self._sleep)
+        self._saves: list[asyncio.Task[None]] = []
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._client.aclose()
-        self._extractor.close()
-        self._store_thread.shutdown(wait=True)
+        try:
+            await asyncio.gather(*self._saves)
+        finally:
+            await self._client.aclose()
+            self._extractor.close()
+            self._store_thread.shutdown(wait=True)
 
-    async def fetch(self, source: Source) -> Snapshot:
-        """Fetch one source live, extract its text and store the result."""
-        settings = self._config.fetch
+    async def fetch(self, source: Source, options: FetchOptions = FetchOptions()) -> Snapshot:
+        """Fetch one source (live, then an archived copy if the live one is unusable),
+        extract its text and store the result."""
         started, fetched_at = self._clock(), self._wall_clock()
+        live = None
+        if options.live:
+            live = await self._live(source, fetched_at)
+            if not (options.archive and self._falls_back(live.outcome)):
+                snapshot = await self._record(live, started)
+                if snapshot.changed:
+                    self._save_later(source.url)
+                return snapshot
+        return await self._record(await self._archived(source, live, fetched_at, options), started)
+
+    async def _live(self, source: Source, fetched_at: datetime) -> FetchResult:
+        settings = self._config.fetch
         download, attempts = await fetch_with_retries(
             lambda: self._downloader.get(source.url), settings.retries, settings.max_retry_after, self._sleep
         )
         extracted = None
         if download.outcome is Outcome.OK:
             extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)
-        result = FetchResult(
-            source=source,
-            fetched_at=fetched_at,
-            origin="live",
-            download=download,
-            attempts=attempts,
-            extracted=extracted,
-            elapsed_ms=int((self._clock() - started) * 1000),
-        )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._store_thread, self._store.record, result)
+        result = FetchResult(source, fetched_at, "live", download, attempts, extracted)
+        return replace(result, live_status=download.http_status, live_outcome=result.outcome)
 
-    async def refresh(self, sources: Iterable[Source], on_done: Callable[[Snapshot], None] = lambda _: None) -> RunSummary:
-        """Fetch every source, `concurrency` at a time; returns counts per outcome."""
+    def _falls_back(self, outcome: Outcome) -> bool:
+        policy = self._config.archive
+        return bool(self._archives) and (
+            outcome.wants_archive
+            or (policy.fallback_on_blocked and outcome in (Outcome.HTTP_401, Outcome.HTTP_403))
+            or (policy.fallback_on_rate_limited and outcome is Outcome.HTTP_429)
+        )
+
+    async def _archived(
+        self, source: Source, live: FetchResult | None, fetched_at: datetime, options: FetchOptions
+    ) -> FetchResult:
+        """The first archive's capture that yields text; else the live failure, annotated."""
+        misses, outcome = [], Outcome.ARCHIVE_MISS
+        for client in self._archives:
+            lookup, stored_sha = await self._lookup(client, source, fetched_at, options.recheck_archive)
+            if lookup.capture is None:
+                misses.append(lookup.detail)
+                outcome = lookup.outcome if lookup.outcome is Outcome.ARCHIVE_ERROR else outcome
+                continue
+            if stored_sha is not None:  # replayed on an earlier run: captures never change
+                reused = Download(source.url, Outcome.OK, lookup.capture.raw_url, 200, lookup.capture.mime)
+                return self._from_archive(source, live, fetched_at, reused, None, lookup, stored_sha)
+            download, served = await client.replay(lookup.capture)
+            extracted = None
+            if download.outcome is Outcome.OK:
+                extracted = await self._extractor.extract(download.body, download.content_type or served.mime, source.url)
+            if extracted is not None and extracted.outcome is Outcome.OK:
+                return self._from_archive(source, live, fetched_at, download, extracted, Lookup(Outcome.OK, served))
+            problem = extracted.outcome.value if extracted else download.outcome.value
+            misses.append(f"{client.settings.name} capture {served.timestamp}: {problem} {download.detail}".strip())
+            outcome = Outcome.ARCHIVE_ERROR
+        detail = "; ".join(misses) or "no archive configured"
+        if live is None:
+            failed = Download(source.url, outcome, source.url, detail=detail)
+            return FetchResult(source, fetched_at, "archive", failed, 0, archive_outcome=outcome)
+        annotated = replace(live.download, detail=f"{live.download.detail}; archive: {detail}".lstrip("; "))
+        return replace(live, download=annotated, archive_outcome=outcome)
+
+    def _from_archive(
+        self, source, live, fetched_at, download, extracted, lookup: Lookup, stored_sha: str | None = None
+    ) -> FetchResult:
+        return FetchResult(
+            source, fetched_at, "archive", download, 0 if stored_sha else 1, extracted,
+            live_status=live.live_status if live else None,
+            live_outcome=live.live_outcome if live else None,
+            capture=lookup.capture,
+            archive_outcome=Outcome.OK,
+            reused_sha256=stored_sha,
+        )
+
+    async def _lookup(
+        self, client: ArchiveClient, source: Source, fetched_at: datetime, recheck: bool
+    ) -> tuple[Lookup, str | None]:
+        """A lookup from the cache (captures never change; misses are kept a while), else the archive's CDX."""
+        name = client.settings.name
+        cached = await self._in_store(self._store.cached_lookup, source.resource_id, name)
+        if cached is not None and not recheck:
+            if cached.capture is not None:
+                return Lookup(Outcome.OK, cached.capture), cached.sha256
+            fresh_for = timedelta(days=self._config.archive.recheck_misses_after_days)
+            if fetched_at - cached.looked_up_at < fresh_for:
+                return Lookup(Outcome.ARCHIVE_MISS, detail=f"no capture in {name} (looked up {cached.looked_up_at:%Y-%m-%d})"), None
+        if client.stopped:
+            return Lookup(Outcome.ARCHIVE_ERROR, detail=f"{name} asked us to slow down; not asked again this run"), None
+        wanted = await self._in_store(self._store.last_alive, source.resource_id) or fetched_at
+        lookup = await client.lookup(source.url, wanted)
+        if lookup.outcome is not Outcome.ARCHIVE_ERROR:
+            await self._in_store(self._store.remember_lookup, source, name, fetched_at, lookup.capture)
+        return lookup, None
+
+    def _save_later(self, url: str) -> None:
+        """Save Page Now for a changed page, in the background, within the per-run budget."""
+        policy = self._config.archive
+        if not (policy.save and self._archives) or len(self._saves) >= policy.max_saves_per_run:
+            return
+        self._saves.append(asyncio.create_task(self._save(self._archives[0], url)))
+
+    async def _save(self, client: ArchiveClient, url: str) -> None:
+        await self._save_limiter.acquire()
+        answer = await client.save(url)
+        if answer.outcome is not Outcome.OK:
+            log.warning("save page now for %s failed: %s %s", url, answer.outcome.value, answer.detail)
+
+    async def _record(self, result: FetchResult, started: float) -> Snapshot:
+        result = replace(result, elapsed_ms=int((self._clock() - started) * 1000))
+        return await self._in_store(self._store.record, result)
+
+    async def _in_store(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Store calls run one at a time on the store's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, function, *args)
+
+    async def refresh(
+        self,
+        sources: Iterable[Source],
+        on_done: Callable[[Snapshot], None] = lambda _: None,
+        options: FetchOptions = FetchOptions(),
+    ) -> RunSummary:
+        """Fetch every source, `concurrency` at a time. Counts are by the live
+        outcome (the source's health); `archived` counts copies from an archive."""
         started = self._wall_clock()
         pending = interleave_by_host(sources)
         counts: Counter[str] = Counter()
-        changed = unchanged = 0
+        changed = unchanged = archived = 0
 
         async def worker() -> None:
-            nonlocal changed, unchanged
+            nonlocal changed, unchanged, archived
             for source in pending:
-                snapshot = await self.fetch(source)
-                counts[snapshot.outcome] += 1
+                snapshot = await self.fetch(source, options)
+                counts[snapshot.live_outcome or snapshot.outcome] += 1
                 if snapshot.has_content:
                     changed += snapshot.changed
                     unchanged += not snapshot.changed
+                    archived += snapshot.origin == "archive"
                 on_done(snapshot)
 
         await asyncio.gather(*(worker() for _ in range(self._config.fetch.concurrency)))
         failed = sum(n for kind, n in counts.items() if not Outcome(kind).is_success)
-        return RunSummary(started, self._wall_clock(), dict(counts), changed, unchanged, failed)
+        return RunSummary(started, self._wall_clock(), dict(counts), changed, unchanged, failed, archived)
 
 
 def interleave_by_host(sources: Iterable[Source]) -> Iterator[Source]:

@@ -46,8 +46,10 @@ def excerpt(text: str, chars: int) -> tuple[str, bool]:
 
 def make_preview(latest: Snapshot, content: Snapshot | None, chars: int) -> Preview:
     """The preview of a resource: its latest fetch, and the newest content it ever had."""
-    status = f"HTTP {latest.http_status}" if latest.http_status is not None else "No response"
-    parts = [status if latest.has_content else f"{status} ({latest.outcome})", f"Fetched {human_date(latest.fetched_at)}"]
+    parts = [status_text(latest)]
+    if content is not None and content.origin == "archive" and content.captured_at:
+        parts.append(f"Captured {human_date(content.captured_at)} ({content.archive_name})")
+    parts.append(f"Fetched {human_date(latest.fetched_at)}")
     if content is None:
         return Preview(latest.resource_id, " · ".join(parts + ["no content"]), latest.detail, None)
     if content.fetch_id != latest.fetch_id:
@@ -56,6 +58,18 @@ def make_preview(latest: Snapshot, content: Snapshot | None, chars: int) -> Prev
     parts.append(size)
     text, cut = excerpt(content.text or "", chars)
     return Preview(latest.resource_id, " · ".join(parts), text, f"... (truncated, {size} total)" if cut else None)
+
+
+def status_text(snapshot: Snapshot) -> str:
+    """`HTTP 200`; `HTTP 404 → archived copy`; `HTTP 404 (http-404)`; `No response (dns-error)`."""
+    if snapshot.origin == "archive" and snapshot.has_content:
+        if snapshot.live_status is not None:
+            return f"HTTP {snapshot.live_status} → archived copy"
+        if snapshot.live_outcome:
+            return f"No response ({snapshot.live_outcome}) → archived copy"
+        return "Archived copy"
+    status = f"HTTP {snapshot.http_status}" if snapshot.http_status is not None else "No response"
+    return status if snapshot.has_content else f"{status} ({snapshot.outcome})"
 
 
 def render_text(preview: Preview) -> str:

@@ -17,10 +17,12 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from fetcher.models import FetchResult, Hop, Snapshot, Source
+from fetcher.models import Capture, FetchResult, Hop, Snapshot, Source
+from fetcher.outcomes import Outcome
 
 SCHEMA_VERSION = 1
 DB_NAME = "fetcher.sqlite3"
@@ -60,15 +62,34 @@ CREATE TABLE IF NOT EXISTS fetches (
     sha256 TEXT REFERENCES contents(sha256),
     changed INTEGER NOT NULL DEFAULT 0,
     etag TEXT,
-    last_modified TEXT
+    last_modified TEXT,
+    live_status INTEGER,
+    live_outcome TEXT,
+    archive_outcome TEXT,
+    archive_name TEXT,
+    archive_url TEXT,
+    captured_at TEXT
 );
 CREATE INDEX IF NOT EXISTS fetches_by_resource ON fetches(resource_id, id);
+CREATE TABLE IF NOT EXISTS captures (
+    resource_id TEXT NOT NULL REFERENCES resources(resource_id),
+    archive TEXT NOT NULL,
+    looked_up_at TEXT NOT NULL,
+    timestamp TEXT,
+    original TEXT,
+    raw_url TEXT,
+    captured_at TEXT,
+    mime TEXT,
+    sha256 TEXT REFERENCES contents(sha256),
+    PRIMARY KEY (resource_id, archive)
+);
 """
 
 _SELECT = """
 SELECT f.id, f.resource_id, f.url, f.final_url, f.fetched_at, f.origin, f.http_status,
        f.outcome, f.detail, f.attempts, f.elapsed_ms, f.changed, f.redirects, f.content_type,
-       c.size_bytes, c.text_chars, c.sha256, c.title, {text}, c.language, c.published, c.first_seen
+       c.size_bytes, c.text_chars, c.sha256, c.title, {text}, c.language, c.published, c.first_seen,
+       f.live_status, f.live_outcome, f.archive_outcome, f.archive_name, f.archive_url, f.captured_at
 FROM fetches f LEFT JOIN contents c ON c.sha256 = f.sha256
 """
 
@@ -115,16 +136,17 @@ class Store:
 
     def record(self, result: FetchResult) -> Snapshot:
         """Store one fetch (and its content, if new); return it as read back."""
-        sha = None
+        sha = result.reused_sha256
         extracted = result.extracted
-        if extracted is not None and result.outcome.is_success:
-            sha = hashlib.sha256(result.download.body).hexdigest()
-            self._write_body(sha, result.download.body)
         download = result.download
+        if sha is None and extracted is not None and result.outcome.is_success:
+            sha = hashlib.sha256(download.body).hexdigest()
+            self._write_body(sha, download.body)
+        capture = result.capture
         with self._db:
             self._remember(result.source, result.fetched_at)
             previous = self._last_sha(result.source.resource_id)
-            if sha is not None:
+            if sha is not None and result.reused_sha256 is None:
                 self._db.execute(
                     "INSERT OR IGNORE INTO contents VALUES (?,?,?,?,?,?,?,?,?)",
                     (sha, extracted.kind, len(download.body), len(extracted.text), extracted.title,
@@ -132,15 +154,25 @@ class Store:
                 )
             cursor = self._db.execute(
                 "INSERT INTO fetches (resource_id, url, final_url, fetched_at, origin, http_status, outcome,"
-                " detail, attempts, elapsed_ms, redirects, content_type, sha256, changed, etag, last_modified)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " detail, attempts, elapsed_ms, redirects, content_type, sha256, changed, etag, last_modified,"
+                " live_status, live_outcome, archive_outcome, archive_name, archive_url, captured_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (result.source.resource_id, result.source.url, download.final_url, result.fetched_at.isoformat(),
-                 result.origin, download.http_status, result.outcome.value,
-                 (extracted.detail if extracted and extracted.detail else download.detail),
+                 result.origin, download.http_status, result.outcome.value, _detail(result),
                  result.attempts, result.elapsed_ms,
                  json.dumps([[h.url, h.status] for h in download.redirects]), download.content_type, sha,
-                 int(sha is not None and sha != previous), download.etag, download.last_modified),
+                 int(sha is not None and sha != previous), download.etag, download.last_modified,
+                 result.live_status, _value(result.live_outcome), _value(result.archive_outcome),
+                 capture.archive if capture else None, capture.raw_url if capture else None,
+                 capture.captured_at.isoformat() if capture else None),
             )
+            if capture is not None and sha is not None:
+                self._db.execute(
+                    "UPDATE captures SET sha256 = ?, timestamp = ?, raw_url = ?, captured_at = ?"
+                    " WHERE resource_id = ? AND archive = ?",
+                    (sha, capture.timestamp, capture.raw_url, capture.captured_at.isoformat(),
+                     result.source.resource_id, capture.archive),
+                )
         return self._one("WHERE f.id = ?", (cursor.lastrowid,))
 
     def remember(self, source: Source, when: datetime) -> None:
@@ -181,7 +213,39 @@ class Store:
     def read_body(self, sha: str) -> bytes:
         return gzip.decompress(self.body_path(sha).read_bytes())
 
+    def remember_lookup(self, source: Source, archive: str, when: datetime, capture: Capture | None) -> None:
+        """Cache what an archive lookup found (a capture, or none) for later runs."""
+        with self._db:
+            self._remember(source, when)
+            self._db.execute(
+                "INSERT OR REPLACE INTO captures VALUES (?,?,?,?,?,?,?,?,NULL)",
+                (source.resource_id, archive, when.isoformat(),
+                 *((capture.timestamp, capture.original, capture.raw_url, capture.captured_at.isoformat(),
+                    capture.mime) if capture else (None,) * 5)),
+            )
+
     # -- reading -------------------------------------------------------------
+
+    def cached_lookup(self, resource_id: str, archive: str) -> CachedLookup | None:
+        row = self._db.execute(
+            "SELECT looked_up_at, timestamp, original, raw_url, captured_at, mime, sha256 FROM captures"
+            " WHERE resource_id = ? AND archive = ?",
+            (resource_id, archive),
+        ).fetchone()
+        if row is None:
+            return None
+        capture = None
+        if row[1] is not None:
+            capture = Capture(archive, row[1], row[2], row[3], datetime.fromisoformat(row[4]), row[5])
+        return CachedLookup(datetime.fromisoformat(row[0]), capture, row[6])
+
+    def last_alive(self, resource_id: str) -> datetime | None:
+        """When the source last gave content live."""
+        row = self._db.execute(
+            "SELECT MAX(fetched_at) FROM fetches WHERE resource_id = ? AND origin = 'live' AND sha256 IS NOT NULL",
+            (resource_id,),
+        ).fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
 
     def latest(self, resource_id: str) -> Snapshot | None:
         return self._one("WHERE f.resource_id = ? ORDER BY f.id DESC LIMIT 1", (resource_id,))
@@ -220,6 +284,22 @@ class Store:
         return _snapshot(row) if row else None
 
 
+@dataclass(frozen=True)
+class CachedLookup:
+    looked_up_at: datetime
+    capture: Capture | None  # None: the archive had no capture
+    sha256: str | None  # the capture's content, once replayed and stored
+
+
+def _value(outcome: Outcome | None) -> str | None:
+    return outcome.value if outcome is not None else None
+
+
+def _detail(result: FetchResult) -> str:
+    extracted = result.extracted
+    return extracted.detail if extracted is not None and extracted.detail else result.download.detail
+
+
 def _snapshot(row: sqlite3.Row) -> Snapshot:
     return Snapshot(
         fetch_id=row[0],
@@ -244,4 +324,10 @@ def _snapshot(row: sqlite3.Row) -> Snapshot:
         language=row[19],
         published=row[20],
         content_first_seen=datetime.fromisoformat(row[21]) if row[21] else None,
+        live_status=row[22],
+        live_outcome=row[23],
+        archive_outcome=row[24],
+        archive_name=row[25],
+        archive_url=row[26],
+        captured_at=datetime.fromisoformat(row[27]) if row[27] else None,
     )

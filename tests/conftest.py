@@ -8,9 +8,11 @@ import gzip
 import json
 import socket
 import sys
+import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +34,29 @@ def origin() -> Iterator[Origin]:
         yield server
 
 
-def write_config(directory: Path, urls: list[str] = (), text: str = "", **fetch: Any) -> Path:
-    """A config.toml in `directory` with the given sources and [fetch] settings."""
+def write_config(
+    directory: Path, urls: list[str] = (), text: str = "", archive: dict[str, Any] | None = None, **fetch: Any
+) -> Path:
+    """A config.toml in `directory` with the given sources, [fetch] settings and
+    [archive] settings (the archive is off unless a test gives its endpoints)."""
     settings = {"per_host_delay": 0, "connect_timeout": 2, "read_timeout": 2, "deadline": 5, **fetch}
     lines = ["[storage]", 'dir = "snapshots"', "", "[fetch]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    lines += ["", "[archive]"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in (archive or {"enabled": False}).items()]
     for url in urls:
         lines += ["", "[[sources]]", f"url = {json.dumps(url)}"]
     path = directory / "config.toml"
     path.write_text("\n".join(lines) + "\n" + text, encoding="utf-8")
     return path
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 @dataclass
@@ -83,6 +98,24 @@ def run(tmp_path: Path) -> Iterator[Any]:
     yield make
     for store in stores:
         store.close()
+
+
+_LOOPBACK_NAMES = ("localhost", "127.", "::1")
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A safety net: in-process name lookups of anything but loopback fail at once,
+    so no test can send a packet (not even a DNS query) off this machine."""
+    real = socket.getaddrinfo
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if not name.startswith(_LOOPBACK_NAMES):
+            raise socket.gaierror(socket.EAI_NONAME, f"tests resolve loopback names only, not {name!r}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
 
 
 @pytest.fixture
@@ -131,3 +164,50 @@ def normalised(text: str) -> str:
 
 def fetcher_command() -> list[str]:
     return [sys.executable, "-m", "fetcher"]
+
+
+class FakeClock:
+    """Monotonic time, wall time and sleep that move only when the code sleeps
+    (or a test says so): rate limits and day-long gaps are checked without waiting."""
+
+    def __init__(self, start: datetime | None = None):
+        self.start = start or datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> datetime:
+        return self.start + timedelta(seconds=self.now - 1000.0)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta).total_seconds()
+
+    def pipeline(self, config: Config, store: Store, processes: bool = False) -> Pipeline:
+        return Pipeline(config, store, processes=processes, wall_clock=self.wall, clock=self.monotonic, sleep=self.sleep)
+
+
+class ScaledClock(FakeClock):
+    """Real time running `speed` times faster: sleeps really wait (scaled down), so
+    a server thread stamping requests with this clock sees the order they were sent."""
+
+    def __init__(self, speed: float = 50.0):
+        super().__init__()
+        self.speed = speed
+        self._real_start = time.monotonic()
+
+    def monotonic(self) -> float:
+        return 1000.0 + (time.monotonic() - self._real_start) * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(max(0.0, seconds) / self.speed)
+
+    def wall(self) -> datetime:
+        return self.start + timedelta(seconds=self.monotonic() - 1000.0)

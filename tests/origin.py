@@ -50,7 +50,7 @@ class Origin:
         self._server = ThreadingHTTPServer((ip, 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> Origin:
         self._thread.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
@@ -103,6 +103,9 @@ class ArchiveClient:
         if download.outcome is not Outcome.OK:
             return download, capture
         served = _served_capture(download, capture)
+        original_type = download.headers.get("x-archive-orig-content-type")
+        if original_type and not download.content_type:
+            download = replace(download, content_type=original_type)
         if looks_like_chrome(download.body):
             detail = f"{self.settings.name} served its own page around the capture, not the capture"
             return Download(

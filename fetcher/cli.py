@@ -201,9 +201,12 @@ class _progress:
         if self._bar:
             self._bar.advance(self._task)
             return
-        status = snapshot.http_status if snapshot.http_status is not None else "-"
+        kind = snapshot.live_outcome or snapshot.outcome
+        status = snapshot.live_status if snapshot.origin == "archive" else snapshot.http_status
         size = human_size(snapshot.text_chars) if snapshot.has_content else snapshot.detail[:80]
-        click.echo(f"{snapshot.outcome:<16} {status:<4} {snapshot.resource_id} {snapshot.url} ({size})", err=True)
+        if snapshot.origin == "archive" and snapshot.has_content:
+            size = f"archived copy, {size}"
+        click.echo(f"{kind:<16} {status or '-':<4} {snapshot.resource_id} {snapshot.url} ({size})", err=True)
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -263,11 +266,14 @@ def history(context: click.Context, target: str, as_json: bool) -> None:
         table.add_column(column)
     for row in rows:
         change = "new content" if row.changed else ("unchanged" if row.has_content else "-")
+        origin = row.origin
+        if row.captured_at:
+            origin = f"archive ({row.archive_name}, captured {row.captured_at:%Y-%m-%d})"
         table.add_row(
             row.fetched_at.strftime("%Y-%m-%d %H:%M:%S"),
-            row.origin,
+            origin,
             str(row.http_status or "-"),
-            row.outcome,
+            row.outcome if not row.live_outcome or row.live_outcome == row.outcome else f"{row.live_outcome} → {row.outcome}",
             human_size(row.text_chars) if row.has_content else "-",
             change,
             (row.sha256 or "-")[:12],

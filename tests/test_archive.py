@@ -225,7 +225,7 @@ def test_misses_are_looked_up_again_after_a_week_or_when_asked(world, origin, wa
 
 
 def test_rate_limit_holds_over_100_failing_sources(tmp_path, origin):
-    clock = ScaledClock(speed=50)  # sleeps really wait, so the server sees true spacing
+    clock = ScaledClock(speed=25)  # sleeps really wait, so the server sees true spacing
     with FakeWayback("127.0.0.1", clock=clock.monotonic) as wayback:
         w = World(tmp_path, origin, wayback, clock, requests_per_minute=60)
         _rate_limit_holds(w, origin, wayback)
@@ -255,7 +255,7 @@ def test_429_with_retry_after_pauses_the_archive_client(world, origin, wayback):
 
 
 def test_a_429_storm_stops_the_archive_for_the_run(tmp_path, origin):
-    clock = ScaledClock(speed=50)
+    clock = ScaledClock(speed=10)  # 105 ms real between requests: each 429 is back before the next goes
     with FakeWayback("127.0.0.1", clock=clock.monotonic) as wayback:
         w = World(tmp_path, origin, wayback, clock, requests_per_minute=60)
         _storm_stops_the_archive(w, origin, wayback)

@@ -4,6 +4,7 @@ resolve beside the config, and every mistake is one line naming the key."""
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def test_shipped_config_spells_out_the_defaults(shipped, tmp_path):
     defaults = load_config(write(tmp_path, ""))
     assert shipped.fetch == defaults.fetch
     assert shipped.preview_chars == defaults.preview_chars
+    assert shipped.archive == defaults.archive
+    assert shipped.archives == defaults.archives
 
 
 # -- defaults and paths ------------------------------------------------------
@@ -335,3 +338,43 @@ def test_duplicates_in_a_config_are_reported_in_order(tmp_path):
     ]
     config = load_config(write(tmp_path, "".join(f'[[sources]]\nurl = "{u}"\n' for u in urls)))
     assert [(a.url, b.url) for a, b in find_duplicates(config.sources)] == [(urls[0], urls[2]), (urls[0], urls[3])]
+
+
+# -- archives -----------------------------------------------------------------
+
+
+def test_archive_defaults_point_at_the_wayback_machine(tmp_path):
+    config = load_config(write(tmp_path, ""))
+    (archive,) = config.archives
+    assert archive.cdx_url == "https://web.archive.org/cdx/search/cdx"
+    assert archive.replay_url == "https://web.archive.org/web"
+    assert archive.requests_per_minute < 24  # below the Internet Archive's published limit
+    assert config.archive.enabled and config.archive.fallback_on_blocked and not config.archive.save
+
+
+def test_more_archives_are_tried_in_order(tmp_path):
+    text = (
+        '[archive]\nreplay_url = "https://archive.example/web/"\n'
+        '[[archive.more]]\nname = "Local pywb"\ncdx_url = "http://127.0.0.1:8080/c/cdx"\n'
+        'replay_url = "http://127.0.0.1:8080/c"\n'
+    )
+    config = load_config(write(tmp_path, text))
+    assert [a.name for a in config.archives] == ["Wayback Machine", "Local pywb"]
+    assert config.archives[0].replay_url == "https://archive.example/web"  # trailing slash dropped
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ('[archive]\nenabled = "yes"\n', "enabled"),
+        ('[archive]\ncdx_url = "ftp://x.org/cdx"\n', "cdx_url"),
+        ('[archive]\nrequests_per_minute = 0\n', "requests_per_minute"),
+        ('[archive]\nsnapshots = 3\n', "snapshots"),
+        ('[[archive.more]]\nname = "x"\n', "[[archive.more]] #1 has no cdx_url"),
+        ('[[archive.more]]\ncdx_url = "http://a/cdx"\nreplay_url = "http://a"\nkind = "ia"\n', "kind"),
+        ('[[archive.more]]\nname = "Wayback Machine"\ncdx_url = "http://a/cdx"\nreplay_url = "http://a"\n', "names"),
+    ],
+)
+def test_bad_archive_settings_name_the_key(tmp_path, text, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(write(tmp_path, text))

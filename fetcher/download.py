@@ -42,7 +42,7 @@ def make_client(settings: FetchSettings) -> httpx.AsyncClient:
     )
     limits = httpx.Limits(
         max_connections=settings.concurrency * 2,
-        max_keepalive_connections=settings.concurrency,
+        max_keepalive_connections=settings.concurrency * 2,
     )
     headers = {"User-Agent": settings.user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
     return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers, follow_redirects=False, verify=True)

@@ -8,6 +8,8 @@ import asyncio
 import multiprocessing
 import os
 import re
+import threading
+import time
 import unicodedata
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -103,6 +105,32 @@ def tidy(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
+def exit_with(parent: int, every: float = 0.5) -> None:
+    """Pool-worker initializer: end this worker soon after `parent` dies, even by
+    kill -9 (a worker otherwise waits on its task queue forever)."""
+
+    def watch() -> None:
+        while _alive(parent):
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed process not yet reaped by its own parent is a zombie: gone for us
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 class Extractor:
     """Runs extract() away from the event loop: in worker processes (for runs of
     many sources) or in a thread (for a one-off fetch, no process start-up)."""
@@ -118,7 +146,9 @@ class Extractor:
             return await asyncio.to_thread(extract, body, content_type, url)
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self._workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
+            )
         try:
             return await loop.run_in_executor(self._pool, extract, body, content_type, url)
         except BrokenProcessPool:

@@ -23,7 +23,11 @@ from fetcher.retrying import fetch_with_retries
 
 CDX_LIMIT = 10
 DEFAULT_PAUSE = 60.0  # a 429 without Retry-After pauses the archive this long
-MAX_429_IN_A_ROW = 3
+MAX_TROUBLE_IN_A_ROW = 3  # 429s or unreachable-archive answers before the archive is left alone
+_TROUBLE = frozenset(
+    {Outcome.HTTP_429, Outcome.DNS_ERROR, Outcome.CONNECT_REFUSED, Outcome.CONNECT_ERROR, Outcome.TLS_ERROR,
+     Outcome.TIMEOUT, Outcome.HTTP_5XX}
+)
 _TIMESTAMP = re.compile(r"^\d{14}$")
 _RAW_TIMESTAMP = re.compile(r"/(\d{14})id_/")
 # Markers of an archive's own page around a capture (toolbar, banner, rewriting).
@@ -67,12 +71,13 @@ class ArchiveClient:
         self._retries = retries
         self._max_retry_after = max_retry_after
         self._sleep = sleep
-        self._429_in_a_row = 0
+        self._trouble_in_a_row = 0
 
     @property
     def stopped(self) -> bool:
-        """True once the archive has answered 429 too often: not asked again this run."""
-        return self._429_in_a_row >= MAX_429_IN_A_ROW
+        """True once the archive has rate-limited us or been unreachable several
+        times in a row: it is not asked again this run."""
+        return self._trouble_in_a_row >= MAX_TROUBLE_IN_A_ROW
 
     async def lookup(self, url: str, wanted: datetime) -> Lookup:
         query = urlencode(
@@ -124,13 +129,12 @@ class ArchiveClient:
         async def attempt() -> Download:
             await self._limiter.acquire()
             if self.stopped:  # checked after the wait: others may have been told to stop meanwhile
-                return Download(url=url, outcome=Outcome.HTTP_429, final_url=url, detail="stopped after repeated 429s")
+                detail = f"{self.settings.name} left alone for this run after {MAX_TROUBLE_IN_A_ROW} failures in a row"
+                return Download(url=url, outcome=Outcome.ARCHIVE_ERROR, final_url=url, detail=detail)
             answer = await self._downloader.get(url)
             if answer.outcome is Outcome.HTTP_429:
-                self._429_in_a_row += 1
                 self._limiter.pause(answer.retry_after if answer.retry_after is not None else DEFAULT_PAUSE)
-            else:
-                self._429_in_a_row = 0
+            self._trouble_in_a_row = self._trouble_in_a_row + 1 if answer.outcome in _TROUBLE else 0
             return answer
 
         answer, _ = await fetch_with_retries(attempt, self._retries, self._max_retry_after, self._sleep)

@@ -1,32 +1,42 @@
 """The command line: the only place that prints and exits.
 
 Exit codes: 0 done; 1 a one-off fetch got no usable content; 2 bad input
-(config, target, store); 130 interrupted.
+(config, target, store); 3 another refresh holds the store; 130 interrupted
+(SIGINT or SIGTERM).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from fetcher.config import Config, ConfigError, config_path, load_config
-from fetcher.models import RunSummary, Snapshot, Source
-from fetcher.pipeline import FetchOptions, Pipeline
-from fetcher.report import human_size, latest_records, make_preview, record, render_markdown, render_text
+from fetcher import logs
+from fetcher.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, config_path, load_config
+from fetcher.lock import Busy
+from fetcher.models import Snapshot, Source
+from fetcher.nightly import run_once
+from fetcher.pipeline import FetchOptions, Pipeline, utc_now
+from fetcher.report import latest_records, make_preview, record, render_markdown, render_text, status_lines
 from fetcher.sources import BadURL, find_duplicates, looks_like_resource_id, make_source
 from fetcher.store import Store, StoreError
+from fetcher.terminal import RunProgress, print_history, print_runs, print_status, print_summary
+
+log = logging.getLogger("fetcher")
 
 EXIT_SOURCE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_BUSY = 3
+EXIT_INTERRUPTED = 130
 
 
 class BadInput(click.ClickException):
@@ -36,6 +46,25 @@ class BadInput(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+class AlreadyRunning(BadInput):
+    exit_code = EXIT_BUSY
+
+
+class Interrupted(click.ClickException):
+    exit_code = EXIT_INTERRUPTED
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"interrupted: {self.format_message()}", err=True)
+
+
+@dataclass(frozen=True)
+class Globals:
+    config_path: Path
+    log_level: str | None
+    log_format: str | None
+    log_file: str | None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -43,18 +72,49 @@ class BadInput(click.ClickException):
     metavar="PATH",
     help="Config file (default: $FETCHER_CONFIG, else ./config.toml).",
 )
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Overrides [log] level (default info).")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="Overrides [log] format: text or JSON lines.")
+@click.option("--log-file", metavar="PATH", help="Overrides [log] file (default: stderr).")
 @click.version_option(package_name="fetcher")
 @click.pass_context
-def cli(context: click.Context, config_file: str | None) -> None:
+def cli(
+    context: click.Context, config_file: str | None, log_level: str | None, log_format: str | None, log_file: str | None
+) -> None:
     """Keep dated, readable previews of the web sources a knowledge base cites."""
-    context.obj = config_path(config_file)
+    context.obj = Globals(config_path(config_file), log_level, log_format, log_file)
 
 
 def _config(context: click.Context) -> Config:
+    """The validated config; logging set up from it and the command line."""
+    options: Globals = context.obj
     try:
-        return load_config(context.obj)
+        config = load_config(options.config_path)
     except ConfigError as error:
         raise BadInput(str(error)) from error
+    try:
+        logs.configure(
+            options.log_level or config.log.level, options.log_format or config.log.format,
+            options.log_file or config.log.file,
+        )
+    except OSError as error:
+        raise BadInput(f"cannot open the log file: {error}") from error
+    return config
+
+
+def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run to completion; SIGTERM or SIGINT cancels it cleanly (exit 130)."""
+
+    async def cancellable() -> Any:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        return await coroutine
+
+    try:
+        return asyncio.run(cancellable())
+    except asyncio.CancelledError:
+        raise Interrupted("stopped by a signal; everything fetched so far is stored") from None
 
 
 def _store(config: Config) -> Store:
@@ -115,7 +175,7 @@ def fetch(
     source = _resolve(target, config, _existing_store(config))
     store = _store(config)
     options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive)
-    snapshot = asyncio.run(_fetch_one(config, store, source, options))
+    snapshot = _run(_fetch_one(config, store, source, options))
     if as_json:
         _print_json(snapshot.to_dict())
     else:
@@ -132,29 +192,41 @@ async def _fetch_one(config: Config, store: Store, source: Source, options: Fetc
 
 @cli.command()
 @click.option("--only", "only", multiple=True, metavar="ID", help="Refresh only this resource id (repeatable).")
+@click.option("--all", "everything", is_flag=True, help="Refresh every source, due or not.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @_no_archive
 @_recheck_archive
 @click.pass_context
 def refresh(
-    context: click.Context, only: tuple[str, ...], as_json: bool, no_archive: bool, recheck_archive: bool
+    context: click.Context, only: tuple[str, ...], everything: bool, as_json: bool, no_archive: bool,
+    recheck_archive: bool,
 ) -> None:
-    """Fetch every configured source (or --only some), concurrently and politely,
-    with archived copies standing in for dead pages.
+    """Fetch the sources that are due (all with --all, or --only some), concurrently
+    and politely, with archived copies standing in for dead pages.
 
-    Exits 0 when the run completed, whatever the health of the sources."""
+    A source is due when its refresh interval has passed since its last check;
+    failing sources are rechecked on a backoff. Exits 0 when the run completed,
+    whatever the health of the sources; 3 when another run holds the store."""
     config = _config(context)
     sources = _pick(config, only)
     for first, later in find_duplicates(sources):
         click.echo(f"warning: {later.url} looks like a duplicate of {first.url} (both are fetched)", err=True)
     store = _store(config)
     options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
-    with _progress(len(sources)) as advance:
-        summary = asyncio.run(_refresh(config, store, sources, advance, options))
+    progress = RunProgress()
+    try:
+        summary = _run(
+            run_once(config, store, sources, trigger="refresh", everything=everything or bool(only), options=options,
+                     on_start=progress.start, on_done=progress.advance)
+        )
+    except Busy as error:
+        raise AlreadyRunning(str(error)) from error
+    finally:
+        progress.stop()
     if as_json:
         _print_json(summary.to_dict())
     else:
-        _print_summary(summary)
+        print_summary(summary)
 
 
 def _pick(config: Config, only: tuple[str, ...]) -> list[Source]:
@@ -169,58 +241,83 @@ def _pick(config: Config, only: tuple[str, ...]) -> list[Source]:
     return picked
 
 
-async def _refresh(
-    config: Config, store: Store, sources: list[Source], advance: Callable[[Snapshot], None], options: FetchOptions
-) -> RunSummary:
-    async with Pipeline(config, store, processes=len(sources) > 1) as pipeline:
-        return await pipeline.refresh(sources, on_done=advance, options=options)
+@cli.command()
+@click.option("--run-now", is_flag=True, help="Start one run at once, then keep to the schedule.")
+@click.pass_context
+def schedule(context: click.Context, run_now: bool) -> None:
+    """Run the refresh on the [schedule] cron, in the foreground, until SIGTERM/SIGINT.
 
+    Missed runs are coalesced, runs never overlap (with each other or a cron
+    `fetcher refresh`), and on SIGTERM the run in flight gets [schedule]
+    shutdown_grace seconds to finish before it is abandoned."""
+    from fetcher.scheduler import Nightly, cron_trigger
 
-class _progress:
-    """A rich progress bar on a terminal; a plain line per source otherwise (stderr)."""
+    config = _config(context)
+    store = _store(config)
 
-    def __init__(self, total: int):
-        self._console = Console(stderr=True)
-        self._bar = None
-        if self._console.is_terminal and total:
-            self._bar = Progress(
-                TextColumn("refresh"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self._console
-            )
-            self._task = self._bar.add_task("refresh", total=total)
-
-    def __enter__(self) -> Callable[[Snapshot], None]:
-        if self._bar:
-            self._bar.start()
-        return self._advance
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._bar:
-            self._bar.stop()
-
-    def _advance(self, snapshot: Snapshot) -> None:
-        if self._bar:
-            self._bar.advance(self._task)
+    async def job() -> None:
+        try:
+            summary = await run_once(config, store, list(config.sources), trigger="schedule")
+        except Busy as error:
+            log.warning("run skipped: %s", error)
             return
-        kind = snapshot.live_outcome or snapshot.outcome
-        status = snapshot.live_status if snapshot.origin == "archive" else snapshot.http_status
-        size = human_size(snapshot.text_chars) if snapshot.has_content else snapshot.detail[:80]
-        if snapshot.origin == "archive" and snapshot.has_content:
-            size = f"archived copy, {size}"
-        click.echo(f"{kind:<16} {status or '-':<4} {snapshot.resource_id} {snapshot.url} ({size})", err=True)
+        log.info("run summary: %s", json.dumps(summary.to_dict()), extra={logs.FIELDS: summary.to_dict()})
+
+    nightly = Nightly(cron_trigger(config.schedule.cron, config.schedule.timezone), job, config.schedule.shutdown_grace)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, nightly.stop)
+        await nightly.serve(run_now=run_now)
+
+    asyncio.run(serve())
 
 
-def _print_summary(summary: RunSummary) -> None:
-    console = Console()
-    table = Table(title=f"{summary.total} sources in {summary.to_dict()['seconds']}s")
-    table.add_column("outcome")
-    table.add_column("sources", justify="right")
-    for kind, count in sorted(summary.counts.items(), key=lambda item: (-item[1], item[0])):
-        table.add_row(kind, str(count))
-    console.print(table)
-    console.print(
-        f"changed {summary.changed} · unchanged {summary.unchanged} · failed {summary.failed}"
-        f" · archived copies {summary.archived}"
-    )
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@click.pass_context
+def runs(context: click.Context, as_json: bool, limit: int) -> None:
+    """List recorded refresh runs, newest first (no network)."""
+    config = _config(context)
+    store = _existing_store(config)
+    records = store.runs(limit) if store else []
+    if as_json:
+        _print_json([{**vars(run), "started_at": run.started_at.isoformat(),
+                      "finished_at": run.finished_at.isoformat() if run.finished_at else None} for run in records])
+    elif records:
+        print_runs(records, running=lambda run: _process_alive(run.pid))
+    else:
+        click.echo("no runs recorded yet")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.pass_context
+def status(context: click.Context, as_json: bool) -> None:
+    """The last run, the health of the sources and what is due next (no network)."""
+    from fetcher.scheduler import cron_trigger, next_fire
+
+    config = _config(context)
+    store = _existing_store(config)
+    now = utc_now()
+    next_run = next_fire(cron_trigger(config.schedule.cron, config.schedule.timezone), now)
+    lines = status_lines(config, store, now, next_run)
+    if as_json:
+        _print_json(dict(lines))
+    else:
+        print_status(lines)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @cli.command()
@@ -261,24 +358,7 @@ def history(context: click.Context, target: str, as_json: bool) -> None:
     if not rows:
         click.echo(f"{source.resource_id} ({source.url}) has not been fetched yet")
         return
-    table = Table(title=f"{source.resource_id} {source.url}")
-    for column in ("fetched (UTC)", "origin", "HTTP", "outcome", "text", "change", "sha256"):
-        table.add_column(column)
-    for row in rows:
-        change = "new content" if row.changed else ("unchanged" if row.has_content else "-")
-        origin = row.origin
-        if row.captured_at:
-            origin = f"archive ({row.archive_name}, captured {row.captured_at:%Y-%m-%d})"
-        table.add_row(
-            row.fetched_at.strftime("%Y-%m-%d %H:%M:%S"),
-            origin,
-            str(row.http_status or "-"),
-            row.outcome if not row.live_outcome or row.live_outcome == row.outcome else f"{row.live_outcome} → {row.outcome}",
-            human_size(row.text_chars) if row.has_content else "-",
-            change,
-            (row.sha256 or "-")[:12],
-        )
-    Console().print(table)
+    print_history(f"{source.resource_id} {source.url}", rows)
 
 
 @cli.command()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fetcher.models import Source
 from fetcher.sources import BadURL, check_url, make_source
@@ -59,6 +62,30 @@ class ArchivePolicy:
 
 
 @dataclass(frozen=True)
+class RefreshPolicy:
+    """When a source is due, and when a failing one counts as dead."""
+
+    every: float = 86400.0  # seconds between refreshes of a healthy source
+    failure_backoff: tuple[float, ...] = (86400.0, 3 * 86400.0, 7 * 86400.0)
+    dead_after_failures: int = 3
+    dead_after_days: float = 3.0
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    shutdown_grace: float = 30.0  # seconds in-flight requests get after SIGTERM
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+    format: str = "text"
+    file: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     storage_dir: Path
@@ -67,6 +94,9 @@ class Config:
     sources: tuple[Source, ...]
     archive: ArchivePolicy = ArchivePolicy()
     archives: tuple[ArchiveSettings, ...] = (ArchiveSettings(),)
+    refresh: RefreshPolicy = RefreshPolicy()
+    schedule: ScheduleSettings = ScheduleSettings()
+    log: LogSettings = LogSettings()
 
     def source_by_id(self, resource_id: str) -> Source | None:
         return next((s for s in self.sources if s.resource_id == resource_id), None)
@@ -101,7 +131,27 @@ _POLICY_KEYS: dict[str, tuple[str, float | None]] = {
     "saves_per_minute": ("float", 0.01),
     "max_saves_per_run": ("int", 0),
 }
-_TABLES = {"storage", "fetch", "preview", "archive", "sources"}
+_REFRESH_KEYS: dict[str, tuple[str, float | None]] = {
+    "every": ("duration", None),
+    "failure_backoff": ("durations", None),
+    "dead_after_failures": ("int", 1),
+    "dead_after_days": ("float", 0),
+}
+_SCHEDULE_KEYS: dict[str, tuple[str, float | None]] = {
+    "cron": ("cron", None),
+    "timezone": ("timezone", None),
+    "shutdown_grace": ("float", 0),
+}
+_LOG_KEYS: dict[str, tuple[str, float | None]] = {
+    "level": ("level", None),
+    "format": ("log_format", None),
+    "file": ("str", None),
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_TABLES = {"storage", "fetch", "preview", "archive", "refresh", "schedule", "log", "sources"}
 
 
 def config_path(explicit: str | None) -> Path:
@@ -140,7 +190,20 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
         sources=_sources(raw.get("sources", []), where),
         archive=_settings(ArchivePolicy, archive, _POLICY_KEYS, "[archive]", where),
         archives=_archives(archive, where),
+        refresh=_settings(RefreshPolicy, _table(raw, "refresh", set(_REFRESH_KEYS), where), _REFRESH_KEYS,
+                          "[refresh]", where),
+        schedule=_settings(ScheduleSettings, _table(raw, "schedule", set(_SCHEDULE_KEYS), where), _SCHEDULE_KEYS,
+                           "[schedule]", where),
+        log=_log_settings(_table(raw, "log", set(_LOG_KEYS), where), base, where),
     )
+
+
+def _log_settings(table: dict[str, Any], base: Path, where: str) -> LogSettings:
+    """[log], with a relative file taken relative to the config file, like [storage] dir."""
+    settings = _settings(LogSettings, table, _LOG_KEYS, "[log]", where)
+    if settings.file and not Path(settings.file).is_absolute():
+        return LogSettings(settings.level, settings.format, str(base / settings.file))
+    return settings
 
 
 def _settings(cls: type, table: dict[str, Any], keys: dict, label: str, where: str) -> Any:
@@ -190,25 +253,98 @@ def _value(table: dict, key: str, kind: str, minimum: float | None, label: str, 
     if key not in table:
         return default
     value = table[key]
-    ok = {
-        "str": isinstance(value, str) and value.strip() != "",
-        "url": isinstance(value, str) and value.strip() != "",
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-    }[kind]
-    names = {"str": "a non-empty string", "url": "an http(s) URL", "int": "a whole number", "float": "a number",
-             "bool": "true or false"}
-    if not ok:
-        raise ConfigError(f"{where}: {label} {key} must be {names[kind]}, got {value!r}")
-    if kind == "url":
-        try:
-            return check_url(value).rstrip("/")
-        except BadURL as error:
-            raise ConfigError(f"{where}: {label} {key}: {error}") from error
+    try:
+        value = _CHECKS[kind](value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {label} {key} must be {error}, got {table[key]!r}") from None
     if minimum is not None and value < minimum:
         raise ConfigError(f"{where}: {label} {key} must be at least {minimum:g}, got {value!r}")
-    return float(value) if kind == "float" else value
+    return value
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '30m', '12h', '1d', '2w' (or a number of seconds) to seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError("a duration like \"12h\", \"1d\" or \"7d\"")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _check_str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError("a non-empty string")
+    return value
+
+
+def _check_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("a whole number")
+    return value
+
+
+def _check_float(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError("a number")
+    return float(value)
+
+
+def _check_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("true or false")
+    return value
+
+
+def _check_url(value: Any) -> str:
+    try:
+        return check_url(_check_str(value)).rstrip("/")
+    except (TypeError, BadURL) as error:
+        raise ValueError(f"an http(s) URL ({error})") from None
+
+
+def _check_durations(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise TypeError("a list of durations like [\"1d\", \"3d\", \"7d\"]")
+    return tuple(parse_duration(item) for item in value)
+
+
+def _check_cron(value: Any) -> str:
+    if not isinstance(value, str) or len(value.split()) != 5:
+        raise ValueError("a five-field cron expression like \"0 3 * * *\"")
+    return value
+
+
+def _check_timezone(value: Any) -> str:
+    try:
+        ZoneInfo(_check_str(value))
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError("an IANA time zone like \"UTC\" or \"Europe/Paris\"") from error
+    return value
+
+
+def _check_choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "str": _check_str,
+    "url": _check_url,
+    "int": _check_int,
+    "float": _check_float,
+    "bool": _check_bool,
+    "duration": parse_duration,
+    "durations": _check_durations,
+    "cron": _check_cron,
+    "timezone": _check_timezone,
+    "level": _check_choice(LOG_LEVELS),
+    "log_format": _check_choice(LOG_FORMATS),
+}
 
 
 def _sources(entries: Any, where: str) -> tuple[Source, ...]:
@@ -219,9 +355,9 @@ def _sources(entries: Any, where: str) -> tuple[Source, ...]:
         label = f"[[sources]] #{number}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: {label} must be a table")
-        unknown = sorted(set(entry) - {"url", "title", "tags"})
+        unknown = sorted(set(entry) - {"url", "title", "tags", "refresh_every"})
         if unknown:
-            raise ConfigError(f"{where}: {label} unknown key {unknown[0]!r} (known: tags, title, url)")
+            raise ConfigError(f"{where}: {label} unknown key {unknown[0]!r} (known: refresh_every, tags, title, url)")
         if "url" not in entry:
             raise ConfigError(f"{where}: {label} has no url")
         url = _value(entry, "url", "str", None, label, where, None)
@@ -229,8 +365,9 @@ def _sources(entries: Any, where: str) -> tuple[Source, ...]:
         tags = entry.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ConfigError(f"{where}: {label} tags must be a list of strings, got {tags!r}")
+        every = _value(entry, "refresh_every", "duration", None, label, where, None)
         try:
-            sources.append(make_source(url, title, tags))
+            sources.append(make_source(url, title, tags, every))
         except BadURL as error:
             raise ConfigError(f"{where}: {label} url: {error}") from error
     return tuple(sources)

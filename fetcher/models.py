@@ -16,6 +16,7 @@ class Source:
     resource_id: str
     title: str | None = None
     tags: tuple[str, ...] = ()
+    refresh_every: float | None = None  # seconds; None: the configured default
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Snapshot:
     archive_name: str | None = None
     archive_url: str | None = None
     captured_at: datetime | None = None
+    transition: str | None = None  # "newly-failing" or "recovered", as recorded (not stored)
 
     @property
     def has_content(self) -> bool:
@@ -150,6 +152,9 @@ class RunSummary:
     unchanged: int = 0
     failed: int = 0
     archived: int = 0
+    newly_failing: int = 0
+    recovered: int = 0
+    not_due: int = 0
 
     @property
     def total(self) -> int:
@@ -165,6 +170,9 @@ class RunSummary:
             "unchanged": self.unchanged,
             "failed": self.failed,
             "archived": self.archived,
+            "newly_failing": self.newly_failing,
+            "recovered": self.recovered,
+            "not_due": self.not_due,
             "counts": dict(sorted(self.counts.items())),
         }
 

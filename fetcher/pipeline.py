@@ -8,6 +8,7 @@ downloader keep each host's limits. Clock and sleep are injected for tests.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter, defaultdict
@@ -22,6 +23,7 @@ from fetcher.archive import ArchiveClient, Lookup
 from fetcher.config import Config
 from fetcher.download import Downloader, make_client
 from fetcher.extract import Extractor
+from fetcher.health import Health
 from fetcher.hosts import Clock, HostSlots, RateLimiter, Sleep
 from fetcher.models import Download, FetchResult, RunSummary, Snapshot, Source
 from fetcher.outcomes import Outcome
@@ -110,14 +112,23 @@ class Pipeline:
         return await self._record(await self._archived(source, live, fetched_at, options), started)
 
     async def _live(self, source: Source, fetched_at: datetime) -> FetchResult:
+        """One live fetch, conditional when we hold its content: a 304, or a body
+        whose hash we already have, is recorded as a check with no extraction."""
         settings = self._config.fetch
+        health = await self._in_store(self._store.health, source.resource_id)
+        headers = conditional_headers(health)
         download, attempts = await fetch_with_retries(
-            lambda: self._downloader.get(source.url), settings.retries, settings.max_retry_after, self._sleep
+            lambda: self._downloader.get(source.url, headers), settings.retries, settings.max_retry_after, self._sleep
         )
-        extracted = None
-        if download.outcome is Outcome.OK:
+        result = FetchResult(source, fetched_at, "live", download, attempts)
+        known = health.content_sha256
+        if download.outcome is Outcome.NOT_MODIFIED and known:
+            result = replace(result, reused_sha256=known)
+        elif download.outcome is Outcome.OK and known and hashlib.sha256(download.body).hexdigest() == known:
+            result = replace(result, reused_sha256=known)
+        elif download.outcome is Outcome.OK:
             extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)
-        result = FetchResult(source, fetched_at, "live", download, attempts, extracted)
+            result = replace(result, extracted=extracted)
         return replace(result, live_status=download.http_status, live_outcome=result.outcome)
 
     def _falls_back(self, outcome: Outcome) -> bool:
@@ -183,7 +194,8 @@ class Pipeline:
             if fetched_at - cached.looked_up_at < fresh_for:
                 return Lookup(Outcome.ARCHIVE_MISS, detail=f"no capture in {name} (looked up {cached.looked_up_at:%Y-%m-%d})"), None
         if client.stopped:
-            return Lookup(Outcome.ARCHIVE_ERROR, detail=f"{name} asked us to slow down; not asked again this run"), None
+            detail = f"{name} rate-limited us or was unreachable repeatedly; not asked again this run"
+            return Lookup(Outcome.ARCHIVE_ERROR, detail=detail), None
         wanted = await self._in_store(self._store.last_alive, source.resource_id) or fetched_at
         lookup = await client.lookup(source.url, wanted)
         if lookup.outcome is not Outcome.ARCHIVE_ERROR:
@@ -222,22 +234,36 @@ class Pipeline:
         started = self._wall_clock()
         pending = interleave_by_host(sources)
         counts: Counter[str] = Counter()
-        changed = unchanged = archived = 0
+        tally: Counter[str] = Counter()
 
         async def worker() -> None:
-            nonlocal changed, unchanged, archived
             for source in pending:
                 snapshot = await self.fetch(source, options)
                 counts[snapshot.live_outcome or snapshot.outcome] += 1
                 if snapshot.has_content:
-                    changed += snapshot.changed
-                    unchanged += not snapshot.changed
-                    archived += snapshot.origin == "archive"
+                    tally["changed" if snapshot.changed else "unchanged"] += 1
+                    tally["archived"] += snapshot.origin == "archive"
+                tally[snapshot.transition or ""] += 1
                 on_done(snapshot)
 
         await asyncio.gather(*(worker() for _ in range(self._config.fetch.concurrency)))
         failed = sum(n for kind, n in counts.items() if not Outcome(kind).is_success)
-        return RunSummary(started, self._wall_clock(), dict(counts), changed, unchanged, failed, archived)
+        return RunSummary(
+            started, self._wall_clock(), dict(counts), tally["changed"], tally["unchanged"], failed,
+            tally["archived"], tally["newly-failing"], tally["recovered"],
+        )
+
+
+def conditional_headers(health: Health) -> dict[str, str] | None:
+    """If-None-Match / If-Modified-Since from the validators of the content we hold."""
+    if not health.content_sha256:
+        return None
+    headers = {}
+    if health.etag:
+        headers["If-None-Match"] = health.etag
+    if health.last_modified:
+        headers["If-Modified-Since"] = health.last_modified
+    return headers or None
 
 
 def interleave_by_host(sources: Iterable[Source]) -> Iterator[Source]:

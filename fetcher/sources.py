@@ -43,9 +43,11 @@ def check_url(url: str) -> str:
     return url
 
 
-def make_source(url: str, title: str | None = None, tags: Iterable[str] = ()) -> Source:
+def make_source(
+    url: str, title: str | None = None, tags: Iterable[str] = (), refresh_every: float | None = None
+) -> Source:
     check_url(url)
-    return Source(url=url, resource_id=resource_id(url), title=title, tags=tuple(tags))
+    return Source(url=url, resource_id=resource_id(url), title=title, tags=tuple(tags), refresh_every=refresh_every)
 
 
 def normalise(url: str) -> str:

@@ -17,10 +17,12 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from fetcher.health import Health
 from fetcher.models import Capture, FetchResult, Hop, Snapshot, Source
 from fetcher.outcomes import Outcome
 
@@ -71,6 +73,26 @@ CREATE TABLE IF NOT EXISTS fetches (
     captured_at TEXT
 );
 CREATE INDEX IF NOT EXISTS fetches_by_resource ON fetches(resource_id, id);
+CREATE TABLE IF NOT EXISTS health (
+    resource_id TEXT PRIMARY KEY REFERENCES resources(resource_id),
+    last_checked TEXT NOT NULL,
+    last_ok TEXT,
+    last_outcome TEXT NOT NULL,
+    failures_in_a_row INTEGER NOT NULL,
+    failing_since TEXT,
+    etag TEXT,
+    last_modified TEXT,
+    content_sha256 TEXT
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    summary TEXT
+);
 CREATE TABLE IF NOT EXISTS captures (
     resource_id TEXT NOT NULL REFERENCES resources(resource_id),
     archive TEXT NOT NULL,
@@ -166,6 +188,7 @@ class Store:
                  capture.archive if capture else None, capture.raw_url if capture else None,
                  capture.captured_at.isoformat() if capture else None),
             )
+            transition = self._update_health(result, sha)
             if capture is not None and sha is not None:
                 self._db.execute(
                     "UPDATE captures SET sha256 = ?, timestamp = ?, raw_url = ?, captured_at = ?"
@@ -173,7 +196,69 @@ class Store:
                     (sha, capture.timestamp, capture.raw_url, capture.captured_at.isoformat(),
                      result.source.resource_id, capture.archive),
                 )
-        return self._one("WHERE f.id = ?", (cursor.lastrowid,))
+        return replace(self._one("WHERE f.id = ?", (cursor.lastrowid,)), transition=transition)
+
+    def _update_health(self, result: FetchResult, sha: str | None) -> str | None:
+        """Fold a live check into the source's health; return 'newly-failing',
+        'recovered' or None."""
+        if result.live_outcome is None:
+            return None
+        before = self.health(result.source.resource_id)
+        when = result.fetched_at
+        download = result.download
+        if result.live_outcome.is_success:
+            live_content = result.origin == "live" and sha is not None
+            after = replace(
+                before, last_checked=when, last_ok=when, last_outcome=result.live_outcome.value,
+                failures_in_a_row=0, failing_since=None,
+                etag=(download.etag or before.etag) if live_content else before.etag,
+                last_modified=(download.last_modified or before.last_modified) if live_content else before.last_modified,
+                content_sha256=sha if live_content else before.content_sha256,
+            )
+        else:
+            after = replace(
+                before, last_checked=when, last_outcome=result.live_outcome.value,
+                failures_in_a_row=before.failures_in_a_row + 1, failing_since=before.failing_since or when,
+            )
+        self._db.execute(
+            "INSERT OR REPLACE INTO health VALUES (?,?,?,?,?,?,?,?,?)",
+            (after.resource_id, _iso(after.last_checked), _iso(after.last_ok), after.last_outcome,
+             after.failures_in_a_row, _iso(after.failing_since), after.etag, after.last_modified,
+             after.content_sha256),
+        )
+        if before.last_checked is not None and before.failures_in_a_row == 0 and after.failures_in_a_row:
+            return "newly-failing"
+        if before.failures_in_a_row and not after.failures_in_a_row:
+            return "recovered"
+        return None
+
+    # -- runs ------------------------------------------------------------------
+
+    def start_run(self, started_at: datetime, trigger: str) -> int:
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO runs (started_at, status, trigger, pid) VALUES (?, 'running', ?, ?)",
+                (started_at.isoformat(), trigger, os.getpid()),
+            )
+        return cursor.lastrowid
+
+    def finish_run(self, run_id: int, finished_at: datetime, status: str, summary: dict[str, Any] | None) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+                (finished_at.isoformat(), status, json.dumps(summary) if summary else None, run_id),
+            )
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        rows = self._db.execute(
+            "SELECT id, started_at, finished_at, status, trigger, pid, summary FROM runs ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            RunRecord(row[0], datetime.fromisoformat(row[1]), datetime.fromisoformat(row[2]) if row[2] else None,
+                      row[3], row[4], row[5], json.loads(row[6]) if row[6] else None)
+            for row in rows
+        ]
 
     def remember(self, source: Source, when: datetime) -> None:
         with self._db:
@@ -239,6 +324,13 @@ class Store:
             capture = Capture(archive, row[1], row[2], row[3], datetime.fromisoformat(row[4]), row[5])
         return CachedLookup(datetime.fromisoformat(row[0]), capture, row[6])
 
+    def health(self, resource_id: str) -> Health:
+        row = self._db.execute("SELECT * FROM health WHERE resource_id = ?", (resource_id,)).fetchone()
+        return _health(row) if row else Health(resource_id)
+
+    def all_health(self) -> dict[str, Health]:
+        return {row[0]: _health(row) for row in self._db.execute("SELECT * FROM health")}
+
     def last_alive(self, resource_id: str) -> datetime | None:
         """When the source last gave content live."""
         row = self._db.execute(
@@ -289,6 +381,33 @@ class CachedLookup:
     looked_up_at: datetime
     capture: Capture | None  # None: the archive had no capture
     sha256: str | None  # the capture's content, once replayed and stored
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    status: str  # running, completed, interrupted, failed
+    trigger: str  # refresh, schedule
+    pid: int
+    summary: dict[str, Any] | None
+
+
+def _health(row: sqlite3.Row) -> Health:
+    return Health(
+        resource_id=row[0], last_checked=_datetime(row[1]), last_ok=_datetime(row[2]), last_outcome=row[3],
+        failures_in_a_row=row[4], failing_since=_datetime(row[5]), etag=row[6], last_modified=row[7],
+        content_sha256=row[8],
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _datetime(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 def _value(outcome: Outcome | None) -> str | None:

@@ -1,0 +1,60 @@
+"""One refresh at a time per store: an exclusive, non-blocking flock on
+`snapshots/refresh.lock`. The kernel drops the lock when its process dies, so a
+killed run never leaves a stale lock behind."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+LOCK_NAME = "refresh.lock"
+
+
+class Busy(Exception):
+    """Another run holds the lock; the message says which."""
+
+
+class RunLock:
+    def __init__(self, directory: Path):
+        self.path = directory / LOCK_NAME
+        self._handle = None
+
+    def acquire(self, started_at: datetime, trigger: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise Busy(f"another run holds {self.path}: {_describe(holder)}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "started_at": started_at.isoformat(), "trigger": trigger}))
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.truncate(0)
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe(holder: str) -> str:
+    try:
+        data = json.loads(holder)
+        return f"pid {data['pid']} ({data['trigger']}), started {data['started_at']}"
+    except (ValueError, KeyError, TypeError):
+        return "a process that has not written its details yet"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Coroutine, Iterable
@@ -26,6 +25,7 @@ from fetcher.lock import Busy
 from fetcher.models import Snapshot, Source
 from fetcher.nightly import run_once
 from fetcher.pipeline import FetchOptions, Pipeline, utc_now
+from fetcher.processes import alive
 from fetcher.report import latest_records, make_preview, record, render_markdown, render_text, status_lines
 from fetcher.sources import BadURL, find_duplicates, looks_like_resource_id, make_source
 from fetcher.store import Store, StoreError
@@ -287,7 +287,7 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
         _print_json([{**vars(run), "started_at": run.started_at.isoformat(),
                       "finished_at": run.finished_at.isoformat() if run.finished_at else None} for run in records])
     elif records:
-        print_runs(records, running=lambda run: _process_alive(run.pid))
+        print_runs(records, running=lambda run: alive(run.pid))
     else:
         click.echo("no runs recorded yet")
 
@@ -308,16 +308,6 @@ def status(context: click.Context, as_json: bool) -> None:
         _print_json(dict(lines))
     else:
         print_status(lines)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @cli.command()

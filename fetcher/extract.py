@@ -19,6 +19,7 @@ from fetcher.errors import ExtractFailed
 from fetcher.extract_html import extract_article
 from fetcher.extract_pdf import extract_pdf
 from fetcher.models import Extracted
+from fetcher.processes import alive
 from fetcher.outcomes import Outcome
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml"}
@@ -110,25 +111,11 @@ def exit_with(parent: int, every: float = 0.5) -> None:
     kill -9 (a worker otherwise waits on its task queue forever)."""
 
     def watch() -> None:
-        while _alive(parent):
+        while alive(parent):
             time.sleep(every)
         os._exit(0)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process not yet reaped by its own parent is a zombie: gone for us
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 class Extractor:

@@ -24,88 +24,10 @@ from typing import Any
 
 from fetcher.health import Health
 from fetcher.models import Capture, FetchResult, Hop, Snapshot, Source
+from fetcher.schema import SCHEMA, SCHEMA_VERSION
 from fetcher.outcomes import Outcome
 
-SCHEMA_VERSION = 1
 DB_NAME = "fetcher.sqlite3"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS resources (
-    resource_id TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    title TEXT,
-    first_seen TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS contents (
-    sha256 TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    text_chars INTEGER NOT NULL,
-    title TEXT,
-    language TEXT,
-    published TEXT,
-    text TEXT NOT NULL,
-    first_seen TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fetches (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    resource_id TEXT NOT NULL REFERENCES resources(resource_id),
-    url TEXT NOT NULL,
-    final_url TEXT NOT NULL,
-    fetched_at TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    http_status INTEGER,
-    outcome TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '',
-    attempts INTEGER NOT NULL,
-    elapsed_ms INTEGER NOT NULL,
-    redirects TEXT NOT NULL DEFAULT '[]',
-    content_type TEXT,
-    sha256 TEXT REFERENCES contents(sha256),
-    changed INTEGER NOT NULL DEFAULT 0,
-    etag TEXT,
-    last_modified TEXT,
-    live_status INTEGER,
-    live_outcome TEXT,
-    archive_outcome TEXT,
-    archive_name TEXT,
-    archive_url TEXT,
-    captured_at TEXT
-);
-CREATE INDEX IF NOT EXISTS fetches_by_resource ON fetches(resource_id, id);
-CREATE TABLE IF NOT EXISTS health (
-    resource_id TEXT PRIMARY KEY REFERENCES resources(resource_id),
-    last_checked TEXT NOT NULL,
-    last_ok TEXT,
-    last_outcome TEXT NOT NULL,
-    failures_in_a_row INTEGER NOT NULL,
-    failing_since TEXT,
-    etag TEXT,
-    last_modified TEXT,
-    content_sha256 TEXT
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    status TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    summary TEXT
-);
-CREATE TABLE IF NOT EXISTS captures (
-    resource_id TEXT NOT NULL REFERENCES resources(resource_id),
-    archive TEXT NOT NULL,
-    looked_up_at TEXT NOT NULL,
-    timestamp TEXT,
-    original TEXT,
-    raw_url TEXT,
-    captured_at TEXT,
-    mime TEXT,
-    sha256 TEXT REFERENCES contents(sha256),
-    PRIMARY KEY (resource_id, archive)
-);
-"""
 
 _SELECT = """
 SELECT f.id, f.resource_id, f.url, f.final_url, f.fetched_at, f.origin, f.http_status,
@@ -148,7 +70,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._db:
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

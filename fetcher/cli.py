@@ -1,6 +1,7 @@
 """The command line: the only place that prints and exits.
 
-Exit codes: 0 done; 1 a one-off fetch got no usable content; 2 bad input
+Exit codes: 0 done; 1 a one-off fetch got no usable content, or an audit's
+--fail-on matched; 2 bad input
 (config, target, store); 3 another refresh holds the store; 130 interrupted
 (SIGINT or SIGTERM).
 """
@@ -12,14 +13,16 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
 
 from fetcher import logs
+from fetcher.audit import FAIL_ON, build_audit
+from fetcher.audit_report import to_csv, to_html, to_json, to_markdown
 from fetcher.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, config_path, load_config
 from fetcher.lock import Busy
 from fetcher.models import Snapshot, Source
@@ -29,7 +32,7 @@ from fetcher.processes import alive
 from fetcher.report import latest_records, make_preview, record, render_markdown, render_text, status_lines
 from fetcher.sources import BadURL, find_duplicates, looks_like_resource_id, make_source
 from fetcher.store import Store, StoreError
-from fetcher.terminal import RunProgress, print_history, print_runs, print_status, print_summary
+from fetcher.terminal import RunProgress, print_audit, print_history, print_runs, print_status, print_summary
 
 log = logging.getLogger("fetcher")
 
@@ -311,6 +314,50 @@ def status(context: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--check", is_flag=True, help="Re-check every source first (live, archive for the broken ones).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown", "html"]), default="table",
+    show_default=True,
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout).")
+@click.option("--only-broken", is_flag=True, help="Leave out sources that are ok or unchecked.")
+@click.option("--fail-on", type=click.Choice(sorted(FAIL_ON)), help="Exit 1 if any source is in that state (or worse).")
+@click.pass_context
+def audit(
+    context: click.Context, check: bool, fmt: str, output: Path | None, only_broken: bool, fail_on: str | None
+) -> None:
+    """Which sources are dead, failing, blocked, soft 404s or moved, since when, and
+    which archived copy can stand in. Reads the store (no network) unless --check.
+
+    Exits 1 when --fail-on matches, so CI can gate on it."""
+    config = _config(context)
+    sources = list(config.sources)
+    if check:
+        store = _store(config)
+        try:
+            _run(run_once(config, store, sources, trigger="audit", everything=True))
+        except Busy as error:
+            raise AlreadyRunning(str(error)) from error
+    result = build_audit(config, _existing_store(config), sources)
+    if only_broken:
+        result = replace(result, rows=[row for row in result.rows if row.state not in ("ok", "unchecked")])
+    now = utc_now()
+    renderers: dict[str, Callable[[], str]] = {
+        "json": lambda: to_json(result, now) + "\n",
+        "csv": lambda: to_csv(result),
+        "markdown": lambda: to_markdown(result, now),
+        "html": lambda: to_html(result, now),
+    }
+    if fmt == "table" and output is None:
+        print_audit(result)
+    else:
+        text = renderers.get(fmt, renderers["markdown"])()
+        _write_output(output, lambda out: out.write(text))
+    if result.fails(fail_on):
+        sys.exit(EXIT_SOURCE_FAILED)
+
+
+@cli.command()
 @click.argument("target")
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True
@@ -361,18 +408,24 @@ def export(context: click.Context, fmt: str, output: Path | None) -> None:
     store = _existing_store(config)
     titles = {s.resource_id: s.title for s in config.sources}
     records = latest_records(store, config.preview_chars, titles) if store else iter(())
+    count = _write_output(output, lambda out: _write_records(out, records, fmt))
+    if output is not None:
+        click.echo(f"wrote {count} sources to {output}", err=True)
+
+
+def _write_output(output: Path | None, write: Callable[[TextIO], Any]) -> Any:
+    """Write to stdout, or atomically to `output` (a temporary file renamed into place)."""
     if output is None:
-        _write_records(sys.stdout, records, fmt)
-        return
+        return write(sys.stdout)
     temporary = output.with_name(f".{output.name}.tmp")
     try:
         with temporary.open("w", encoding="utf-8") as out:
-            count = _write_records(out, records, fmt)
+            result = write(out)
         temporary.replace(output)
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise BadInput(f"cannot write {output}: {error.strerror or error}") from error
-    click.echo(f"wrote {count} sources to {output}", err=True)
+    return result
 
 
 def _write_records(out: Any, records: Iterable[dict[str, Any]], fmt: str) -> int:

@@ -30,6 +30,9 @@ class Health:
     etag: str | None = None
     last_modified: str | None = None
     content_sha256: str | None = None
+    last_status: int | None = None
+    last_detail: str = ""
+    moved_to: str | None = None  # where a permanent redirect now leads, if elsewhere
 
 
 def state(health: Health, policy: RefreshPolicy) -> str:

@@ -126,7 +126,7 @@ class Snapshot:
     archive_name: str | None = None
     archive_url: str | None = None
     captured_at: datetime | None = None
-    transition: str | None = None  # "newly-failing" or "recovered", as recorded (not stored)
+    transition: str | None = None  # "newly-failing" or "recovered": what this check changed
 
     @property
     def has_content(self) -> bool:
@@ -155,6 +155,7 @@ class RunSummary:
     newly_failing: int = 0
     recovered: int = 0
     not_due: int = 0
+    health: dict[str, int] = field(default_factory=dict)  # states of all sources after the run
 
     @property
     def total(self) -> int:
@@ -173,6 +174,7 @@ class RunSummary:
             "newly_failing": self.newly_failing,
             "recovered": self.recovered,
             "not_due": self.not_due,
+            "health": self.health,
             "counts": dict(sorted(self.counts.items())),
         }
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from fetcher.audit import state_counts
 from fetcher.config import Config
 from fetcher.health import due_sources
 from fetcher.lock import RunLock
@@ -46,7 +47,8 @@ async def run_once(
             pipeline = make_pipeline() if make_pipeline else Pipeline(config, store, processes=len(chosen) > 1)
             async with pipeline:
                 summary = await pipeline.refresh(chosen, on_done=on_done, options=options)
-            summary = replace(summary, not_due=len(sources) - len(chosen))
+            health = state_counts(list(config.sources), store.all_health(), config)
+            summary = replace(summary, not_due=len(sources) - len(chosen), health=health)
             status = "completed"
             return summary
         except asyncio.CancelledError:

@@ -20,6 +20,7 @@ from itertools import zip_longest
 from typing import Any
 
 from fetcher.archive import ArchiveClient, Lookup
+from fetcher.checks import soft_404_reason
 from fetcher.config import Config
 from fetcher.download import Downloader, make_client
 from fetcher.extract import Extractor
@@ -128,6 +129,11 @@ class Pipeline:
             result = replace(result, reused_sha256=known)
         elif download.outcome is Outcome.OK:
             extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)
+            reason = extracted.outcome is Outcome.OK and soft_404_reason(
+                source.url, download.final_url, extracted.title, extracted.text
+            )
+            if reason:
+                extracted = replace(extracted, outcome=Outcome.BAD_CONTENT, detail=reason)
             result = replace(result, extracted=extracted)
         return replace(result, live_status=download.http_status, live_outcome=result.outcome)
 

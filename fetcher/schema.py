@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS fetches (
     archive_outcome TEXT,
     archive_name TEXT,
     archive_url TEXT,
-    captured_at TEXT
+    captured_at TEXT,
+    transition TEXT
 );
 CREATE INDEX IF NOT EXISTS fetches_by_resource ON fetches(resource_id, id);
 CREATE TABLE IF NOT EXISTS health (
@@ -56,7 +57,10 @@ CREATE TABLE IF NOT EXISTS health (
     failing_since TEXT,
     etag TEXT,
     last_modified TEXT,
-    content_sha256 TEXT
+    content_sha256 TEXT,
+    last_status INTEGER,
+    last_detail TEXT NOT NULL DEFAULT '',
+    moved_to TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
-from fetcher.models import Source
+from fetcher.models import Hop, Source
 
 _RESOURCE_ID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -79,3 +79,12 @@ def find_duplicates(sources: Iterable[Source]) -> list[tuple[Source, Source]]:
 
 def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
+
+
+def moved_permanently(url: str, redirects: Iterable[Hop], final_url: str) -> str | None:
+    """Where the URL now lives, if every hop was a permanent redirect (301/308) and
+    the end is not just another spelling of the same URL; else None."""
+    hops = list(redirects)
+    if not hops or any(hop.status not in (301, 308) for hop in hops):
+        return None
+    return final_url if normalise(final_url) != normalise(url) else None

@@ -25,6 +25,7 @@ from typing import Any
 from fetcher.health import Health
 from fetcher.models import Capture, FetchResult, Hop, Snapshot, Source
 from fetcher.schema import SCHEMA, SCHEMA_VERSION
+from fetcher.sources import moved_permanently
 from fetcher.outcomes import Outcome
 
 DB_NAME = "fetcher.sqlite3"
@@ -33,7 +34,8 @@ _SELECT = """
 SELECT f.id, f.resource_id, f.url, f.final_url, f.fetched_at, f.origin, f.http_status,
        f.outcome, f.detail, f.attempts, f.elapsed_ms, f.changed, f.redirects, f.content_type,
        c.size_bytes, c.text_chars, c.sha256, c.title, {text}, c.language, c.published, c.first_seen,
-       f.live_status, f.live_outcome, f.archive_outcome, f.archive_name, f.archive_url, f.captured_at
+       f.live_status, f.live_outcome, f.archive_outcome, f.archive_name, f.archive_url, f.captured_at,
+       f.transition
 FROM fetches f LEFT JOIN contents c ON c.sha256 = f.sha256
 """
 
@@ -96,11 +98,12 @@ class Store:
                     (sha, extracted.kind, len(download.body), len(extracted.text), extracted.title,
                      extracted.language, extracted.published, extracted.text, result.fetched_at.isoformat()),
                 )
+            transition = self._update_health(result, sha)
             cursor = self._db.execute(
                 "INSERT INTO fetches (resource_id, url, final_url, fetched_at, origin, http_status, outcome,"
                 " detail, attempts, elapsed_ms, redirects, content_type, sha256, changed, etag, last_modified,"
-                " live_status, live_outcome, archive_outcome, archive_name, archive_url, captured_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " live_status, live_outcome, archive_outcome, archive_name, archive_url, captured_at, transition)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (result.source.resource_id, result.source.url, download.final_url, result.fetched_at.isoformat(),
                  result.origin, download.http_status, result.outcome.value, _detail(result),
                  result.attempts, result.elapsed_ms,
@@ -108,9 +111,8 @@ class Store:
                  int(sha is not None and sha != previous), download.etag, download.last_modified,
                  result.live_status, _value(result.live_outcome), _value(result.archive_outcome),
                  capture.archive if capture else None, capture.raw_url if capture else None,
-                 capture.captured_at.isoformat() if capture else None),
+                 capture.captured_at.isoformat() if capture else None, transition),
             )
-            transition = self._update_health(result, sha)
             if capture is not None and sha is not None:
                 self._db.execute(
                     "UPDATE captures SET sha256 = ?, timestamp = ?, raw_url = ?, captured_at = ?"
@@ -118,7 +120,7 @@ class Store:
                     (sha, capture.timestamp, capture.raw_url, capture.captured_at.isoformat(),
                      result.source.resource_id, capture.archive),
                 )
-        return replace(self._one("WHERE f.id = ?", (cursor.lastrowid,)), transition=transition)
+        return self._one("WHERE f.id = ?", (cursor.lastrowid,))
 
     def _update_health(self, result: FetchResult, sha: str | None) -> str | None:
         """Fold a live check into the source's health; return 'newly-failing',
@@ -128,25 +130,28 @@ class Store:
         before = self.health(result.source.resource_id)
         when = result.fetched_at
         download = result.download
+        checked = replace(
+            before, last_checked=when, last_outcome=result.live_outcome.value, last_status=result.live_status,
+            last_detail=_detail(result) if not result.live_outcome.is_success else "",
+        )
         if result.live_outcome.is_success:
             live_content = result.origin == "live" and sha is not None
             after = replace(
-                before, last_checked=when, last_ok=when, last_outcome=result.live_outcome.value,
-                failures_in_a_row=0, failing_since=None,
+                checked, last_ok=when, failures_in_a_row=0, failing_since=None,
                 etag=(download.etag or before.etag) if live_content else before.etag,
                 last_modified=(download.last_modified or before.last_modified) if live_content else before.last_modified,
                 content_sha256=sha if live_content else before.content_sha256,
+                moved_to=moved_permanently(result.source.url, download.redirects, download.final_url),
             )
         else:
             after = replace(
-                before, last_checked=when, last_outcome=result.live_outcome.value,
-                failures_in_a_row=before.failures_in_a_row + 1, failing_since=before.failing_since or when,
+                checked, failures_in_a_row=before.failures_in_a_row + 1, failing_since=before.failing_since or when,
             )
         self._db.execute(
-            "INSERT OR REPLACE INTO health VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO health VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (after.resource_id, _iso(after.last_checked), _iso(after.last_ok), after.last_outcome,
              after.failures_in_a_row, _iso(after.failing_since), after.etag, after.last_modified,
-             after.content_sha256),
+             after.content_sha256, after.last_status, after.last_detail, after.moved_to),
         )
         if before.last_checked is not None and before.failures_in_a_row == 0 and after.failures_in_a_row:
             return "newly-failing"
@@ -253,6 +258,35 @@ class Store:
     def all_health(self) -> dict[str, Health]:
         return {row[0]: _health(row) for row in self._db.execute("SELECT * FROM health")}
 
+    def stand_ins(self) -> dict[str, Capture]:
+        """Per source, the best archived copy known: one already replayed and
+        stored, else the newest capture found."""
+        best: dict[str, tuple[bool, str, Capture]] = {}
+        rows = self._db.execute(
+            "SELECT resource_id, archive, timestamp, original, raw_url, captured_at, mime, sha256 FROM captures"
+            " WHERE timestamp IS NOT NULL"
+        )
+        for rid, archive, stamp, original, raw_url, captured_at, mime, sha in rows:
+            rank = (sha is not None, stamp)
+            if rid not in best or rank > best[rid][:2]:
+                capture = Capture(archive, stamp, original, raw_url, datetime.fromisoformat(captured_at), mime)
+                best[rid] = (*rank, capture)
+        return {rid: entry[2] for rid, entry in best.items()}
+
+    def last_run_transitions(self) -> dict[str, str]:
+        """What the last completed run changed: resource id -> 'newly-failing' or 'recovered'."""
+        run = self._db.execute(
+            "SELECT started_at, finished_at FROM runs WHERE status = 'completed' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if run is None:
+            return {}
+        rows = self._db.execute(
+            "SELECT resource_id, transition FROM fetches WHERE transition IS NOT NULL"
+            " AND fetched_at >= ? AND fetched_at <= ? ORDER BY id",
+            run,
+        )
+        return dict(rows.fetchall())
+
     def last_alive(self, resource_id: str) -> datetime | None:
         """When the source last gave content live."""
         row = self._db.execute(
@@ -320,7 +354,7 @@ def _health(row: sqlite3.Row) -> Health:
     return Health(
         resource_id=row[0], last_checked=_datetime(row[1]), last_ok=_datetime(row[2]), last_outcome=row[3],
         failures_in_a_row=row[4], failing_since=_datetime(row[5]), etag=row[6], last_modified=row[7],
-        content_sha256=row[8],
+        content_sha256=row[8], last_status=row[9], last_detail=row[10], moved_to=row[11],
     )
 
 
@@ -371,4 +405,5 @@ def _snapshot(row: sqlite3.Row) -> Snapshot:
         archive_name=row[25],
         archive_url=row[26],
         captured_at=datetime.fromisoformat(row[27]) if row[27] else None,
+        transition=row[28],
     )

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fetcher.audit import Audit
 from fetcher.logs import FIELDS
 from fetcher.models import RunSummary, Snapshot
 from fetcher.report import human_size
@@ -118,3 +119,24 @@ def print_status(lines: list[tuple[str, str]]) -> None:
 
 def when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
+
+
+def print_audit(audit: Audit) -> None:
+    """The audit as a terminal table, worst first, with what changed since the last run."""
+    console = Console()
+    console.print(" · ".join(f"{name} {n}" for name, n in audit.counts().items()) or "no sources")
+    for heading, rows in (("newly broken since the last run", audit.newly_broken),
+                          ("recovered since the last run", audit.recovered)):
+        if rows:
+            console.print(f"[bold]{heading}[/]: " + ", ".join(row.url for row in rows), highlight=False)
+    table = Table()
+    for column in ("state", "source", "outcome", "failing since", "last good", "archived copy / moved to"):
+        table.add_column(column)
+    for row in audit.rows:
+        stand_in = row.moved_to or (f"{row.stand_in_captured_at:%Y-%m-%d} {row.stand_in_url}" if row.stand_in_url else "")
+        table.add_row(
+            row.state, f"{row.title or ''}\n{row.url}".strip(), row.outcome or "",
+            f"{row.first_failure:%Y-%m-%d}" if row.first_failure else "",
+            f"{row.last_good:%Y-%m-%d}" if row.last_good else "", stand_in,
+        )
+    console.print(table)

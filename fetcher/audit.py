@@ -1,0 +1,122 @@
+"""The broken-link audit: every source classified from what the store knows, with
+the best archived stand-in for the broken ones. Read-only, no network; three
+queries whatever the number of sources."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from fetcher.config import Config
+from fetcher.health import Health, state
+from fetcher.models import Source
+from fetcher.outcomes import Outcome
+from fetcher.store import Store
+
+# Worst first: the order of the report and of --fail-on.
+STATES = ("dead", "soft-404", "failing", "blocked", "redirected", "unchecked", "ok")
+BROKEN = frozenset({"dead", "soft-404", "failing"})
+_BLOCKED = frozenset({Outcome.HTTP_401.value, Outcome.HTTP_403.value, Outcome.HTTP_429.value})
+FAIL_ON = {
+    "dead": frozenset({"dead"}),
+    "failing": frozenset({"dead", "failing", "soft-404"}),
+    "any": frozenset(STATES) - {"ok", "unchecked"},
+}
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    resource_id: str
+    url: str
+    title: str | None
+    state: str
+    outcome: str | None
+    http_status: int | None
+    detail: str
+    last_checked: datetime | None
+    first_failure: datetime | None
+    last_failure: datetime | None
+    last_good: datetime | None
+    moved_to: str | None
+    stand_in_url: str | None
+    stand_in_captured_at: datetime | None
+    stand_in_archive: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Audit:
+    rows: list[AuditRow]
+    newly_broken: list[AuditRow]
+    recovered: list[AuditRow]
+    history: list[tuple[datetime, dict[str, int]]]  # per recorded run: health counts after it
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(row.state for row in self.rows)
+        return {name: found[name] for name in STATES if found[name]}
+
+    def fails(self, fail_on: str | None) -> bool:
+        return bool(fail_on) and any(row.state in FAIL_ON[fail_on] for row in self.rows)
+
+
+def classify(health: Health | None, config: Config) -> str:
+    """One source's state from its health row."""
+    if health is None or health.last_checked is None:
+        return "unchecked"
+    if health.failures_in_a_row == 0:
+        return "redirected" if health.moved_to else "ok"
+    if health.last_outcome in _BLOCKED:
+        return "blocked"
+    if health.last_outcome == Outcome.BAD_CONTENT.value and health.last_detail.startswith("soft 404"):
+        return "soft-404"
+    return state(health, config.refresh)
+
+
+def state_counts(sources: list[Source], healths: dict[str, Health], config: Config) -> dict[str, int]:
+    found = Counter(classify(healths.get(source.resource_id), config) for source in sources)
+    return {name: found[name] for name in STATES if found[name]}
+
+
+def build_audit(config: Config, store: Store | None, sources: list[Source]) -> Audit:
+    healths = store.all_health() if store else {}
+    stand_ins = store.stand_ins() if store else {}
+    rows = [_row(source, healths.get(source.resource_id), stand_ins.get(source.resource_id), config)
+            for source in sources]
+    rows.sort(key=lambda row: (STATES.index(row.state), row.url))
+    by_id = {row.resource_id: row for row in rows}
+    changes = store.last_run_transitions() if store else {}
+    runs = store.runs(60) if store else []
+    history = [(run.started_at, run.summary["health"]) for run in reversed(runs)
+               if run.summary and run.summary.get("health")]
+    return Audit(
+        rows=rows,
+        newly_broken=[by_id[rid] for rid, change in changes.items() if change == "newly-failing" and rid in by_id],
+        recovered=[by_id[rid] for rid, change in changes.items() if change == "recovered" and rid in by_id],
+        history=history,
+    )
+
+
+def _row(source: Source, health: Health | None, stand_in: Any, config: Config) -> AuditRow:
+    kind = classify(health, config)
+    failing = health is not None and health.failures_in_a_row > 0
+    return AuditRow(
+        resource_id=source.resource_id,
+        url=source.url,
+        title=source.title,
+        state=kind,
+        outcome=health.last_outcome if health else None,
+        http_status=health.last_status if health else None,
+        detail=health.last_detail if health else "",
+        last_checked=health.last_checked if health else None,
+        first_failure=health.failing_since if failing else None,
+        last_failure=health.last_checked if failing else None,
+        last_good=health.last_ok if health else None,
+        moved_to=health.moved_to if health else None,
+        stand_in_url=stand_in.raw_url if stand_in else None,
+        stand_in_captured_at=stand_in.captured_at if stand_in else None,
+        stand_in_archive=stand_in.archive if stand_in else None,
+    )

@@ -28,7 +28,6 @@ from fetcher.lock import Busy
 from fetcher.models import Snapshot, Source
 from fetcher.nightly import run_once
 from fetcher.pipeline import FetchOptions, Pipeline, utc_now
-from fetcher.processes import alive
 from fetcher.report import latest_records, make_preview, record, render_markdown, render_text, status_lines
 from fetcher.sources import BadURL, find_duplicates, looks_like_resource_id, make_source
 from fetcher.store import Store, StoreError
@@ -213,7 +212,7 @@ def refresh(
     config = _config(context)
     sources = _pick(config, only)
     for first, later in find_duplicates(sources):
-        click.echo(f"warning: {later.url} looks like a duplicate of {first.url} (both are fetched)", err=True)
+        log.warning("%s looks like a duplicate of %s (both are fetched)", later.url, first.url)
     store = _store(config)
     options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
     progress = RunProgress()
@@ -290,7 +289,7 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
         _print_json([{**vars(run), "started_at": run.started_at.isoformat(),
                       "finished_at": run.finished_at.isoformat() if run.finished_at else None} for run in records])
     elif records:
-        print_runs(records, running=lambda run: alive(run.pid))
+        print_runs(records)
     else:
         click.echo("no runs recorded yet")
 

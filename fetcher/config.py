@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from fetcher.cron import BadCron, parse_cron
 from fetcher.models import Source
 from fetcher.sources import BadURL, check_url, make_source
 
@@ -310,8 +311,10 @@ def _check_durations(value: Any) -> tuple[float, ...]:
 
 
 def _check_cron(value: Any) -> str:
-    if not isinstance(value, str) or len(value.split()) != 5:
-        raise ValueError("a five-field cron expression like \"0 3 * * *\"")
+    try:
+        parse_cron(_check_str(value))
+    except (TypeError, BadCron) as error:
+        raise ValueError(f"a five-field cron expression like \"0 3 * * *\" ({error})") from None
     return value
 
 

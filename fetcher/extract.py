@@ -8,6 +8,7 @@ import asyncio
 import multiprocessing
 import os
 import re
+import signal
 import threading
 import time
 import unicodedata
@@ -108,13 +109,18 @@ def tidy(text: str) -> str:
 
 def exit_with(parent: int, every: float = 0.5) -> None:
     """Pool-worker initializer: end this worker soon after `parent` dies, even by
-    kill -9 (a worker otherwise waits on its task queue forever)."""
+    kill -9 (a worker otherwise waits on its task queue forever), and leave
+    SIGTERM/SIGINT to the parent."""
 
     def watch() -> None:
         while alive(parent):
             time.sleep(every)
         os._exit(0)
 
+    # A SIGTERM or Ctrl-C sent to the whole process group is the parent's to
+    # handle: it finishes or abandons the run and then shuts the pool down.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
@@ -132,7 +138,7 @@ class Extractor:
         if not self._processes:
             return await asyncio.to_thread(extract, body, content_type, url)
         if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
+            context = multiprocessing.get_context("spawn")  # no fork of a threaded process; no forkserver to lose
             self._pool = ProcessPoolExecutor(
                 max_workers=self._workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
             )

@@ -17,12 +17,19 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from fetcher.cron import parse_cron
+
 log = logging.getLogger("fetcher")
 MISFIRE_GRACE = 6 * 3600  # a run missed by less than this (machine asleep, say) still happens, once
 
 
 def cron_trigger(cron: str, timezone: str) -> CronTrigger:
-    return CronTrigger.from_crontab(cron, timezone=ZoneInfo(timezone))
+    """The trigger for a crontab line, weekdays read as cron reads them (see fetcher.cron)."""
+    fields = parse_cron(cron)
+    return CronTrigger(
+        minute=fields.minute, hour=fields.hour, day=fields.day, month=fields.month,
+        day_of_week=fields.day_of_week, timezone=ZoneInfo(timezone),
+    )
 
 
 def next_fire(trigger: BaseTrigger, now: datetime) -> datetime | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from fetcher.health import Health
 from fetcher.models import Capture, FetchResult, Hop, Snapshot, Source
+from fetcher.processes import alive
 from fetcher.schema import SCHEMA, SCHEMA_VERSION
 from fetcher.sources import moved_permanently
 from fetcher.outcomes import Outcome
@@ -183,7 +184,7 @@ class Store:
         )
         return [
             RunRecord(row[0], datetime.fromisoformat(row[1]), datetime.fromisoformat(row[2]) if row[2] else None,
-                      row[3], row[4], row[5], json.loads(row[6]) if row[6] else None)
+                      _run_status(row[3], row[5]), row[4], row[5], json.loads(row[6]) if row[6] else None)
             for row in rows
         ]
 
@@ -344,10 +345,15 @@ class RunRecord:
     id: int
     started_at: datetime
     finished_at: datetime | None
-    status: str  # running, completed, interrupted, failed
+    status: str  # running, completed, interrupted, failed, did not finish (killed)
     trigger: str  # refresh, schedule
     pid: int
     summary: dict[str, Any] | None
+
+
+def _run_status(status: str, pid: int) -> str:
+    """A run recorded as running whose process is gone was killed: it did not finish."""
+    return "did not finish" if status == "running" and not alive(pid) else status
 
 
 def _health(row: sqlite3.Row) -> Health:

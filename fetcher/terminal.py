@@ -4,7 +4,6 @@ summary, history, runs and status tables."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 
 from rich.console import Console
@@ -89,23 +88,23 @@ def print_history(title: str, rows: list[Snapshot]) -> None:
             change,
             (row.sha256 or "-")[:12],
         )
-    Console().print(table)
+    _wide().print(table)
 
 
-def print_runs(runs: list[RunRecord], running: Callable[[RunRecord], bool]) -> None:
+def print_runs(runs: list[RunRecord]) -> None:
     table = Table(title="refresh runs, newest first")
     for column in ("run", "started (UTC)", "seconds", "trigger", "status", "sources", "changed", "archived",
                    "newly failing", "recovered"):
         table.add_column(column)
     for run in runs:
         summary = run.summary or {}
-        status = run.status if run.status != "running" or running(run) else "did not finish"
+        status = run.status
         seconds = f"{(run.finished_at - run.started_at).total_seconds():.1f}" if run.finished_at else "-"
         table.add_row(
             str(run.id), f"{run.started_at:%Y-%m-%d %H:%M:%S}", seconds, run.trigger, status,
             *(str(summary.get(key, "-")) for key in ("total", "changed", "archived", "newly_failing", "recovered")),
         )
-    Console().print(table)
+    _wide().print(table)
 
 
 def print_status(lines: list[tuple[str, str]]) -> None:
@@ -115,6 +114,12 @@ def print_status(lines: list[tuple[str, str]]) -> None:
     for label, value in lines:
         table.add_row(label, value)
     Console().print(table)
+
+
+def _wide() -> Console:
+    """A console that does not squeeze tables to 80 columns when piped or in cron mail."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 def when(moment: datetime | None) -> str:

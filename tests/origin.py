@@ -7,6 +7,7 @@ The server records every request and the most requests it had in flight at once.
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import threading
 import time
@@ -167,3 +168,39 @@ def gzip_bomb(inflated: int) -> Route:
 
 def gzipped(body: bytes, content_type: str = "text/html; charset=utf-8") -> Route:
     return respond(200, gzip.compress(body), {"Content-Type": content_type, "Content-Encoding": "gzip"})
+
+
+def conditional(
+    origin: Origin, body: bytes | str, etag: str | None = None, last_modified: str | None = None, honour: bool = True
+) -> Route:
+    """A page with validators (ETag, Last-Modified) that answers a matching
+    If-None-Match / If-Modified-Since with a bodiless 304, as RFC 9110 says
+    (If-None-Match wins when both are sent); honour=False ignores them and always
+    sends the page. Body bytes written are added to origin.bytes_sent."""
+    data = body.encode("utf-8") if isinstance(body, str) else body
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        validators = {name: value for name, value in (("ETag", etag), ("Last-Modified", last_modified)) if value}
+        if honour and _not_modified(handler, etag, last_modified):
+            _head(handler, 304, validators)
+            return
+        _head(handler, 200, {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(data)), **validators})
+        handler.wfile.write(data)
+        with origin._lock:
+            origin.bytes_sent += len(data)
+
+    return route
+
+
+def _not_modified(handler: BaseHTTPRequestHandler, etag: str | None, last_modified: str | None) -> bool:
+    if_none_match = handler.headers.get("If-None-Match")
+    if if_none_match is not None:  # weak comparison: W/"x" matches "x"
+        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return etag is not None and ("*" in tags or etag.removeprefix("W/") in tags)
+    if_modified_since = handler.headers.get("If-Modified-Since")
+    if if_modified_since is None or last_modified is None:
+        return False
+    try:
+        return email.utils.parsedate_to_datetime(last_modified) <= email.utils.parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError):
+        return False

@@ -63,7 +63,8 @@ def to_markdown(audit: Audit, generated: datetime) -> str:
 
 def _md_link(row: AuditRow) -> str:
     text = (row.title or row.url).replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")
-    return f"[{text}]({row.url})"
+    target = row.url.replace("|", "%7C").replace("(", "%28").replace(")", "%29").replace(" ", "%20")
+    return f"[{text}]({target})"
 
 
 def _day(moment: datetime | None) -> str:
@@ -102,7 +103,8 @@ def _html_row(row: AuditRow) -> str:
         f"<td>{archived}</td>",
     )
     rank = STATES.index(row.state)
-    return f'<tr data-state="{row.state}" data-rank="{rank}">{"".join(cells)}</tr>'
+    search = _e(" ".join(filter(None, (row.url, row.title, row.outcome, row.state, row.resource_id))).lower())
+    return f'<tr data-state="{row.state}" data-rank="{rank}" data-search="{search}">{"".join(cells)}</tr>'
 
 
 def _chart(history: list[tuple[datetime, dict[str, int]]]) -> str:
@@ -174,7 +176,7 @@ th {{ cursor: pointer; user-select: none; background: #fafafa; }} th.sorted::aft
   function filter() {{
     var wanted = stateBox.value, words = search.value.trim().toLowerCase(), shown = 0;
     Array.prototype.forEach.call(body.rows, function (row) {{
-      var visible = (!wanted || row.dataset.state === wanted) && (!words || row.textContent.toLowerCase().indexOf(words) >= 0);
+      var visible = (!wanted || row.dataset.state === wanted) && (!words || row.dataset.search.indexOf(words) >= 0);
       row.style.display = visible ? "" : "none";
       shown += visible ? 1 : 0;
     }});

@@ -24,12 +24,13 @@ from fetcher import logs
 from fetcher.audit import FAIL_ON, build_audit
 from fetcher.audit_report import to_csv, to_html, to_json, to_markdown
 from fetcher.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, config_path, load_config
+from fetcher.links import FoundLink, append_sources, links_in_files, new_sources
 from fetcher.lock import Busy
 from fetcher.models import Snapshot, Source
 from fetcher.nightly import run_once
 from fetcher.pipeline import FetchOptions, Pipeline, utc_now
 from fetcher.report import latest_records, make_preview, record, render_markdown, render_text, status_lines
-from fetcher.sources import BadURL, find_duplicates, looks_like_resource_id, make_source
+from fetcher.sources import BadURL, find_duplicates, looks_like_resource_id, make_source, resource_id
 from fetcher.store import Store, StoreError
 from fetcher.terminal import RunProgress, print_audit, print_history, print_runs, print_status, print_summary
 
@@ -321,16 +322,21 @@ def status(context: click.Context, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout).")
 @click.option("--only-broken", is_flag=True, help="Leave out sources that are ok or unchecked.")
 @click.option("--fail-on", type=click.Choice(sorted(FAIL_ON)), help="Exit 1 if any source is in that state (or worse).")
+@click.option(
+    "--from", "documents", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+    help="Audit the links in this document (Markdown, MDX, HTML, CSV, URL list) instead of the config (repeatable).",
+)
 @click.pass_context
 def audit(
-    context: click.Context, check: bool, fmt: str, output: Path | None, only_broken: bool, fail_on: str | None
+    context: click.Context, check: bool, fmt: str, output: Path | None, only_broken: bool, fail_on: str | None,
+    documents: tuple[Path, ...],
 ) -> None:
     """Which sources are dead, failing, blocked, soft 404s or moved, since when, and
     which archived copy can stand in. Reads the store (no network) unless --check.
 
     Exits 1 when --fail-on matches, so CI can gate on it."""
     config = _config(context)
-    sources = list(config.sources)
+    sources = _sources_in(documents) if documents else list(config.sources)
     if check:
         store = _store(config)
         try:
@@ -354,6 +360,50 @@ def audit(
         _write_output(output, lambda out: out.write(text))
     if result.fails(fail_on):
         sys.exit(EXIT_SOURCE_FAILED)
+
+
+@cli.group()
+def sources() -> None:
+    """Find sources in documents and add them to the config."""
+
+
+@sources.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--write", is_flag=True, help="Append the new sources to the config file (default: only list them).")
+@click.pass_context
+def import_sources(context: click.Context, files: tuple[Path, ...], write: bool) -> None:
+    """List the http(s) links in FILES (Markdown/MDX, HTML, CSV, plain URL lists)
+    that are not configured yet; with --write, add them to the config as [[sources]]."""
+    config = _config(context)
+    found = _links_in(files)
+    fresh, duplicates = new_sources(found, config.sources)
+    for link, configured in duplicates:
+        log.warning("%s (%s) looks like a duplicate of the configured %s: not added", link.url, link.where, configured.url)
+    for link in fresh:
+        click.echo(f"{resource_id(link.url)}  {link.url}" + (f"  {link.title}" if link.title else "") + f"  ({link.where})")
+    known = len(found) - len(fresh) - len(duplicates)
+    click.echo(f"{len(found)} links: {len(fresh)} new, {known} already configured, {len(duplicates)} likely duplicates",
+               err=True)
+    if not write:
+        if fresh:
+            click.echo(f"nothing written: add --write to append them to {config.path}", err=True)
+        return
+    try:
+        added = append_sources(config.path, fresh)
+    except ConfigError as error:
+        raise BadInput(str(error)) from error
+    click.echo(f"added {added} sources to {config.path}", err=True)
+
+
+def _links_in(files: Iterable[Path]) -> list[FoundLink]:
+    found, problems = links_in_files(list(files))
+    if problems:
+        raise BadInput(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return found
+
+
+def _sources_in(documents: Iterable[Path]) -> list[Source]:
+    return [make_source(link.url, link.title) for link in _links_in(documents)]
 
 
 @cli.command()

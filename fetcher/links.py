@@ -208,7 +208,7 @@ _HREF = re.compile(
     re.IGNORECASE,
 )
 _TAG_START = re.compile(r"<([A-Za-z][\w.]*)")
-_TAG = re.compile(r"""</?[A-Za-z][\w.:-]*(?:\s(?:[^<>"'{}]|"[^"]*"|'[^']*'|\{[^{}]*\})*)?/?>""")
+_TAG = re.compile(r"""</?[A-Za-z][\w.:-]*(?:\s(?:[^<>"'{}]|"[^"\n]*"|'[^'\n]*'|\{[^{}]*\})*)?/?>""")
 _AUTOLINK = re.compile(r"<(https?://[^\s<>]*)>", re.IGNORECASE)
 _ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
@@ -233,7 +233,7 @@ def _markdown_hits(text: str, mdx: bool, images: bool) -> list[_Hit]:
     masked = _blank(masked, [match.span() for match in hrefs])
     masked = _blank(masked, _spans(_TAG, masked))
 
-    inline, spans = _inline_links(text, masked, 0, len(masked), images)
+    inline, spans = _inline_links(text, masked, _bracket_pairs(masked), 0, len(masked), images)
     hits.extend(inline)
     masked = _blank(masked, spans)
 
@@ -287,15 +287,19 @@ def _code_spans(text: str) -> list[tuple[int, int]]:
     offset = 0
     for line in text.split("\n"):
         runs = list(_TICKS.finditer(line))
+        following: list[int | None] = [None] * len(runs)  # the next run of the same length
+        latest: dict[int, int] = {}
+        for number in range(len(runs) - 1, -1, -1):
+            length = len(runs[number].group())
+            following[number] = latest.get(length)
+            latest[length] = number
         index = 0
         while index < len(runs):
-            opener = runs[index]
-            closer = next((later for later in range(index + 1, len(runs))
-                           if len(runs[later].group()) == len(opener.group())), None)
+            closer = following[index]
             if closer is None:
                 index += 1
                 continue
-            spans.append((offset + opener.start(), offset + runs[closer].end()))
+            spans.append((offset + runs[index].start(), offset + runs[closer].end()))
             index = closer + 1
         offset += len(line) + 1
     return spans
@@ -346,7 +350,9 @@ def _anchor_text(text: str, masked: str, href: re.Match[str]) -> str | None:
     return _clean(text[end + 1:closing.start()])
 
 
-def _inline_links(text: str, masked: str, low: int, high: int, images: bool) -> tuple[list[_Hit], list[tuple[int, int]]]:
+def _inline_links(
+    text: str, masked: str, pairs: dict[int, int], low: int, high: int, images: bool
+) -> tuple[list[_Hit], list[tuple[int, int]]]:
     """`[text](url "title")` and `![alt](url)` between low and high, with their spans.
     Images inside a link's text (badges) are found too."""
     hits: list[_Hit] = []
@@ -359,7 +365,7 @@ def _inline_links(text: str, masked: str, low: int, high: int, images: bool) -> 
         index = opening + 1
         if opening > 0 and masked[opening - 1] == "\\":
             continue
-        closing = _closing_bracket(masked, opening, high)
+        closing = pairs.get(opening)
         if closing is None or closing + 1 >= high or masked[closing + 1] != "(":
             continue
         destination = _destination(text, masked, closing + 2, high)
@@ -367,7 +373,7 @@ def _inline_links(text: str, masked: str, low: int, high: int, images: bool) -> 
             continue
         url_start, url_end, quoted, after = destination
         image = opening > 0 and masked[opening - 1] == "!"
-        inner, _ = _inline_links(text, masked, opening + 1, closing, images)
+        inner, _ = _inline_links(text, masked, pairs, opening + 1, closing, images)
         hits.extend(inner)
         if images or not image:
             title = _clean(text[opening + 1:closing]) or _clean(quoted or "")
@@ -376,25 +382,25 @@ def _inline_links(text: str, masked: str, low: int, high: int, images: bool) -> 
         index = after
 
 
-def _closing_bracket(masked: str, opening: int, high: int) -> int | None:
-    """The `]` that matches the `[` at `opening`, within one paragraph."""
-    depth = 0
-    index = opening
-    while index < high:
+def _bracket_pairs(masked: str) -> dict[int, int]:
+    """Each `[` that has a matching `]` in the same paragraph, to that `]`. One pass,
+    so that a document full of stray brackets takes no longer than any other."""
+    pairs: dict[int, int] = {}
+    open_at: list[int] = []
+    index = 0
+    while index < len(masked):
         char = masked[index]
         if char == "\\":
             index += 2
             continue
         if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-            if depth == 0:
-                return index
-        elif char == "\n" and _blank_line_at(masked, index + 1, high):
-            return None
+            open_at.append(index)
+        elif char == "]" and open_at:
+            pairs[open_at.pop()] = index
+        elif char == "\n" and _blank_line_at(masked, index + 1, len(masked)):
+            open_at.clear()
         index += 1
-    return None
+    return pairs
 
 
 def _blank_line_at(masked: str, index: int, high: int) -> bool:
@@ -498,10 +504,13 @@ def _html_links(text: str, where: str) -> list[FoundLink]:
         href = (anchor.get("href") or "").strip()
         if not href or href.startswith("#"):
             continue
-        if not urlsplit(href).scheme:
-            if not base:
-                continue
-            href = urljoin(base, href)
+        try:
+            if not urlsplit(href).scheme:
+                if not base:
+                    continue
+                href = urljoin(base, href)
+        except ValueError:  # e.g. a broken IPv6 address
+            continue
         if _valid(href):
             line = f"{where}:{anchor.sourceline}" if anchor.sourceline else where
             links.append(FoundLink(href, _anchor_title(anchor), line))

@@ -83,6 +83,7 @@ class FetchResult:
     elapsed_ms: int = 0
     live_status: int | None = None
     live_outcome: Outcome | None = None
+    live_detail: str = ""
     capture: Capture | None = None
     archive_outcome: Outcome | None = None
     reused_sha256: str | None = None  # an archived copy already stored: no body here

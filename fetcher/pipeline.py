@@ -135,7 +135,8 @@ class Pipeline:
             if reason:
                 extracted = replace(extracted, outcome=Outcome.BAD_CONTENT, detail=reason)
             result = replace(result, extracted=extracted)
-        return replace(result, live_status=download.http_status, live_outcome=result.outcome)
+        detail = result.extracted.detail if result.extracted and result.extracted.detail else download.detail
+        return replace(result, live_status=download.http_status, live_outcome=result.outcome, live_detail=detail)
 
     def _falls_back(self, outcome: Outcome) -> bool:
         policy = self._config.archive
@@ -182,6 +183,7 @@ class Pipeline:
             source, fetched_at, "archive", download, 0 if stored_sha else 1, extracted,
             live_status=live.live_status if live else None,
             live_outcome=live.live_outcome if live else None,
+            live_detail=live.live_detail if live else "",
             capture=lookup.capture,
             archive_outcome=Outcome.OK,
             reused_sha256=stored_sha,

@@ -133,7 +133,7 @@ class Store:
         download = result.download
         checked = replace(
             before, last_checked=when, last_outcome=result.live_outcome.value, last_status=result.live_status,
-            last_detail=_detail(result) if not result.live_outcome.is_success else "",
+            last_detail=result.live_detail if not result.live_outcome.is_success else "",
         )
         if result.live_outcome.is_success:
             live_content = result.origin == "live" and sha is not None
@@ -154,7 +154,7 @@ class Store:
              after.failures_in_a_row, _iso(after.failing_since), after.etag, after.last_modified,
              after.content_sha256, after.last_status, after.last_detail, after.moved_to),
         )
-        if before.last_checked is not None and before.failures_in_a_row == 0 and after.failures_in_a_row:
+        if before.failures_in_a_row == 0 and after.failures_in_a_row:  # was fine, or new and broken at once
             return "newly-failing"
         if before.failures_in_a_row and not after.failures_in_a_row:
             return "recovered"
@@ -377,8 +377,12 @@ def _value(outcome: Outcome | None) -> str | None:
 
 
 def _detail(result: FetchResult) -> str:
+    """The fetch row's detail; an archived copy's row also says what the live attempt got."""
     extracted = result.extracted
-    return extracted.detail if extracted is not None and extracted.detail else result.download.detail
+    own = extracted.detail if extracted is not None and extracted.detail else result.download.detail
+    if result.origin == "archive" and result.live_detail:
+        return f"live: {result.live_detail}" + (f"; {own}" if own else "")
+    return own
 
 
 def _snapshot(row: sqlite3.Row) -> Snapshot:

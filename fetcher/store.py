@@ -133,7 +133,7 @@ class Store:
         download = result.download
         checked = replace(
             before, last_checked=when, last_outcome=result.live_outcome.value, last_status=result.live_status,
-            last_detail=result.live_detail if not result.live_outcome.is_success else "",
+            last_detail=_live_detail(result) if not result.live_outcome.is_success else "",
         )
         if result.live_outcome.is_success:
             live_content = result.origin == "live" and sha is not None
@@ -376,10 +376,19 @@ def _value(outcome: Outcome | None) -> str | None:
     return outcome.value if outcome is not None else None
 
 
+def _own_detail(result: FetchResult) -> str:
+    extracted = result.extracted
+    return extracted.detail if extracted is not None and extracted.detail else result.download.detail
+
+
+def _live_detail(result: FetchResult) -> str:
+    """What the live attempt said: its own detail, or for an archived copy, the one carried over."""
+    return _own_detail(result) if result.origin == "live" else result.live_detail
+
+
 def _detail(result: FetchResult) -> str:
     """The fetch row's detail; an archived copy's row also says what the live attempt got."""
-    extracted = result.extracted
-    own = extracted.detail if extracted is not None and extracted.detail else result.download.detail
+    own = _own_detail(result)
     if result.origin == "archive" and result.live_detail:
         return f"live: {result.live_detail}" + (f"; {own}" if own else "")
     return own

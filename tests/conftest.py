@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import socket
 import sys
 import time
@@ -101,6 +102,23 @@ def run(tmp_path: Path) -> Iterator[Any]:
 
 
 _LOOPBACK_NAMES = ("localhost", "127.", "::1")
+
+
+@pytest.fixture(autouse=True)
+def fetcher_logger_restored() -> Iterator[None]:
+    """The CLI configures the "fetcher" logger (handlers, level); put it back after each test."""
+    logger = logging.getLogger("fetcher")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    for handler in list(logger.handlers):
+        if handler not in saved[0]:
+            logger.removeHandler(handler)
+            handler.close()
+    for handler in saved[0]:
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
 
 
 @pytest.fixture(autouse=True)

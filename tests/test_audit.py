@@ -19,7 +19,6 @@ import csv
 import functools
 import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -462,20 +461,12 @@ def test_a_soft_404_with_an_archived_copy_is_still_a_soft_404(tmp_path):
 
 @pytest.fixture
 def cli_run(monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    """invoke(config, *args) -> click Result; the logger the CLI configures is put back afterwards."""
-    logger = logging.getLogger("fetcher")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
+    """invoke(config, *args) -> click Result (conftest puts the CLI's logger back afterwards)."""
 
     def invoke(config: Path, *args: str):
         return CliRunner().invoke(cli, ["--config", str(config), "audit", *args], env={"COLUMNS": "200"})
 
     yield invoke
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    for handler in saved[0]:
-        logger.addHandler(handler)
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
 
 
 def fetcher_audit(config: Path, *args: str) -> subprocess.CompletedProcess:

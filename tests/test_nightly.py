@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import sqlite3
@@ -670,20 +669,12 @@ def test_sigterm_to_the_whole_process_group_records_no_false_failures(tmp_path):
 
 @pytest.fixture
 def cli_run() -> Iterator:
-    """invoke(config, *args) -> click Result; the logger the CLI configured is put back afterwards."""
-    logger = logging.getLogger("fetcher")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
+    """invoke(config, *args) -> click Result (conftest puts the CLI's logger back afterwards)."""
 
     def invoke(config: Path, *args: str):
         return CliRunner().invoke(cli, ["--config", str(config), *args], env={"COLUMNS": "200"})  # tables unclipped
 
     yield invoke
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    for handler in saved[0]:
-        logger.addHandler(handler)
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
 
 
 def minute_of(moment: datetime) -> str:

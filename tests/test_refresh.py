@@ -20,7 +20,6 @@ from contextlib import ExitStack, closing
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from fetcher.cli import cli
@@ -282,7 +281,6 @@ def test_a_refresh_killed_mid_run_leaves_a_sound_store_and_the_next_run_complete
         before = check_store(storage)
         assert 5 <= len(before) < 60, "the kill did not land in the middle of the run"
         fetched_before = Counter(rid for _, rid, _, _ in before)
-        with_content_before = {rid for _, rid, sha, _ in before if sha is not None}
 
         second = subprocess.run(
             fetcher_command() + ["--config", str(config), "refresh", "--json"],

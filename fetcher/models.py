@@ -83,7 +83,7 @@ class FetchResult:
     elapsed_ms: int = 0
     live_status: int | None = None
     live_outcome: Outcome | None = None
-    live_detail: str = ""
+    live_detail: str = ""  # for an archived copy: what the live attempt said
     capture: Capture | None = None
     archive_outcome: Outcome | None = None
     reused_sha256: str | None = None  # an archived copy already stored: no body here
@@ -93,6 +93,13 @@ class FetchResult:
         if self.download.outcome is Outcome.OK and self.extracted is not None:
             return self.extracted.outcome
         return self.download.outcome
+
+    @property
+    def own_detail(self) -> str:
+        """What went wrong with this attempt: the extraction's word, else the download's."""
+        if self.extracted is not None and self.extracted.detail:
+            return self.extracted.detail
+        return self.download.detail
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from fetcher.download import Downloader, make_client
 from fetcher.extract import Extractor
 from fetcher.health import Health
 from fetcher.hosts import Clock, HostSlots, RateLimiter, Sleep
-from fetcher.models import Download, FetchResult, RunSummary, Snapshot, Source
+from fetcher.models import Download, Extracted, FetchResult, RunSummary, Snapshot, Source
 from fetcher.outcomes import Outcome
 from fetcher.retrying import fetch_with_retries
 from fetcher.sources import host_of
@@ -135,8 +135,7 @@ class Pipeline:
             if reason:
                 extracted = replace(extracted, outcome=Outcome.BAD_CONTENT, detail=reason)
             result = replace(result, extracted=extracted)
-        detail = result.extracted.detail if result.extracted and result.extracted.detail else download.detail
-        return replace(result, live_status=download.http_status, live_outcome=result.outcome, live_detail=detail)
+        return replace(result, live_status=download.http_status, live_outcome=result.outcome)
 
     def _falls_back(self, outcome: Outcome) -> bool:
         policy = self._config.archive
@@ -177,13 +176,20 @@ class Pipeline:
         return replace(live, download=annotated, archive_outcome=outcome)
 
     def _from_archive(
-        self, source, live, fetched_at, download, extracted, lookup: Lookup, stored_sha: str | None = None
+        self,
+        source: Source,
+        live: FetchResult | None,
+        fetched_at: datetime,
+        download: Download,
+        extracted: Extracted | None,
+        lookup: Lookup,
+        stored_sha: str | None = None,
     ) -> FetchResult:
         return FetchResult(
             source, fetched_at, "archive", download, 0 if stored_sha else 1, extracted,
             live_status=live.live_status if live else None,
             live_outcome=live.live_outcome if live else None,
-            live_detail=live.live_detail if live else "",
+            live_detail=live.own_detail if live else "",
             capture=lookup.capture,
             archive_outcome=Outcome.OK,
             reused_sha256=stored_sha,

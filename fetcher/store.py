@@ -376,19 +376,14 @@ def _value(outcome: Outcome | None) -> str | None:
     return outcome.value if outcome is not None else None
 
 
-def _own_detail(result: FetchResult) -> str:
-    extracted = result.extracted
-    return extracted.detail if extracted is not None and extracted.detail else result.download.detail
-
-
 def _live_detail(result: FetchResult) -> str:
     """What the live attempt said: its own detail, or for an archived copy, the one carried over."""
-    return _own_detail(result) if result.origin == "live" else result.live_detail
+    return result.own_detail if result.origin == "live" else result.live_detail
 
 
 def _detail(result: FetchResult) -> str:
     """The fetch row's detail; an archived copy's row also says what the live attempt got."""
-    own = _own_detail(result)
+    own = result.own_detail
     if result.origin == "archive" and result.live_detail:
         return f"live: {result.live_detail}" + (f"; {own}" if own else "")
     return own

@@ -1,19 +1,14 @@
 """The outcome taxonomy: every fetch attempt ends in exactly one of these kinds.
 
-Problems with the web are values, not exceptions. Each kind says whether a
-retry may help, whether an archived copy should stand in (used by the archive
-fallback), and how bad it is for the broken-link audit.
+Problems with the web are values, not exceptions. Each kind says whether it is
+a success, whether a retry may help and whether an archived copy should stand
+in. (The audit's states — dead, failing, blocked… — are built on these in
+fetcher/audit.py.)
 """
 
 from __future__ import annotations
 
 import enum
-
-
-class Severity(enum.Enum):
-    OK = "ok"
-    WARNING = "warning"  # unknown health: blocked, rate limited, our own limits
-    BROKEN = "broken"
 
 
 class Outcome(enum.Enum):
@@ -59,14 +54,6 @@ class Outcome(enum.Enum):
         and 429 are a matter of policy: see ArchivePolicy.)"""
         return self in _ARCHIVE_WORTHY
 
-    @property
-    def severity(self) -> Severity:
-        if self in _SUCCESS:
-            return Severity.OK
-        if self in _UNKNOWN_HEALTH:
-            return Severity.WARNING
-        return Severity.BROKEN
-
 
 _SUCCESS = frozenset({Outcome.OK, Outcome.NOT_MODIFIED})
 
@@ -98,18 +85,6 @@ _ARCHIVE_WORTHY = frozenset(
         Outcome.EMPTY,
     }
 )
-
-_UNKNOWN_HEALTH = frozenset(
-    {
-        Outcome.HTTP_401,
-        Outcome.HTTP_403,
-        Outcome.HTTP_429,
-        Outcome.TOO_LARGE,
-        Outcome.UNSUPPORTED_TYPE,
-        Outcome.INTERNAL_ERROR,
-    }
-)
-
 
 def outcome_for_status(status: int) -> Outcome:
     """The outcome kind of a final (non-redirect) HTTP status."""

@@ -188,10 +188,6 @@ class Store:
             for row in rows
         ]
 
-    def remember(self, source: Source, when: datetime) -> None:
-        with self._db:
-            self._remember(source, when)
-
     def _remember(self, source: Source, when: datetime) -> None:
         self._db.execute(
             "INSERT INTO resources VALUES (?,?,?,?) ON CONFLICT(resource_id) DO UPDATE SET"
@@ -311,11 +307,6 @@ class Store:
     def url_of(self, resource_id: str) -> str | None:
         row = self._db.execute("SELECT url FROM resources WHERE resource_id = ?", (resource_id,)).fetchone()
         return row[0] if row else None
-
-    def resources(self) -> list[tuple[str, str, str | None]]:
-        """(resource_id, url, title) of every resource ever stored, oldest first."""
-        rows = self._db.execute("SELECT resource_id, url, title FROM resources ORDER BY first_seen, resource_id")
-        return [tuple(row) for row in rows]
 
     def iter_latest(self) -> Iterator[Snapshot]:
         """The latest fetch of every resource, streamed."""

@@ -1,0 +1,1 @@
+"""Benchmarks for fetcher: `python -m bench [--quick]` (see bench/README.md)."""

@@ -1,0 +1,538 @@
+"""`python -m bench [--quick]`: throughput, incremental cost, memory and
+extraction quality of `fetcher refresh`, side by side with the extraction floor
+and two peers, all on loopback. See bench/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+import re
+import urllib.request
+from collections import Counter
+from datetime import datetime, timezone
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+from bench import measure, workload
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PY = sys.executable
+CORES = os.cpu_count() or 1
+
+FULL = {"w1_sources": 2000, "hosts": 40, "w3_sources": 20000, "w4_pages": None}
+QUICK = {"w1_sources": 200, "hosts": 8, "w3_sources": 2000, "w4_pages": 30}
+W4_HOSTS = 8
+
+TRAFILATURA_CFG = """[DEFAULT]
+DOWNLOAD_TIMEOUT = 30
+MAX_FILE_SIZE = 30000000
+MIN_FILE_SIZE = 10
+# no pause between two rounds of downloads to one host: the same as our per_host_delay = 0
+SLEEP_TIME = 0
+USER_AGENTS =
+COOKIE =
+MAX_REDIRECTS = 2
+# the benchmark's origins are on loopback, which trafilatura refuses by default
+SSRF_PROTECTION = off
+INSECURE_SSL_FALLBACK = off
+MIN_EXTRACTED_SIZE = 250
+MIN_OUTPUT_SIZE = 1
+MIN_OUTPUT_COMM_SIZE = 1
+MAX_TREE_SIZE =
+EXTRACTION_TIMEOUT = 30
+MIN_DUPLCHECK_SIZE = 100
+MAX_REPETITIONS = 2
+EXTENSIVE_DATE_SEARCH = on
+EXTERNAL_URLS = off
+"""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the origin ------------------------------------------------------------------------
+
+
+class OriginProcess:
+    """bench.origin in its own process (its CPU is not the fetcher's)."""
+
+    def __init__(self, kind: str, sources: int | None, hosts: int, latency: float):
+        command = [PY, "-m", "bench.origin", "--workload", kind, "--sources", str(sources or 0),
+                   "--hosts", str(hosts), "--latency", str(latency)]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        line = self.process.stdout.readline().decode()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"origin did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.control_host = workload.host_ips(1)[0]
+
+    def call(self, path: str) -> dict:
+        url = f"http://{self.control_host}:{self.port}{path}"
+        assert url.startswith("http://127.")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+        with opener.open(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> dict:
+        stats = self.call("/__stats")
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return stats
+
+
+# -- fetcher -------------------------------------------------------------------------
+
+
+def fetcher_settings(hosts: int) -> dict:
+    return {
+        "concurrency": 2 * hosts,  # per-host limit x hosts: politeness, not this, is the cap
+        "per_host_concurrency": 2,
+        "per_host_delay": 0,
+        "connect_timeout": 10,
+        "read_timeout": 30,
+        "deadline": 60,
+        "retries": 2,
+    }
+
+
+def write_config(directory: Path, urls: list[str], hosts: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["[storage]", 'dir = "snapshots"', "", "[fetch]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in fetcher_settings(hosts).items()]
+    lines += ["", "[archive]", "enabled = false", ""]  # never the Wayback Machine: loopback only
+    for url in urls:
+        assert url.startswith("http://127."), url
+        lines += ["[[sources]]", f"url = {json.dumps(url)}", ""]
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def run_fetcher(config: Path, work: Path, label: str) -> tuple[measure.Measured, dict]:
+    command = [PY, "-m", "fetcher", "--config", str(config), "refresh", "--all", "--json"]
+    measured = measure.run(command, cwd=ROOT, stdout_file=work / f"{label}.out", stderr_file=work / f"{label}.log")
+    if measured.exit_code != 0:
+        raise RuntimeError(f"fetcher {label} exited {measured.exit_code}: {measured.stderr_tail}")
+    return measured, json.loads(measured.stdout)
+
+
+def throughput(measured: measure.Measured, count: int) -> dict:
+    return {
+        **measured.to_dict(),
+        "sources": count,
+        "pages_per_s": round(count / measured.wall_s, 2),
+    }
+
+
+# -- floor ---------------------------------------------------------------------------
+
+
+def doc_costs(kind: str, sources: int | None, hosts: int) -> dict:
+    command = [PY, "-m", "bench.floor", "--workload", kind, "--sources", str(sources or 0), "--hosts", str(hosts)]
+    output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return json.loads(output)
+
+
+def floor(sources: list[workload.Source], costs: dict) -> dict:
+    by_kind = Counter()
+    for source in sources:
+        by_kind[source.doc.kind] += costs[source.doc.key]["cpu_s"]
+    total = sum(by_kind.values())
+    return {
+        "extract_cpu_s": round(total, 3),
+        "extract_cpu_html_s": round(by_kind["html"], 3),
+        "extract_cpu_pdf_s": round(by_kind["pdf"], 3),
+        "cores": CORES,
+        "floor_s": round(total / CORES, 3),
+        "documents": len(sources),
+    }
+
+
+# -- quality -------------------------------------------------------------------------
+
+
+def token_scores(found: str, gold: str) -> tuple[float, float, float]:
+    """Precision, recall, F1 on whitespace tokens, multiset overlap."""
+    ours, theirs = Counter(found.split()), Counter(gold.split())
+    common = sum((ours & theirs).values())
+    if not common:
+        return 0.0, 0.0, 0.0
+    precision, recall = common / sum(ours.values()), common / sum(theirs.values())
+    return precision, recall, 2 * precision * recall / (precision + recall)
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def score_pages(texts: dict[str, str], pages: list[workload.Doc]) -> dict:
+    rows = [token_scores(texts.get(doc.key) or "", doc.gold) for doc in pages]
+    n = len(rows) or 1
+    return {
+        "documents": len(rows),
+        "precision": round(sum(r[0] for r in rows) / n, 4),
+        "recall": round(sum(r[1] for r in rows) / n, 4),
+        "f1": round(sum(r[2] for r in rows) / n, 4),
+        "empty": sum(1 for doc in pages if not (texts.get(doc.key) or "").strip()),
+        "f1_below_0_8": sum(1 for r in rows if r[2] < 0.8),
+        "worst": sorted(({"id": doc.key, "url": doc.url, "f1": round(r[2], 4), "precision": round(r[0], 4),
+                          "recall": round(r[1], 4)} for doc, r in zip(pages, rows) if r[2] < 0.8),
+                        key=lambda row: row["f1"]),
+    }
+
+
+def score_pdfs(texts: dict[str, str], pdfs: list[workload.Doc]) -> dict:
+    found = total = 0
+    missing = []
+    for doc in pdfs:
+        text = squash(texts.get(doc.key) or "")
+        for sentence in doc.sentences:
+            total += 1
+            if squash(sentence) in text:
+                found += 1
+            else:
+                missing.append(f"{doc.key}: {sentence}")
+    return {"sentences": total, "found": found, "missing": missing}
+
+
+# -- the workloads -------------------------------------------------------------------
+
+
+def w1_w2_and_peers(corpus, plan, work: Path, costs: dict, results: dict, peers: bool) -> None:
+    count, hosts = plan["w1_sources"], plan["hosts"]
+    sources = workload.mixed(corpus, count, hosts)
+    origin = OriginProcess("mixed", count, hosts, 0.1)
+    try:
+        urls = [workload.url_of(s, origin.port) for s in sources]
+        (work / "urls.txt").write_text("\n".join(urls) + "\n")
+        config = write_config(work / "w1", urls, hosts)
+
+        log(f"W1: fetcher refresh of {count} sources over {hosts} hosts")
+        origin.call("/__reset")
+        measured, summary = run_fetcher(config, work, "w1")
+        w1_floor = floor(sources, costs)
+        results["W1"] = {
+            **throughput(measured, count), "hosts": hosts, "pdfs": sum(s.doc.kind == "pdf" for s in sources),
+            "summary": summary, "origin": origin.call("/__stats"), "floor": w1_floor,
+            "time_over_floor": round(measured.wall_s / w1_floor["floor_s"], 3),
+            "cpu_over_extract_cpu": round(measured.cpu_s / w1_floor["extract_cpu_s"], 3),
+        }
+        log(f"W1: {measured.wall_s:.1f}s wall, {measured.cpu_s:.1f}s CPU, floor {w1_floor['floor_s']:.1f}s")
+
+        log("W2: the next night, same store")
+        origin.call("/__night/2")
+        origin.call("/__reset")
+        measured2, summary2 = run_fetcher(config, work, "w2")
+        changed = [s for s in sources if s.policy == "changes"]
+        results["W2"] = {
+            **throughput(measured2, count), "summary": summary2, "origin": origin.call("/__stats"),
+            "policies": dict(Counter(s.policy for s in sources)),
+            "floor_changed": floor(changed, costs),
+            "wall_over_w1": round(measured2.wall_s / measured.wall_s, 4),
+            "cpu_over_w1": round(measured2.cpu_s / measured.cpu_s, 4),
+        }
+        log(f"W2: {measured2.wall_s:.1f}s wall ({results['W2']['wall_over_w1']:.1%} of W1)")
+        origin.call("/__night/1")
+
+        if not peers:
+            return
+        results["peers"] = {}
+        cli = shutil.which("trafilatura", path=str(Path(PY).parent)) or shutil.which("trafilatura")
+        if cli is None:
+            results["peers"]["trafilatura_cli"] = {"skipped": "no trafilatura executable found"}
+        else:
+            cfg = work / "trafilatura.cfg"
+            cfg.write_text(TRAFILATURA_CFG)
+            parallel = 2 * hosts
+            log(f"peer: trafilatura CLI --parallel {parallel}")
+            origin.call("/__reset")
+            command = [cli, "--input-file", str(work / "urls.txt"), "--parallel", str(parallel),
+                       "--config-file", str(cfg), "--output-format", "json"]
+            m = measure.run(command, cwd=work, stdout_file=work / "cli.out", stderr_file=work / "cli.log")
+            extracted = sum(1 for line in m.stdout.splitlines() if line.startswith("{"))
+            results["peers"]["trafilatura_cli"] = {
+                **throughput(m, count), "parallel": parallel, "extracted": extracted,
+                "origin": origin.call("/__stats"), "ours_over_theirs": round(measured.wall_s / m.wall_s, 3),
+            }
+            log(f"peer CLI: {m.wall_s:.1f}s wall, {extracted} extracted")
+        log("peer: sequential httpx + trafilatura")
+        origin.call("/__reset")
+        m = measure.run([PY, "-m", "bench.sequential", str(work / "urls.txt")], cwd=ROOT,
+                        stdout_file=work / "seq.out", stderr_file=work / "seq.log")
+        results["peers"]["sequential"] = {
+            **throughput(m, count), "counts": json.loads(m.stdout) if m.exit_code == 0 else None,
+            "origin": origin.call("/__stats"), "ours_over_theirs": round(measured.wall_s / m.wall_s, 3),
+        }
+        log(f"peer sequential: {m.wall_s:.1f}s wall")
+
+        # Apples to apples: neither peer reads PDFs, so time fetcher on the HTML sources alone too.
+        html_urls = [url for url, s in zip(urls, sources) if s.doc.kind == "html"]
+        html_sources = [s for s in sources if s.doc.kind == "html"]
+        log(f"W1-html: fetcher refresh of the {len(html_urls)} HTML sources only (fresh store)")
+        origin.call("/__reset")
+        mh, summary_h = run_fetcher(write_config(work / "w1-html", html_urls, hosts), work, "w1-html")
+        html_floor = floor(html_sources, costs)
+        results["W1_html"] = {
+            **throughput(mh, len(html_urls)), "summary": summary_h, "origin": origin.call("/__stats"),
+            "floor": html_floor, "time_over_floor": round(mh.wall_s / html_floor["floor_s"], 3),
+        }
+        for peer in results["peers"].values():
+            if "wall_s" in peer:
+                peer["ours_html_only_over_theirs"] = round(mh.wall_s / peer["wall_s"], 3)
+        log(f"W1-html: {mh.wall_s:.1f}s wall, floor {html_floor['floor_s']:.1f}s")
+    finally:
+        origin.stop()
+
+
+def w3(corpus, plan, work: Path, costs: dict, results: dict) -> None:
+    count, hosts = plan["w3_sources"], plan["hosts"]
+    sources = workload.mixed(corpus, count, hosts)
+    origin = OriginProcess("mixed", count, hosts, 0.1)
+    try:
+        urls = [workload.url_of(s, origin.port) for s in sources]
+        config = write_config(work / "w3", urls, hosts)
+        log(f"W3: fetcher refresh of {count} sources over {hosts} hosts")
+        measured, summary = run_fetcher(config, work, "w3")
+        w3_floor = floor(sources, costs)
+        results["W3"] = {
+            **throughput(measured, count), "hosts": hosts, "summary": summary, "origin": origin.call("/__stats"),
+            "floor": w3_floor, "time_over_floor": round(measured.wall_s / w3_floor["floor_s"], 3),
+        }
+        if "W1" in results:
+            results["W3"]["peak_rss_over_w1"] = round(measured.peak_rss_tree_mb / results["W1"]["peak_rss_tree_mb"], 3)
+        log(f"W3: {measured.wall_s:.1f}s wall, peak RSS {measured.peak_rss_tree_mb:.0f} MB")
+    finally:
+        origin.stop()
+
+
+def w4(corpus, plan, work: Path, results: dict) -> None:
+    import trafilatura  # the peer's defaults, in this process
+
+    sources = workload.quality(corpus, plan["w4_pages"], W4_HOSTS)
+    pages = [s.doc for s in sources if s.doc.kind == "html"]
+    pdfs = [s.doc for s in sources if s.doc.kind == "pdf"]
+    origin = OriginProcess("quality", plan["w4_pages"] or 0, W4_HOSTS, 0.1)
+    try:
+        urls = [workload.url_of(s, origin.port) for s in sources]
+        config = write_config(work / "w4", urls, W4_HOSTS)
+        log(f"W4: fetcher refresh of {len(pages)} pages and {len(pdfs)} PDFs")
+        measured, summary = run_fetcher(config, work, "w4")
+        export = work / "w4-export.jsonl"
+        subprocess.run([PY, "-m", "fetcher", "--config", str(config), "export", "--format", "jsonl", "-o", str(export)],
+                       cwd=ROOT, check=True, capture_output=True)
+        by_url = {url: s.doc.key for url, s in zip(urls, sources)}
+        ours = {}
+        for line in export.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record.get("url") in by_url:
+                ours[by_url[record["url"]]] = (record.get("content") or {}).get("text") or ""
+    finally:
+        origin.stop()
+    log("W4: trafilatura.extract() defaults on the same pages")
+    started = time.process_time()
+    theirs = {doc.key: trafilatura.extract(doc.body) or "" for doc in pages}
+    theirs_cpu = time.process_time() - started
+    results["W4"] = {
+        "fetcher": {**score_pages(ours, pages), "pdf": score_pdfs(ours, pdfs), "summary": summary,
+                    "wall_s": round(measured.wall_s, 3), "cpu_s": round(measured.cpu_s, 3)},
+        "trafilatura_defaults": {**score_pages(theirs, pages), "cpu_s": round(theirs_cpu, 3)},
+        "record_keys_seen": len(ours),
+    }
+    log(f"W4: F1 {results['W4']['fetcher']['f1']:.4f} (trafilatura defaults {results['W4']['trafilatura_defaults']['f1']:.4f})")
+
+
+# -- the report ----------------------------------------------------------------------
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def table(results: dict) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    w1, w2, w3r, w4r = (results.get(k) for k in ("W1", "W2", "W3", "W4"))
+    peers = results.get("peers", {})
+    if w1:
+        rows += [
+            ("W1 full refresh", "sources / hosts / PDFs", f"{w1['sources']} / {w1['hosts']} / {w1['pdfs']}", "", ""),
+            ("W1", "wall time", f"{w1['wall_s']:.1f} s", "", ""),
+            ("W1", "CPU time (fetcher + its workers)", f"{w1['cpu_s']:.1f} s", "", ""),
+            ("W1", "peak RSS, process tree (largest single process)",
+             f"{w1['peak_rss_tree_mb']:.0f} MB ({w1['max_rss_single_mb']:.0f} MB)", "", ""),
+            ("W1", "pages/second", f"{w1['pages_per_s']:.1f}", "", ""),
+            ("W1", "failed sources", str(w1["summary"]["failed"]), "0", verdict(w1["summary"]["failed"] == 0)),
+            ("W1", "floor: extract() CPU / cores (HTML + PDF CPU)",
+             f"{w1['floor']['floor_s']:.1f} s ({w1['floor']['extract_cpu_html_s']:.1f} + "
+             f"{w1['floor']['extract_cpu_pdf_s']:.1f} s CPU / {w1['floor']['cores']})", "", ""),
+            ("W1", "wall time ÷ floor", f"{w1['time_over_floor']:.2f}×", "≤ 1.3×", verdict(w1["time_over_floor"] <= 1.3)),
+            ("W1", "most requests in flight to one host", str(w1["origin"]["max_in_flight_per_host"]), "≤ 2",
+             verdict(w1["origin"]["max_in_flight_per_host"] <= 2)),
+        ]
+        cli = peers.get("trafilatura_cli")
+        if cli and "skipped" not in cli:
+            speedup = cli["wall_s"] / w1["wall_s"]
+            rows += [
+                ("W1 peer", f"trafilatura CLI --parallel {cli['parallel']}: wall / CPU / peak RSS",
+                 f"{cli['wall_s']:.1f} s / {cli['cpu_s']:.1f} s / {cli['peak_rss_tree_mb']:.0f} MB "
+                 f"({cli['extracted']} of {cli['sources']} extracted)", "", ""),
+                ("W1 peer", "ours ÷ trafilatura CLI (wall)", f"{cli['ours_over_theirs']:.2f}× "
+                 f"(speed-up {speedup:.2f}×)", "≤ 0.33× (≥ 3× faster)", verdict(speedup >= 3)),
+            ]
+        elif cli:
+            rows.append(("W1 peer", "trafilatura CLI", cli["skipped"], "", "n/a"))
+        seq = peers.get("sequential")
+        if seq:
+            counts = seq.get("counts") or {}
+            rows += [
+                ("W1 peer", "sequential httpx + trafilatura: wall / CPU / peak RSS",
+                 f"{seq['wall_s']:.1f} s / {seq['cpu_s']:.1f} s / {seq['peak_rss_tree_mb']:.0f} MB "
+                 f"({counts.get('extracted', '?')} extracted, {counts.get('skipped_not_html', '?')} PDFs skipped)",
+                 "", ""),
+                ("W1 peer", "ours ÷ sequential (wall)", f"{seq['ours_over_theirs']:.2f}×", "", ""),
+            ]
+        wh = results.get("W1_html")
+        if wh:
+            rows += [
+                ("W1 HTML only", "fetcher on the HTML sources alone: wall / CPU / pages/s",
+                 f"{wh['wall_s']:.1f} s / {wh['cpu_s']:.1f} s / {wh['pages_per_s']:.1f} ({wh['sources']} pages)", "", ""),
+                ("W1 HTML only", "wall ÷ floor (HTML floor)",
+                 f"{wh['time_over_floor']:.2f}× ({wh['floor']['floor_s']:.1f} s)", "≤ 1.3×",
+                 verdict(wh["time_over_floor"] <= 1.3)),
+            ]
+            if cli and "ours_html_only_over_theirs" in cli:
+                rows.append(("W1 HTML only", "ours (HTML only) ÷ trafilatura CLI (wall)",
+                             f"{cli['ours_html_only_over_theirs']:.2f}× (speed-up "
+                             f"{1 / cli['ours_html_only_over_theirs']:.2f}×)", "≤ 0.33× (≥ 3× faster)",
+                             verdict(cli["ours_html_only_over_theirs"] <= 1 / 3)))
+            if seq and "ours_html_only_over_theirs" in seq:
+                rows.append(("W1 HTML only", "ours (HTML only) ÷ sequential (wall)",
+                             f"{seq['ours_html_only_over_theirs']:.2f}×", "", ""))
+    if w2:
+        s = w2["summary"]
+        rows += [
+            ("W2 incremental", "wall time / CPU time", f"{w2['wall_s']:.1f} s / {w2['cpu_s']:.1f} s", "", ""),
+            ("W2", "origin answers (304 / 200)",
+             f"{w2['origin']['statuses'].get('304', 0)} / {w2['origin']['statuses'].get('200', 0)}", "", ""),
+            ("W2", "changed / unchanged / failed", f"{s['changed']} / {s['unchanged']} / {s['failed']}", "", ""),
+            ("W2", "wall time ÷ W1's", f"{w2['wall_over_w1']:.1%}", "≤ 10%", verdict(w2["wall_over_w1"] <= 0.10)),
+            ("W2", "CPU time ÷ W1's", f"{w2['cpu_over_w1']:.1%}", "", ""),
+            ("W2", "peak RSS, process tree", f"{w2['peak_rss_tree_mb']:.0f} MB", "", ""),
+        ]
+    if w3r:
+        ratio = w3r.get("peak_rss_over_w1")
+        rows += [
+            ("W3 scale", "sources / wall / CPU", f"{w3r['sources']} / {w3r['wall_s']:.1f} s / {w3r['cpu_s']:.1f} s", "", ""),
+            ("W3", "pages/second; wall ÷ floor", f"{w3r['pages_per_s']:.1f}; {w3r['time_over_floor']:.2f}×", "", ""),
+            ("W3", "failed sources", str(w3r["summary"]["failed"]), "0", verdict(w3r["summary"]["failed"] == 0)),
+            ("W3", "peak RSS, process tree (largest single process)",
+             f"{w3r['peak_rss_tree_mb']:.0f} MB ({w3r['max_rss_single_mb']:.0f} MB)", "< 500 MB",
+             verdict(w3r["peak_rss_tree_mb"] < 500)),
+            ("W3", "peak RSS ÷ W1's", f"{ratio:.2f}×" if ratio else "n/a", "≤ 1.2×",
+             verdict(ratio <= 1.2 if ratio else None)),
+        ]
+    if w4r:
+        ours, theirs = w4r["fetcher"], w4r["trafilatura_defaults"]
+        rows += [
+            ("W4 quality", "pages scored", str(ours["documents"]), "", ""),
+            ("W4", "fetcher over HTTP: precision / recall / F1",
+             f"{ours['precision']:.4f} / {ours['recall']:.4f} / {ours['f1']:.4f}", "F1 ≥ 0.955",
+             verdict(ours["f1"] >= 0.955)),
+            ("W4", "trafilatura.extract() defaults: precision / recall / F1",
+             f"{theirs['precision']:.4f} / {theirs['recall']:.4f} / {theirs['f1']:.4f}", "", ""),
+            ("W4", "pages with F1 < 0.8 / empty (fetcher)", f"{ours['f1_below_0_8']} / {ours['empty']}", "", ""),
+            ("W4", "PDF known sentences found", f"{ours['pdf']['found']} of {ours['pdf']['sentences']}", "all",
+             verdict(ours["pdf"]["found"] == ours["pdf"]["sentences"])),
+        ]
+    return rows
+
+
+def write_report(results: dict, markdown: Path, data: Path) -> None:
+    data.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    meta = results["meta"]
+    lines = [
+        f"# fetcher benchmark ({meta['mode']})",
+        "",
+        f"Run {meta['started']} on {meta['cores']} cores, Python {meta['python']}, trafilatura "
+        f"{meta['trafilatura']}, httpx {meta['httpx']}. Corpus: {meta['corpus']}. "
+        f"Command: `{meta['command']}`; {meta['seconds']:.0f} s in all. Every server is on loopback "
+        "(127.0.0.x), 100 ms per response; the archive is off.",
+        "",
+        "fetcher settings: " + ", ".join(f"`{k} = {v}`" for k, v in meta["fetcher_settings"].items()) + ".",
+        "",
+        "| workload | figure | measured | target | met? |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in table(results)]
+    lines += ["", "Raw figures: `" + data.name + "` beside this file. What each number means: `bench/README.md`.", ""]
+    markdown.write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="200 sources / 8 hosts, W3 at 2,000, W4 on 30 pages (a few minutes)")
+    parser.add_argument("--only", default="w1,w2,peers,w3,w4",
+                        help="comma-separated subset of w1,w2,peers,w3,w4 (w2 and peers need w1)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    parser.add_argument("--output", type=Path, default=None, help="Markdown file (default bench/RESULTS.md, "
+                        "bench/RESULTS-quick.md with --quick); the JSON goes beside it")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    wanted = set(args.only.split(","))
+    markdown = args.output or BENCH / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+    data = markdown.with_name("results-quick.json" if args.quick else "results.json") if args.output is None \
+        else markdown.with_suffix(".json")
+    started = time.time()
+    corpus = workload.load_corpus()
+    log(f"corpus: {corpus.where}: {len(corpus.pages)} pages, {len(corpus.pdfs)} PDFs")
+    results: dict = {"meta": {
+        "mode": "quick" if args.quick else "full",
+        "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m bench" + (" --quick" if args.quick else "") +
+                   (f" --only {args.only}" if args.only != parser.get_default("only") else ""),
+        "cores": CORES, "python": platform.python_version(), "machine": platform.machine(),
+        "trafilatura": package_version("trafilatura"), "httpx": package_version("httpx"),
+        "pypdf": package_version("pypdf"), "corpus": corpus.where, "plan": plan,
+        "fetcher_settings": {**fetcher_settings(plan["hosts"]), "archive.enabled": False},
+        "latency_s": 0.1,
+    }}
+    work = Path(tempfile.mkdtemp(prefix="fetcher-bench-"))
+    log(f"work directory {work}")
+    try:
+        costs = {}
+        if wanted & {"w1", "w3"}:
+            log("floor: timing extract() on each distinct document (median of 3)")
+            costs = doc_costs("mixed", max(plan["w1_sources"], plan["w3_sources"]), plan["hosts"])
+            results["doc_costs"] = costs
+        if "w1" in wanted:
+            w1_w2_and_peers(corpus, plan, work, costs, results, peers="peers" in wanted)
+            if "w2" not in wanted:
+                results.pop("W2", None)
+        if "w3" in wanted:
+            w3(corpus, plan, work, costs, results)
+        if "w4" in wanted:
+            w4(corpus, plan, work, results)
+    finally:
+        results["meta"]["seconds"] = time.time() - started
+        results["meta"]["work_dir"] = str(work) if args.keep else "(deleted)"
+        write_report(results, markdown, data)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    log(f"wrote {markdown} and {data}")
+    print(markdown.read_text(encoding="utf-8"))
+    return 0

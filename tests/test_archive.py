@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -224,17 +225,23 @@ def test_misses_are_looked_up_again_after_a_week_or_when_asked(world, origin, wa
     assert wayback.count("cdx") == 3 and snap.origin == "archive"
 
 
-def test_rate_limit_holds_over_100_failing_sources(tmp_path, origin):
-    clock = ScaledClock(speed=25)  # sleeps really wait, so the server sees true spacing
+@contextmanager
+def scaled_world(tmp_path: Path, origin: Origin, speed: float, **archive):
+    """A World whose clock is real time sped up: sleeps really wait, so the fake
+    archive stamps requests in the order and spacing they were sent."""
+    clock = ScaledClock(speed=speed)
     with FakeWayback("127.0.0.1", clock=clock.monotonic) as wayback:
-        w = World(tmp_path, origin, wayback, clock, requests_per_minute=60)
-        _rate_limit_holds(w, origin, wayback)
-        w.store.close()
+        w = World(tmp_path, origin, wayback, clock, **archive)
+        try:
+            yield w, wayback
+        finally:
+            w.store.close()
 
 
-def _rate_limit_holds(w, origin, wayback):
-    urls = [origin.route(f"/dead/{i}", html("gone", status=404)) for i in range(100)]
-    summary = w.refresh(urls)
+def test_rate_limit_holds_over_100_failing_sources(tmp_path, origin):
+    with scaled_world(tmp_path, origin, speed=25, requests_per_minute=60) as (w, wayback):
+        urls = [origin.route(f"/dead/{i}", html("gone", status=404)) for i in range(100)]
+        summary = w.refresh(urls)
     assert summary.counts == {"http-404": 100}
     times = sorted(hit.at for hit in wayback.hits)
     assert len(times) == 100
@@ -255,20 +262,14 @@ def test_429_with_retry_after_pauses_the_archive_client(world, origin, wayback):
 
 
 def test_a_429_storm_stops_the_archive_for_the_run(tmp_path, origin):
-    clock = ScaledClock(speed=10)  # 105 ms real between requests: each 429 is back before the next goes
-    with FakeWayback("127.0.0.1", clock=clock.monotonic) as wayback:
-        w = World(tmp_path, origin, wayback, clock, requests_per_minute=60)
-        _storm_stops_the_archive(w, origin, wayback)
-        w.store.close()
-
-
-def _storm_stops_the_archive(w, origin, wayback):
-    urls = [origin.route(f"/dead/{i}", html("gone", status=404)) for i in range(20)]
-    wayback.fail("/cdx/", 429, times=1000, Retry_After="5")
-    summary = w.refresh(urls)
+    # 105 ms real between requests: each 429 is back before the next one goes.
+    with scaled_world(tmp_path, origin, speed=10, requests_per_minute=60) as (w, wayback):
+        urls = [origin.route(f"/dead/{i}", html("gone", status=404)) for i in range(20)]
+        wayback.fail("/cdx/", 429, times=1000, Retry_After="5")
+        summary = w.refresh(urls)
+        latest = w.store.latest(make_source(urls[-1]).resource_id)
     assert summary.counts == {"http-404": 20}
     assert wayback.count("cdx") == 3  # three 429s in a row, then no more asking
-    latest = w.store.latest(make_source(urls[-1]).resource_id)
     assert latest.archive_outcome == "archive-error" and "not asked again this run" in latest.detail
 
 

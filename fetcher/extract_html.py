@@ -27,6 +27,7 @@ def extract_article(html: str, url: str | None) -> Article:
             url=url,
             include_comments=False,
             include_tables=True,
+            favor_precision=True,  # corpus F1 0.9605 against 0.9549 without it (bench W4)
             with_metadata=True,
         )
     except Exception as error:  # trafilatura/lxml raise many kinds on odd pages

@@ -9,6 +9,7 @@ Exit codes: 0 done; 1 a one-off fetch got no usable content, or an audit's
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import signal
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, BinaryIO, NoReturn, TextIO
 
 import click
 
@@ -24,6 +25,7 @@ from fetcher import logs
 from fetcher.audit import FAIL_ON, build_audit
 from fetcher.audit_report import to_csv, to_html, to_json, to_markdown
 from fetcher.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, config_path, load_config
+from fetcher.files import write_atomically
 from fetcher.links import FoundLink, append_sources, links_in_files, new_sources
 from fetcher.lock import Busy
 from fetcher.models import Snapshot, Source
@@ -466,15 +468,18 @@ def _write_output(output: Path | None, write: Callable[[TextIO], Any]) -> Any:
     """Write to stdout, or atomically to `output` (a temporary file renamed into place)."""
     if output is None:
         return write(sys.stdout)
-    temporary = output.with_name(f".{output.name}.tmp")
+
+    def as_text(out: BinaryIO) -> Any:
+        text = io.TextIOWrapper(out, encoding="utf-8")
+        result = write(text)
+        text.flush()
+        text.detach()  # the binary file stays open for write_atomically to close
+        return result
+
     try:
-        with temporary.open("w", encoding="utf-8") as out:
-            result = write(out)
-        temporary.replace(output)
+        return write_atomically(output, as_text, public=True)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise BadInput(f"cannot write {output}: {error.strerror or error}") from error
-    return result
 
 
 def _write_records(out: Any, records: Iterable[dict[str, Any]], fmt: str) -> int:

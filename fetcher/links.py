@@ -25,8 +25,6 @@ import csv
 import io
 import os
 import re
-import stat
-import tempfile
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from fetcher.config import ConfigError, load_config, parse_config
+from fetcher.files import write_atomically
 from fetcher.models import Source
 from fetcher.sources import BadURL, check_url, normalise
 
@@ -649,7 +648,7 @@ def append_sources(config_path: Path, links: list[FoundLink], *, now: datetime |
         detail = str(error).removeprefix(f"{config_path}: ")
         raise ConfigError(f"{config_path}: adding the sources would break the config: {detail}") from error
     try:
-        _replace(target, updated)
+        write_atomically(target, lambda out: out.write(updated), public=True, sync=True)
     except OSError as error:
         raise ConfigError(f"{config_path}: cannot write the config file: {error.strerror or error}") from error
     return len(fresh)
@@ -672,20 +671,3 @@ def _file_of(where: str) -> str:
     """The path part of "path:line"."""
     head, _, tail = where.rpartition(":")
     return head if head and tail.isdigit() else where
-
-
-def _replace(target: Path, data: bytes) -> None:
-    """Write a temporary file beside the target, then rename it over the target."""
-    mode = stat.S_IMODE(target.stat().st_mode)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise

@@ -177,8 +177,9 @@ def fetch(
     if archive_only and no_archive:
         raise BadInput("--archive-only and --no-archive contradict each other")
     config = _config(context)
-    source = _resolve(target, config, _existing_store(config))
-    store = _store(config)
+    existing = _existing_store(config)
+    source = _resolve(target, config, existing)
+    store = existing or _store(config)
     options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive)
     snapshot = _run(_fetch_one(config, store, source, options))
     if as_json:
@@ -339,13 +340,13 @@ def audit(
     Exits 1 when --fail-on matches, so CI can gate on it."""
     config = _config(context)
     sources = _sources_in(documents) if documents else list(config.sources)
+    store = _store(config) if check else _existing_store(config)
     if check:
-        store = _store(config)
         try:
             _run(run_once(config, store, sources, trigger="audit", everything=True))
         except Busy as error:
             raise AlreadyRunning(str(error)) from error
-    result = build_audit(config, _existing_store(config), sources)
+    result = build_audit(config, store, sources)
     if only_broken:
         result = replace(result, rows=[row for row in result.rows if row.state not in ("ok", "unchecked")])
     now = utc_now()

@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.origin import QuietServer
 
 TOOLBAR = (
     "<html><head><title>Wayback Machine</title></head><body><!-- BEGIN WAYBACK TOOLBAR INSERT -->"
@@ -68,8 +70,7 @@ class FakeWayback:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((ip, 0), Handler)
-        self._server.daemon_threads = True
+        self._server = QuietServer((ip, 0), Handler)
         self.port = self._server.server_address[1]
         self.base = f"http://{ip}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import gzip
+import sys
 import threading
 import time
 import zlib
@@ -17,6 +18,17 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A threaded HTTP server that does not print a traceback when a client drops
+    a kept-alive connection (it would land in whatever stderr a test captures)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @dataclass(frozen=True)
@@ -48,8 +60,7 @@ class Origin:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((ip, 0), Handler)
-        self._server.daemon_threads = True
+        self._server = QuietServer((ip, 0), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 

@@ -1,4 +1,5 @@
-"""Main text and metadata of an HTML page, with trafilatura."""
+"""Main text and metadata of an HTML page, with trafilatura (and htmldate, which
+trafilatura uses for dates)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import re
 from dataclasses import dataclass
 
 import trafilatura
+from htmldate import find_date
+from trafilatura.metadata import examine_meta, extract_title
+from trafilatura.settings import set_date_params
+from trafilatura.utils import load_html
 
 from fetcher.errors import ExtractFailed
 
@@ -21,23 +26,33 @@ class Article:
 
 
 def extract_article(html: str, url: str | None) -> Article:
+    """The page is parsed once. Only the metadata we keep (title, date) is looked
+    for: trafilatura's `with_metadata` also hunts authors, categories, tags and
+    licences, which cost a third of the extraction time (bench W4: 2.97 s against
+    2.17 s of CPU for the 181 corpus pages, same text, same titles and dates)."""
     try:
+        tree = load_html(html)
+        if tree is None:
+            return Article(text="", title=None, published=None, language=_language(html))
+        title = examine_meta(tree).title or extract_title(tree)
+        published = find_date(tree, url=url, **set_date_params(True))
         document = trafilatura.bare_extraction(
-            html,
+            tree,  # copied by trafilatura before it prunes
             url=url,
             include_comments=False,
             include_tables=True,
             favor_precision=True,  # corpus F1 0.9605 against 0.9549 without it (bench W4)
-            with_metadata=True,
         )
-    except Exception as error:  # trafilatura/lxml raise many kinds on odd pages
+    except Exception as error:  # trafilatura/lxml/htmldate raise many kinds on odd pages
         raise ExtractFailed(f"trafilatura failed: {type(error).__name__}: {error}") from error
-    language = _LANG.search(html[:20000])
-    if document is None:
-        return Article(text="", title=None, published=None, language=language and language.group(1))
     return Article(
-        text=document.text or "",
-        title=document.title or None,
-        published=document.date or None,
-        language=(document.language or (language and language.group(1))) or None,
+        text=(document.text or "") if document is not None else "",
+        title=" ".join((title or "").split()) or None,
+        published=published or None,
+        language=_language(html),
     )
+
+
+def _language(html: str) -> str | None:
+    found = _LANG.search(html[:20000])
+    return found.group(1) if found else None

@@ -85,6 +85,30 @@ def test_navigation_before_the_article_is_left_out(origin, run):
     assert snap.language == "en"
 
 
+def test_title_date_and_language_are_recorded(origin, run):
+    paragraphs = "".join(
+        f"<p>The agency reviewed {i} comments on dual-use foundation models with widely available "
+        "weights and set out what it would monitor next year.</p>"
+        for i in range(10)
+    )
+    body = (
+        "<html lang='en-GB'><head><title>Report  |\n  Agency site</title>"
+        "<meta property='og:title' content='Dual-Use Foundation Models:   Open Weights'>"
+        "<meta property='article:published_time' content='2024-07-30T09:00:00Z'></head>"
+        f"<body><article><h1>Another heading</h1>{paragraphs}</article></body></html>"
+    )
+    dated = origin.route("/report", respond(200, body.encode()))
+    plain = origin.route(
+        "/plain", respond(200, f"<html><head><title>Only  a\ttitle tag</title></head><body>{paragraphs}</body></html>".encode())
+    )
+    r = run()
+    snap = r.fetch(dated)
+    assert (snap.title, snap.published, snap.language) == ("Dual-Use Foundation Models: Open Weights", "2024-07-30", "en-GB")
+    assert "reviewed 3 comments" in snap.text
+    snap = r.fetch(plain)
+    assert (snap.title, snap.published, snap.language) == ("Only a title tag", None, None)
+
+
 @pytest.mark.parametrize("name", sorted(corpus_pdfs()))
 def test_pdf_known_sentences_are_extracted(origin, run, name):
     data, sentences = corpus_pdfs()[name]

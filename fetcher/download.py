@@ -151,18 +151,24 @@ class Downloader:
             return replace(found, outcome=Outcome.TRUNCATED, detail=str(error))
         except zlib.error as error:
             return replace(found, outcome=Outcome.DECODE_ERROR, detail=f"bad {encoding} stream: {error}")
-        return replace(found, body=b"".join(chunks))
+        return replace(found, body=b"".join(chunks), gzipped=inflater.gzip_file())
 
 
 class Inflater:
-    """Undo a Content-Encoding without ever holding more than `limit` bytes of output."""
+    """Undo a Content-Encoding without ever holding more than `limit` bytes of output.
+    A gzip body may hold several members (RFC 1952): all are inflated; bytes after
+    the last member that do not start another one are ignored, as gzip(1) does."""
 
     def __init__(self, encoding: str, limit: int):
         self._room = limit
         self._raw_room = limit
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._raw: list[bytes] = []  # gzip only: what came over the wire
+        self._members = 1
+        self._tail = b""  # bytes after a complete member, not (yet) known to start another
         if encoding in ("identity", ""):
             self._inflate = None
-        elif encoding in ("gzip", "x-gzip"):
+        elif self._gzip:
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
             self._inflate = zlib.decompressobj()
@@ -175,7 +181,21 @@ class Inflater:
             raise _Limit()
         if self._inflate is None:
             return self._take(data)
-        return self._take(self._inflate.decompress(data, self._room + 1))
+        if self._gzip:
+            self._raw.append(data)
+        out = []
+        while data:
+            if not self._inflate.eof:
+                out.append(self._take(self._inflate.decompress(data, self._room + 1)))
+                data = self._inflate.unused_data if self._inflate.eof else b""
+                continue
+            self._tail += data
+            data = b""
+            if self._gzip and self._tail[:2] == b"\x1f\x8b":
+                data, self._tail = self._tail, b""
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._members += 1
+        return b"".join(out)
 
     def finish(self) -> bytes:
         if self._inflate is None:
@@ -183,6 +203,13 @@ class Inflater:
         if not self._inflate.eof:
             raise _Incomplete("compressed body ended early")
         return self._take(self._inflate.flush())
+
+    def gzip_file(self) -> bytes | None:
+        """The raw bytes when they were exactly one complete gzip member, i.e. a
+        valid .gz file of the body; None for any other encoding or shape."""
+        if not self._gzip or not self._inflate.eof or self._members != 1 or self._tail:
+            return None
+        return b"".join(self._raw)
 
     def _take(self, data: bytes) -> bytes:
         self._room -= len(data)

@@ -43,6 +43,9 @@ class Download:
     etag: str | None = None
     last_modified: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # archive headers: Memento-Datetime, X-Archive-Orig-*
+    # The body exactly as the server gzip-compressed it, when it came as one complete
+    # gzip member: the store keeps these bytes instead of compressing the body again.
+    gzipped: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ class Store:
         download = result.download
         if sha is None and extracted is not None and result.outcome.is_success:
             sha = hashlib.sha256(download.body).hexdigest()
-            self._write_body(sha, download.body)
+            self._write_body(sha, download.body, download.gzipped)
         capture = result.capture
         with self._db:
             self._remember(result.source, result.fetched_at)
@@ -202,13 +202,15 @@ class Store:
         ).fetchone()
         return row[0] if row else None
 
-    def _write_body(self, sha: str, body: bytes) -> None:
+    def _write_body(self, sha: str, body: bytes, gzipped: bytes | None) -> None:
+        """Bodies are kept gzip-compressed: as the server compressed them when it
+        did (no CPU spent), else at level 3 (half the CPU of level 6 for 9% more
+        bytes; corpus: 1.16 against 2.32 ms a document)."""
         path = self.body_path(sha)
         if path.exists():
             return
         path.parent.mkdir(exist_ok=True)
-        # level 3: half the CPU of level 6 for 9% more bytes (corpus: 1.16 vs 2.32 ms a document)
-        write_atomically(path, lambda out: out.write(gzip.compress(body, compresslevel=3)))
+        write_atomically(path, lambda out: out.write(gzipped or gzip.compress(body, compresslevel=3)))
 
     def body_path(self, sha: str) -> Path:
         return self.bodies / sha[:2] / f"{sha}.gz"

@@ -3,10 +3,15 @@ with bounded memory, and the store holds what it should."""
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
 import tracemalloc
+import zlib
 
+import pytest
+
+from fetcher.download import Inflater, _Incomplete
 from tests.conftest import corpus_pdfs, normalised
 from tests.origin import gzip_bomb, gzipped, html, redirect, respond, sequence, trickle, truncated
 
@@ -194,3 +199,30 @@ def test_empty_page_and_binary_are_classified(origin, run):
     r = run()
     assert r.fetch(empty).outcome == "empty"
     assert r.fetch(image).outcome == "unsupported-type"
+
+
+def test_a_gzip_body_of_several_members_is_inflated_whole(origin, run):
+    first, second = page("First half of the findings on open models. " * 8), "<p>" + "Second member text. " * 30 + "</p>"
+    body = gzip.compress(first.encode()) + gzip.compress(second.encode()) + bytes(8)  # trailing zeros, as some servers send
+    url = origin.route("/two", respond(200, body, {"Content-Type": "text/html", "Content-Encoding": "gzip"}))
+    r = run()
+    snap = r.fetch(url)
+    assert snap.outcome == "ok" and snap.size_bytes == len(first) + len(second)
+    assert r.store.read_body(snap.sha256) == (first + second).encode()
+
+
+def test_inflater_takes_members_split_anywhere_and_keeps_a_single_member_as_sent():
+    one = gzip.compress(b"alpha " * 500)
+    two = one + gzip.compress(b"beta " * 500)
+    for raw, expected, kept in ((one, b"alpha " * 500, one), (two, b"alpha " * 500 + b"beta " * 500, None)):
+        inflater = Inflater("gzip", 1 << 20)
+        out = b"".join(inflater.feed(raw[i : i + 1]) for i in range(len(raw))) + inflater.finish()
+        assert out == expected and inflater.gzip_file() == kept
+    inflater = Inflater("deflate", 1 << 20)
+    packer = zlib.compressobj(wbits=zlib.MAX_WBITS)
+    assert inflater.feed(packer.compress(b"x" * 100) + packer.flush()) + inflater.finish() == b"x" * 100
+    assert inflater.gzip_file() is None
+    inflater = Inflater("gzip", 1 << 20)
+    inflater.feed(two[: len(one) + 5])
+    with pytest.raises(_Incomplete):  # a second member cut short is a truncated body
+        inflater.finish()

@@ -11,7 +11,7 @@ import pytest
 
 from fetcher.store import Store, StoreError
 from tests.conftest import fetcher_command, write_config
-from tests.origin import html, sequence
+from tests.origin import html, respond, sequence
 
 ONE = "<html><body><article><p>" + "First version of the report text, with findings. " * 20 + "</p></article></body></html>"
 TWO = ONE.replace("First version", "Second version")
@@ -84,3 +84,15 @@ def test_a_store_from_a_newer_version_is_refused(tmp_path):
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="newer"):
         Store(tmp_path)
+
+
+def test_a_gzip_body_is_kept_exactly_as_the_server_compressed_it(origin, run):
+    sent = gzip.compress(ONE.encode(), compresslevel=9, mtime=1234567890)
+    url = origin.route("/gz", respond(200, sent, {"Content-Type": "text/html", "Content-Encoding": "gzip"}))
+    plain = origin.route("/plain", html(TWO))
+    r = run()
+    snap = r.fetch(url)
+    assert r.store.body_path(snap.sha256).read_bytes() == sent  # no second compression
+    assert r.store.read_body(snap.sha256) == ONE.encode() and hashlib.sha256(ONE.encode()).hexdigest() == snap.sha256
+    other = r.fetch(plain)
+    assert r.store.read_body(other.sha256) == TWO.encode()

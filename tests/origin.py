@@ -37,6 +37,7 @@ class Seen:
     host: str
     started: float
     headers: dict[str, str]
+    peer: tuple[str, int] = ("", 0)  # the client's address and port: one per TCP connection
 
 
 class Origin:
@@ -84,7 +85,7 @@ class Origin:
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         with self._lock:
-            self.requests.append(Seen(handler.path, self.ip, time.monotonic(), dict(handler.headers)))
+            self.requests.append(Seen(handler.path, self.ip, time.monotonic(), dict(handler.headers), handler.client_address))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -3,17 +3,19 @@ with bounded memory, and the store holds what it should."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import socket
 import time
 import tracemalloc
 import zlib
 
+import httpx
 import pytest
 
-from fetcher.download import Inflater, _Incomplete
+from fetcher.download import HostPools, Inflater, _Incomplete
 from tests.conftest import corpus_pdfs, normalised
-from tests.origin import gzip_bomb, gzipped, html, redirect, respond, sequence, trickle, truncated
+from tests.origin import Origin, gzip_bomb, gzipped, html, redirect, respond, sequence, trickle, truncated
 
 ARTICLE = "<html><head><title>T</title></head><body><article><h1>Report</h1><p>{}</p></article></body></html>"
 PARAGRAPH = "The committee published its findings on open models after a year of hearings and study. " * 5
@@ -226,3 +228,53 @@ def test_inflater_takes_members_split_anywhere_and_keeps_a_single_member_as_sent
     inflater.feed(two[: len(one) + 5])
     with pytest.raises(_Incomplete):  # a second member cut short is a truncated body
         inflater.finish()
+
+
+class CountedPools:
+    """Real httpx pools, counted as they are made and closed."""
+
+    def __init__(self):
+        self.made, self.closed = 0, 0
+
+    def __call__(self) -> httpx.AsyncBaseTransport:
+        self.made += 1
+        pool, counter = httpx.AsyncHTTPTransport(), self
+
+        class Counted(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request):
+                return await pool.handle_async_request(request)
+
+            async def aclose(self):
+                counter.closed += 1
+                await pool.aclose()
+
+        return Counted()
+
+
+def test_each_host_keeps_its_connections_and_idle_hosts_are_let_go():
+    origins = [Origin(f"127.0.0.{i}") for i in range(2, 7)]
+    for server in origins:
+        server.__enter__()
+        server.route("/p", respond(200, b"x" * 20000))
+    try:
+        pools = CountedPools()
+
+        async def main():
+            async with httpx.AsyncClient(transport=HostPools(pools, keep=2)) as client:
+                for _ in range(3):  # the same host again and again: one pool, one connection
+                    assert (await client.get(origins[0].url("/p"))).status_code == 200
+                async with client.stream("GET", origins[0].url("/p")) as held:  # a response left open ...
+                    for server in origins[1:]:
+                        await client.get(server.url("/p"))
+                    assert pools.closed == 3  # ... keeps its pool: hosts 2, 3 and 4 went instead, oldest first
+                    assert len(b"".join([chunk async for chunk in held.aiter_bytes()])) == 20000
+                await client.get(origins[1].url("/p"))  # let go earlier: a new pool, and host 1's goes
+                assert (pools.made, pools.closed) == (6, 4)
+
+        asyncio.run(main())
+        assert (pools.made, pools.closed) == (6, 6)  # the client closed the last two
+        assert len({seen.peer for seen in origins[0].requests}) == 1  # 4 requests on one connection
+        assert [len({seen.peer for seen in server.requests}) for server in origins[1:]] == [2, 1, 1, 1]
+    finally:
+        for server in origins:
+            server.__exit__(None, None, None)

@@ -2,7 +2,9 @@
 (user + system, of the process and every descendant it waited for, from wait4),
 the largest single process's max RSS (wait4's ru_maxrss), and the peak RSS of
 the whole process tree (the sum of VmRSS over the process and its live
-descendants, sampled every `interval` seconds from /proc)."""
+descendants, sampled every `interval` seconds from /proc), and the CPU time of
+the command's own process alone (its last /proc sample: within `interval` of its
+end), so the fetcher main process and its extraction workers can be told apart."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class Measured:
     max_rss_single_mb: float  # ru_maxrss: the largest one process of the tree
     peak_rss_tree_mb: float  # sampled sum over the tree
     processes_seen: int
+    main_cpu_s: float  # the command's own process, without its children (sampled)
     stdout: str
     stderr_tail: str
 
@@ -56,12 +59,23 @@ def _rss_kb(pid: int) -> int:
         return 0
 
 
+def _cpu_s(pid: int) -> float | None:
+    """user + system time of one process, from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class TreeSampler(threading.Thread):
     def __init__(self, root: int, interval: float = 0.1):
         super().__init__(daemon=True)
         self.root, self.interval = root, interval
         self.peak_kb = 0
         self.seen: set[int] = set()
+        self.root_cpu_s = 0.0
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -73,6 +87,7 @@ class TreeSampler(threading.Thread):
                 todo += _children(pid)
             self.seen.update(pids)
             self.peak_kb = max(self.peak_kb, sum(_rss_kb(pid) for pid in pids))
+            self.root_cpu_s = _cpu_s(self.root) or self.root_cpu_s
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
@@ -102,5 +117,5 @@ def run(command: list[str], *, cwd: Path | None = None, stdout_file: Path | None
         command=[str(c) for c in command], exit_code=process.returncode, wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime, user_s=usage.ru_utime, sys_s=usage.ru_stime,
         max_rss_single_mb=usage.ru_maxrss / 1024, peak_rss_tree_mb=sampler.peak_kb / 1024,
-        processes_seen=len(sampler.seen), stdout=text, stderr_tail=tail,
+        processes_seen=len(sampler.seen), main_cpu_s=sampler.root_cpu_s, stdout=text, stderr_tail=tail,
     )

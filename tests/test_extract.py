@@ -133,3 +133,17 @@ def test_decoding_prefers_bom_then_utf8_then_labels():
     latin = '<meta charset="windows-1252"><p>caf\xe9 \x93quoted\x94</p>'.encode("latin-1")
     text, encoding = decode_text(latin, None, html=True)
     assert "café “quoted”" in text and encoding == "cp1252"
+
+
+def test_a_page_whose_date_cannot_be_read_keeps_its_text_and_title(origin, run, monkeypatch):
+    import fetcher.extract_html
+
+    def broken(*args, **kwargs):
+        raise ValueError("a date format nobody expected")
+
+    monkeypatch.setattr(fetcher.extract_html, "find_date", broken)  # a one-off fetch extracts in this process
+    paragraphs = "".join(f"<p>Paragraph {i} of a report whose date trips the date parser, kept whole.</p>" for i in range(8))
+    url = origin.route("/odd", respond(200, f"<html><head><title>Odd  date</title></head><body>{paragraphs}</body></html>".encode()))
+    snap = run().fetch(url)
+    assert (snap.outcome, snap.title, snap.published) == ("ok", "Odd date", None)
+    assert "Paragraph 5 of a report" in snap.text

@@ -52,10 +52,10 @@ class HostPools(httpx.AsyncBaseTransport):
     """One small connection pool per origin (scheme, host, port), as scrapy keeps
     a download slot per host. httpcore 1.0.9's pool scans all its connections,
     quadratically, on every request and every response (encode/httpcore#1035):
-    one pool of 160 connections over 40 hosts took about a third of the main
-    process's CPU in the benchmark. Beyond `keep` pools, the least recently used
-    pools with no response open are closed, so idle sockets stay bounded however
-    many hosts a run visits."""
+    with one pool of up to 160 connections over 40 hosts, the benchmark's main
+    process used 8.3 s of CPU for 1,800 pages; with a pool per host, 6.3 s.
+    Beyond `keep` pools, the least recently used pools with no response open
+    are closed, so idle sockets stay bounded however many hosts a run visits."""
 
     def __init__(self, make_pool: Callable[[], httpx.AsyncBaseTransport], keep: int):
         self._make_pool = make_pool

@@ -1,0 +1,40 @@
+"""The benchmark harness end to end at its smallest size (`python -m bench --smoke`),
+so it cannot rot between full runs. It measures nothing: it checks that every
+workload ran against the loopback origin and that the report says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke_runs_every_workload_and_reports_it(tmp_path):
+    out = tmp_path / "smoke.md"
+    env = {**os.environ, "FETCHER_CORPUS": str(tmp_path / "no-corpus")}  # the same fixtures here and in CI
+    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--output", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert data["meta"]["corpus"].startswith("FALLBACK: tests/fixtures")
+    w1 = data["W1"]
+    assert (w1["sources"], w1["pdfs"], w1["summary"]["failed"]) == (20, 2, 0)
+    assert w1["origin"]["max_in_flight_per_host"] <= 2 and w1["origin"]["statuses"]["200"] == 20
+    assert w1["floor"]["measured"]["documents"] == 20 and w1["floor"]["floor_s"] > 0
+    assert 0 < w1["main_cpu_s"] < w1["cpu_s"]  # the split between main process and workers was taken
+    w2 = data["W2"]
+    assert w2["origin"]["statuses"].get("304", 0) > 0 and w2["summary"]["failed"] == 0
+    cli = data["peers"]["trafilatura_cli"]
+    assert cli["extracted"] == 18  # the CLI reads the 18 pages and none of the 2 PDFs
+    assert data["peers"]["sequential"]["counts"]["extracted"] == 18
+    assert data["W1_html"]["sources"] == 18 and data["W3"]["summary"]["failed"] == 0
+    w4 = data["W4"]["fetcher"]
+    assert w4["documents"] == 4 and w4["f1"] > 0.8 and w4["pdf"]["found"] == w4["pdf"]["sentences"] > 0
+    table = out.read_text(encoding="utf-8")
+    for row in ("| W1 | wall time ÷ floor |", "| W2 | wall time ÷ W1's |", "| W3 | peak RSS ÷ W1's |",
+                "| W4 | PDF known sentences found |", "**Smoke run**"):
+        assert row in table

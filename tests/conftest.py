@@ -8,6 +8,7 @@ import gzip
 import json
 import logging
 import socket
+import subprocess
 import sys
 import time
 import unicodedata
@@ -182,6 +183,11 @@ def normalised(text: str) -> str:
 
 def fetcher_command() -> list[str]:
     return [sys.executable, "-m", "fetcher"]
+
+
+def run_fetcher(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The real `fetcher` command in a subprocess, its output captured as text."""
+    return subprocess.run(fetcher_command() + list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 class FakeClock:

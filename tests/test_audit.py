@@ -46,7 +46,7 @@ from fetcher.config import Config, load_config
 from fetcher.nightly import run_once
 from fetcher.sources import resource_id
 from fetcher.store import Store
-from tests.conftest import FakeClock, fetcher_command, write_config
+from tests.conftest import FakeClock, run_fetcher, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import Origin, html, redirect
 
@@ -472,8 +472,7 @@ def cli_run(monkeypatch: pytest.MonkeyPatch) -> Iterator:
 def fetcher_audit(config: Path, *args: str) -> subprocess.CompletedProcess:
     """The real `fetcher audit` in a subprocess: it only reads the store (no --check), so it sends nothing."""
     assert "--check" not in args
-    return subprocess.run(fetcher_command() + ["--config", str(config), "audit", *args],
-                          capture_output=True, text=True, cwd=config.parent, timeout=60)
+    return run_fetcher(config.parent, "--config", str(config), "audit", *args)
 
 
 def test_json_has_counts_and_every_source_with_the_stable_keys(site, tmp_path, cli_run):

@@ -9,7 +9,6 @@ import html as html_lib
 import json
 import re
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -19,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fetcher.cli import cli
-from tests.conftest import Page, corpus_pages, fetcher_command, write_config
+from tests.conftest import Page, corpus_pages, run_fetcher, write_config
 from tests.origin import Origin, html, sequence
 
 STATUS_200 = re.compile(r"^HTTP 200 · Fetched [A-Z][a-z]{2} \d{1,2}, \d{4} · (<1|\d[\d,]*) KB$")
@@ -519,13 +518,9 @@ def test_bad_target_exits_2_with_one_error_line(site, command, target):
     assert site.origin.requests == []
 
 
-def run_fetcher(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(fetcher_command() + list(args), capture_output=True, text=True, cwd=cwd, timeout=60)
-
-
 def test_bad_target_through_the_entry_point(site):
     config = site.configure()
-    done = run_fetcher("--config", str(config), "fetch", "foo", cwd=site.directory)
+    done = run_fetcher(site.directory, "--config", str(config), "fetch", "foo")
     assert done.returncode == 2
     assert "foo" in error_line(done.stderr)
     assert done.stdout == ""
@@ -534,7 +529,7 @@ def test_bad_target_through_the_entry_point(site):
 def test_show_of_unfetched_source_through_the_entry_point(site):
     url = site.origin.url("/article")
     config = site.configure([url])
-    done = run_fetcher("--config", str(config), "show", rid(url), cwd=site.directory)
+    done = run_fetcher(site.directory, "--config", str(config), "show", rid(url))
     assert done.returncode == 2
     assert rid(url) in error_line(done.stderr)
     assert done.stdout == ""
@@ -543,7 +538,7 @@ def test_show_of_unfetched_source_through_the_entry_point(site):
 def test_failed_fetch_through_the_entry_point_exits_1_with_its_preview(site):
     url = site.origin.route("/gone", html(NOT_FOUND, status=404))
     config = site.configure()
-    done = run_fetcher("--config", str(config), "fetch", url, cwd=site.directory)
+    done = run_fetcher(site.directory, "--config", str(config), "fetch", url)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stdout.rstrip("\n").split("\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from click.testing import CliRunner
 from fetcher.cli import cli
 from fetcher.config import ConfigError, FetchSettings, config_path, load_config
 from fetcher.sources import find_duplicates, make_source, resource_id
-from tests.conftest import fetcher_command
+from tests.conftest import run_fetcher
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
 NTIA = "https://www.ntia.gov/sites/default/files/publications/ntia-ai-open-model-report.pdf"
@@ -252,10 +251,7 @@ def test_refresh_with_a_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_
     config = tmp_path / "bad.toml"
     if text is not None:
         config.write_text(text, encoding="utf-8")
-    done = subprocess.run(
-        fetcher_command() + ["--config", str(config), "refresh"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
-    )
+    done = run_fetcher(tmp_path, "--config", str(config), "refresh")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.splitlines()

@@ -34,7 +34,7 @@ from fetcher.nightly import run_once
 from fetcher.scheduler import Nightly, cron_trigger, next_fire
 from fetcher.sources import resource_id
 from fetcher.store import DB_NAME, Store
-from tests.conftest import FakeClock, fetcher_command, write_config
+from tests.conftest import FakeClock, fetcher_command, run_fetcher, write_config
 from tests.origin import Origin, conditional, html
 
 UTC = timezone.utc
@@ -485,12 +485,6 @@ def started(directory: Path, *args: str) -> Iterator[Started]:
         process.wait(timeout=10)
 
 
-def fetcher(directory: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        fetcher_command() + list(args), cwd=directory, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def stored_fetches(db_file: Path) -> int:
     """Fetches in a store another process may be writing (0 until it can be read)."""
     try:
@@ -529,7 +523,7 @@ def test_a_second_refresh_exits_3_at_once_naming_the_holder_and_the_first_comple
         with started(tmp_path, "--config", str(config), "refresh", "--json") as first:
             wait_for_fetches(first, storage / DB_NAME, at_least=1)
             began = time.monotonic()
-            second = fetcher(tmp_path, "--config", str(config), "refresh", timeout=30)
+            second = run_fetcher(tmp_path, "--config", str(config), "refresh", timeout=30)
             took = time.monotonic() - began
             assert first.process.poll() is None, "the first run ended before the second tried: nothing was tested"
             origin.latency = 0  # the rest of the first run need not be slow
@@ -570,7 +564,7 @@ def test_a_lock_left_by_a_killed_run_does_not_block_the_next_one(tmp_path):
 
         origin.latency = 0
         began = time.monotonic()
-        after = fetcher(tmp_path, "--config", str(config), "refresh", "--json")
+        after = run_fetcher(tmp_path, "--config", str(config), "refresh", "--json")
         assert after.returncode == 0, after.stderr
         assert time.monotonic() - began < 15
         summary = json.loads(after.stdout)
@@ -583,7 +577,7 @@ def test_a_lock_left_by_a_killed_run_does_not_block_the_next_one(tmp_path):
 
 
 def recorded_runs(directory: Path, config: Path) -> list[dict]:
-    done = fetcher(directory, "--config", str(config), "runs", "--json")
+    done = run_fetcher(directory, "--config", str(config), "runs", "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -611,7 +605,7 @@ def test_sigterm_stops_the_scheduler_after_the_grace_and_the_next_run_completes(
         assert run["finished_at"] is not None and run["summary"] is None
 
         origin.latency = 0
-        after = fetcher(tmp_path, "--config", str(config), "refresh", "--all", "--json")
+        after = run_fetcher(tmp_path, "--config", str(config), "refresh", "--all", "--json")
         assert after.returncode == 0, after.stderr
         summary = json.loads(after.stdout)
         assert (summary["total"], summary["counts"], summary["failed"]) == (20, {"ok": 20}, 0)
@@ -726,7 +720,7 @@ def test_json_logs_are_one_object_a_line_with_the_fields_of_each_source(tmp_path
             origin.route("/broken", html("<html><body><h1>Not found</h1></body></html>", status=404))]
     config = offline_config(tmp_path, urls)
 
-    done = fetcher(tmp_path, "--config", str(config), "--log-format", "json", "refresh")
+    done = run_fetcher(tmp_path, "--config", str(config), "--log-format", "json", "refresh")
 
     assert done.returncode == 0, done.stderr
     entries = [json.loads(line) for line in done.stderr.splitlines()]  # every line is a JSON object
@@ -747,7 +741,7 @@ def test_json_logs_are_one_object_a_line_with_the_fields_of_each_source(tmp_path
 def test_json_logs_stay_json_when_a_source_is_a_duplicate(tmp_path, origin):
     urls = [origin.route("/report", html(page("report"))), origin.route("/report/", html(page("report")))]
     config = offline_config(tmp_path, urls)
-    done = fetcher(tmp_path, "--config", str(config), "--log-format", "json", "refresh")
+    done = run_fetcher(tmp_path, "--config", str(config), "--log-format", "json", "refresh")
     assert done.returncode == 0, done.stderr
     for line in done.stderr.splitlines():
         assert isinstance(json.loads(line), dict), line

@@ -28,7 +28,7 @@ from fetcher.models import RunSummary
 from fetcher.pipeline import Pipeline
 from fetcher.sources import resource_id
 from fetcher.store import DB_NAME, Store
-from tests.conftest import corpus_pdfs, fetcher_command, normalised, write_config
+from tests.conftest import corpus_pdfs, fetcher_command, normalised, run_fetcher, write_config
 from tests.origin import Origin, html, respond
 
 SUBJECTS = ["harbour dredging", "school meals", "tram extension", "river flooding", "library hours"]
@@ -282,13 +282,7 @@ def test_a_refresh_killed_mid_run_leaves_a_sound_store_and_the_next_run_complete
         assert 5 <= len(before) < 60, "the kill did not land in the middle of the run"
         fetched_before = Counter(rid for _, rid, _, _ in before)
 
-        second = subprocess.run(
-            fetcher_command() + ["--config", str(config), "refresh", "--json"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        second = run_fetcher(tmp_path, "--config", str(config), "refresh", "--json", timeout=120)
         assert second.returncode == 0, second.stderr
         summary = json.loads(second.stdout)
         # The next nightly run does what the killed one left undone; what it stored is not due.
@@ -296,10 +290,7 @@ def test_a_refresh_killed_mid_run_leaves_a_sound_store_and_the_next_run_complete
         assert (summary["total"], summary["counts"], summary["failed"]) == (remaining, {"ok": remaining}, 0)
         assert (summary["changed"], summary["not_due"]) == (remaining, len(fetched_before))
 
-        third = subprocess.run(
-            fetcher_command() + ["--config", str(config), "refresh", "--all", "--json"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )
+        third = run_fetcher(tmp_path, "--config", str(config), "refresh", "--all", "--json", timeout=120)
         assert third.returncode == 0, third.stderr
         summary = json.loads(third.stdout)
         assert (summary["total"], summary["counts"], summary["failed"]) == (60, {"ok": 60}, 0)
@@ -368,13 +359,7 @@ def test_a_host_that_is_down_fails_its_sources_and_the_run_still_completes(tmp_p
         dead_urls = [f"{dead}/bulletins/{n}" for n in range(3)]
         config = offline_config(tmp_path, live_urls + dead_urls, retries=2)
 
-        done = subprocess.run(
-            fetcher_command() + ["--config", str(config), "refresh", "--json"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_fetcher(tmp_path, "--config", str(config), "refresh", "--json", timeout=120)
 
         assert done.returncode == 0, done.stderr
         summary = json.loads(done.stdout)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import sqlite3
-import subprocess
 
 import pytest
 
 from fetcher.store import Store, StoreError
-from tests.conftest import fetcher_command, write_config
+from tests.conftest import run_fetcher, write_config
 from tests.origin import html, respond, sequence
 
 ONE = "<html><body><article><p>" + "First version of the report text, with findings. " * 20 + "</p></article></body></html>"
@@ -72,7 +71,7 @@ def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path):
     before = bogus.read_bytes()
     with pytest.raises(StoreError):
         Store(tmp_path / "snapshots")
-    done = subprocess.run(fetcher_command() + ["--config", str(config), "refresh"], capture_output=True, text=True)
+    done = run_fetcher(tmp_path, "--config", str(config), "refresh")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
     assert bogus.read_bytes() == before

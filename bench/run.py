@@ -143,18 +143,20 @@ def throughput(measured: measure.Measured, count: int) -> dict:
 # -- floor ---------------------------------------------------------------------------
 
 
-def doc_costs(kind: str, sources: int | None, hosts: int) -> dict:
-    command = [PY, "-m", "bench.floor", "--workload", kind, "--sources", str(sources or 0), "--hosts", str(hosts)]
-    output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+def json_from(module: str, *args: str) -> dict:
+    """Run a bench module in a fresh process and read the JSON it prints."""
+    output = subprocess.run([PY, "-m", module, *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return json.loads(output)
+
+
+def doc_costs(kind: str, sources: int | None, hosts: int) -> dict:
+    return json_from("bench.floor", "--workload", kind, "--sources", str(sources or 0), "--hosts", str(hosts))
 
 
 def measured_floor(count: int, hosts: int, html_only: bool = False) -> dict:
     """bench.parallel_floor: every body extracted once, `cores` processes at a time."""
-    command = [PY, "-m", "bench.parallel_floor", "--sources", str(count), "--hosts", str(hosts)]
-    output = subprocess.run(command + (["--html-only"] if html_only else []), cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    return json.loads(output)
+    return json_from("bench.parallel_floor", "--sources", str(count), "--hosts", str(hosts),
+                     *(["--html-only"] if html_only else []))
 
 
 def floor(sources: list[workload.Source], costs: dict) -> dict:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +48,12 @@ class Download:
     # The body exactly as the server gzip-compressed it, when it came as one complete
     # gzip member: the store keeps these bytes instead of compressing the body again.
     gzipped: bytes | None = field(default=None, repr=False)
+
+    @cached_property
+    def sha256(self) -> str:
+        """The body's SHA-256 (hex): its identity in the store. Worked out once,
+        though both the unchanged-body check and the store ask for it."""
+        return hashlib.sha256(self.body).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ downloader keep each host's limits. Clock and sleep are injected for tests.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import Counter, defaultdict
@@ -125,7 +124,7 @@ class Pipeline:
         known = health.content_sha256
         if download.outcome is Outcome.NOT_MODIFIED and known:
             result = replace(result, reused_sha256=known)
-        elif download.outcome is Outcome.OK and known and hashlib.sha256(download.body).hexdigest() == known:
+        elif download.outcome is Outcome.OK and known and download.sha256 == known:
             result = replace(result, reused_sha256=known)
         elif download.outcome is Outcome.OK:
             extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)

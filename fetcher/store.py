@@ -11,7 +11,6 @@ references it commits, so a kill at any moment leaves the store consistent.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import sqlite3
@@ -87,7 +86,7 @@ class Store:
         extracted = result.extracted
         download = result.download
         if sha is None and extracted is not None and result.outcome.is_success:
-            sha = hashlib.sha256(download.body).hexdigest()
+            sha = download.sha256
             self._write_body(sha, download.body, download.gzipped)
         capture = result.capture
         with self._db:

@@ -36,6 +36,16 @@ class FetchSettings:
     per_host_delay: float = 1.0
     retries: int = 2
     max_retry_after: float = 120.0
+    source_deadline: float | None = None  # seconds for a source across attempts; None: twice `deadline`
+    allow_private_networks: bool = False  # True: loopback, RFC 1918, link-local … may be fetched
+    robots: str = "obey"  # "obey" or "ignore"
+    max_crawl_delay: float = 30.0  # the longest robots.txt Crawl-delay honoured
+    extract_timeout: float = 60.0  # seconds one document may take in an extraction worker
+    extract_memory: int = 1024 * 1024 * 1024  # bytes of address space an extraction worker may use
+
+    @property
+    def source_time_limit(self) -> float:
+        return self.source_deadline if self.source_deadline is not None else 2 * self.deadline
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,12 @@ _FETCH_KEYS: dict[str, tuple[str, float | None]] = {
     "per_host_delay": ("float", 0),
     "retries": ("int", 0),
     "max_retry_after": ("float", 0),
+    "source_deadline": ("float", 0.001),
+    "allow_private_networks": ("bool", None),
+    "robots": ("robots", None),
+    "max_crawl_delay": ("float", 0),
+    "extract_timeout": ("float", 0.001),
+    "extract_memory": ("int", 64 * 1024 * 1024),
 }
 _ARCHIVE_KEYS: dict[str, tuple[str, float | None]] = {
     "name": ("str", None),
@@ -150,6 +166,7 @@ _LOG_KEYS: dict[str, tuple[str, float | None]] = {
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+ROBOTS_MODES = ("obey", "ignore")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _TABLES = {"storage", "fetch", "preview", "archive", "refresh", "schedule", "log", "sources"}
@@ -347,6 +364,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "timezone": _check_timezone,
     "level": _check_choice(LOG_LEVELS),
     "log_format": _check_choice(LOG_FORMATS),
+    "robots": _check_choice(ROBOTS_MODES),
 }
 
 

@@ -35,6 +35,8 @@ class Outcome(enum.Enum):
     DECODE_ERROR = "decode-error"
     EMPTY = "empty"
     EXTRACT_FAILED = "extract-failed"
+    PRIVATE_ADDRESS = "private-address"
+    ROBOTS_BLOCKED = "robots-blocked"
     ARCHIVE_MISS = "archive-miss"
     ARCHIVE_ERROR = "archive-error"
     INTERNAL_ERROR = "internal-error"
@@ -83,6 +85,8 @@ _ARCHIVE_WORTHY = frozenset(
         Outcome.HTTP_5XX,
         Outcome.BAD_CONTENT,
         Outcome.EMPTY,
+        Outcome.PRIVATE_ADDRESS,
+        Outcome.ROBOTS_BLOCKED,
     }
 )
 

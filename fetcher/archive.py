@@ -7,6 +7,7 @@ caller for its Retry-After, and repeated 429s stop the archive for the run.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import re
@@ -72,6 +73,7 @@ class ArchiveClient:
         self._max_retry_after = max_retry_after
         self._sleep = sleep
         self._trouble_in_a_row = 0
+        self._left_alone = asyncio.Event()
 
     @property
     def stopped(self) -> bool:
@@ -127,41 +129,67 @@ class ArchiveClient:
 
     async def _get(self, url: str) -> Download:
         async def attempt() -> Download:
-            await self._limiter.acquire()
-            if self.stopped:  # checked after the wait: others may have been told to stop meanwhile
+            if not await self._turn():
                 detail = f"{self.settings.name} left alone for this run after {MAX_TROUBLE_IN_A_ROW} failures in a row"
                 return Download(url=url, outcome=Outcome.ARCHIVE_ERROR, final_url=url, detail=detail)
             answer = await self._downloader.get(url)
             if answer.outcome is Outcome.HTTP_429:
                 self._limiter.pause(answer.retry_after if answer.retry_after is not None else DEFAULT_PAUSE)
             self._trouble_in_a_row = self._trouble_in_a_row + 1 if answer.outcome in _TROUBLE else 0
+            if self.stopped:
+                self._left_alone.set()  # wakes every caller still waiting for a turn
             return answer
 
         answer, _ = await fetch_with_retries(attempt, self._retries, self._max_retry_after, self._sleep)
         return answer
 
-    def _closest(self, rows: list[dict[str, str]], wanted: datetime) -> Capture | None:
+    async def _turn(self) -> bool:
+        """Wait for the rate limiter's turn; False at once, without waiting, when the
+        archive is (or while waiting becomes) left alone for the run."""
+        if self.stopped:
+            return False
+        turn = asyncio.ensure_future(self._limiter.acquire())
+        given_up = asyncio.ensure_future(self._left_alone.wait())
+        try:
+            await asyncio.wait({turn, given_up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            given_up.cancel()
+            if not turn.done():
+                turn.cancel()
+        return turn.done() and not turn.cancelled() and not self.stopped
+
+    def _closest(self, rows: list[dict[str, object]], wanted: datetime) -> Capture | None:
         best: Capture | None = None
         for row in rows:
-            timestamp = row.get("timestamp", "")
-            status = row.get("statuscode", row.get("status", ""))
-            if status != "200" or not _TIMESTAMP.match(timestamp) or row.get("is_fuzzy") in ("1", True):
-                continue
-            original = row.get("original", row.get("url", ""))
-            capture = Capture(
-                archive=self.settings.name,
-                timestamp=timestamp,
-                original=original,
-                raw_url=self.raw_url(timestamp, original),
-                captured_at=timestamp_to_datetime(timestamp),
-                mime=row.get("mimetype", row.get("mime")),
-            )
-            if best is None or _distance(capture, wanted) < _distance(best, wanted):
+            capture = self._capture(row)
+            if capture is not None and (best is None or _distance(capture, wanted) < _distance(best, wanted)):
                 best = capture
         return best
 
+    def _capture(self, row: dict[str, object]) -> Capture | None:
+        """The capture a CDX row describes, or None for a row we must not use: not
+        status 200, a fuzzy match, or a field of the wrong shape (a timestamp that is
+        a JSON number, month 13, an original URL that is not a string)."""
+        timestamp = _text(row.get("timestamp"))
+        status = _text(row.get("statuscode", row.get("status")))
+        original = row.get("original", row.get("url"))
+        mime = row.get("mimetype", row.get("mime"))
+        if status != "200" or row.get("is_fuzzy") in ("1", True) or not isinstance(original, str) or not original:
+            return None
+        captured_at = parse_timestamp(timestamp)
+        if captured_at is None:
+            return None
+        return Capture(
+            archive=self.settings.name,
+            timestamp=timestamp,
+            original=original,
+            raw_url=self.raw_url(timestamp, original),
+            captured_at=captured_at,
+            mime=mime if isinstance(mime, str) else None,
+        )
 
-def parse_cdx(body: bytes) -> list[dict[str, str]]:
+
+def parse_cdx(body: bytes) -> list[dict[str, object]]:
     """IA's output=json (array of arrays, header row first) or pywb's JSON lines."""
     try:
         text = body.decode("utf-8").strip()
@@ -180,7 +208,7 @@ def parse_cdx(body: bytes) -> list[dict[str, str]]:
         raise CdxFormatError(f"not a CDX answer ({type(error).__name__}: {str(error)[:80]})") from error
 
 
-def _object(value: object) -> dict[str, str]:
+def _object(value: object) -> dict[str, object]:
     if not isinstance(value, dict):
         raise CdxFormatError("CDX line is not a JSON object")
     return value
@@ -196,6 +224,23 @@ def looks_like_chrome(body: bytes) -> bool:
 
 def timestamp_to_datetime(timestamp: str) -> datetime:
     return datetime.strptime(timestamp, "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+
+
+def parse_timestamp(timestamp: str) -> datetime | None:
+    """A 14-digit archive timestamp as a UTC datetime; None if it is not a real moment."""
+    if not _TIMESTAMP.match(timestamp):
+        return None
+    try:
+        return timestamp_to_datetime(timestamp)
+    except ValueError:  # 20241301000000: month 13
+        return None
+
+
+def _text(value: object) -> str:
+    """A CDX field as text: IA sends strings, a careless archive may send numbers."""
+    if isinstance(value, bool) or value is None:
+        return ""
+    return str(value) if isinstance(value, (str, int)) else ""
 
 
 def _distance(capture: Capture, wanted: datetime) -> float:
@@ -214,7 +259,7 @@ def _served_capture(download: Download, asked: Capture) -> Capture:
     location = download.headers.get("content-location") or download.final_url
     stamp = _RAW_TIMESTAMP.search(location) or _RAW_TIMESTAMP.search(download.final_url)
     if captured_at is None and stamp:
-        captured_at = timestamp_to_datetime(stamp.group(1))
+        captured_at = parse_timestamp(stamp.group(1))
     timestamp = captured_at.strftime("%Y%m%d%H%M%S") if captured_at else asked.timestamp
     return Capture(
         archive=asked.archive,

@@ -1,7 +1,7 @@
 """The command line: the only place that prints and exits.
 
-Exit codes: 0 done; 1 a one-off fetch got no usable content, or an audit's
---fail-on matched; 2 bad input
+Exit codes: 0 done; 1 a one-off fetch got no usable content, an audit's
+--fail-on matched, or the store could not be written (disk full); 2 bad input
 (config, target, store); 3 another refresh holds the store; 130 interrupted
 (SIGINT or SIGTERM).
 """
@@ -28,7 +28,7 @@ from fetcher.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, config_
 from fetcher.files import write_atomically
 from fetcher.links import FoundLink, append_sources, links_in_files, new_sources
 from fetcher.lock import Busy
-from fetcher.models import Snapshot, Source
+from fetcher.models import RunSummary, Snapshot, Source
 from fetcher.nightly import run_once
 from fetcher.pipeline import FetchOptions, Pipeline, utc_now
 from fetcher.report import latest_records, make_preview, record, render_markdown, render_text, status_lines
@@ -39,6 +39,7 @@ from fetcher.terminal import RunProgress, print_audit, print_history, print_runs
 log = logging.getLogger("fetcher")
 
 EXIT_SOURCE_FAILED = 1
+EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_BUSY = 3
 EXIT_INTERRUPTED = 130
@@ -53,6 +54,12 @@ class BadInput(click.ClickException):
 
 class AlreadyRunning(BadInput):
     exit_code = EXIT_BUSY
+
+
+class RunFailed(BadInput):
+    """A problem of our own machine (disk full, store unusable) stopped the run."""
+
+    exit_code = EXIT_RUN_FAILED
 
 
 class Interrupted(click.ClickException):
@@ -120,6 +127,40 @@ def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run(cancellable())
     except asyncio.CancelledError:
         raise Interrupted("stopped by a signal; everything fetched so far is stored") from None
+    except StoreError as error:
+        raise RunFailed(str(error)) from error
+
+
+def _run_refresh(make_run: Callable[[asyncio.Event], Coroutine[Any, Any, RunSummary]]) -> RunSummary:
+    """Run a refresh. The first SIGTERM or SIGINT stops it gently (no new source
+    starts, those in flight get [schedule] shutdown_grace); a second one cancels
+    at once. Either way the run is recorded, and the command exits 130."""
+
+    async def stoppable() -> RunSummary:
+        task = asyncio.current_task()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                task.cancel()
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal)
+        return await make_run(stop)
+
+    try:
+        summary = asyncio.run(stoppable())
+    except asyncio.CancelledError:
+        raise Interrupted("stopped by a signal; everything fetched so far is stored") from None
+    except StoreError as error:
+        raise RunFailed(str(error)) from error
+    if summary.interrupted:
+        raise Interrupted(
+            f"stopped by a signal after {summary.total} sources; they are stored, the rest are still due"
+        )
+    return summary
 
 
 def _store(config: Config) -> Store:
@@ -221,9 +262,11 @@ def refresh(
     options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
     progress = RunProgress()
     try:
-        summary = _run(
-            run_once(config, store, sources, trigger="refresh", everything=everything or bool(only), options=options,
-                     on_start=progress.start, on_done=progress.advance)
+        summary = _run_refresh(
+            lambda stop: run_once(
+                config, store, sources, trigger="refresh", everything=everything or bool(only), options=options,
+                on_start=progress.start, on_done=progress.advance, stop=stop,
+            )
         )
     except Busy as error:
         raise AlreadyRunning(str(error)) from error
@@ -263,9 +306,12 @@ def schedule(context: click.Context, run_now: bool) -> None:
 
     async def job() -> None:
         try:
-            summary = await run_once(config, store, list(config.sources), trigger="schedule")
+            summary = await run_once(config, store, list(config.sources), trigger="schedule", stop=nightly.stopping)
         except Busy as error:
             log.warning("run skipped: %s", error)
+            return
+        except StoreError as error:  # our machine: the run is recorded as failed; the next may fare better
+            log.error("run failed: %s", error)
             return
         log.info("run summary: %s", json.dumps(summary.to_dict()), extra={logs.FIELDS: summary.to_dict()})
 
@@ -343,7 +389,7 @@ def audit(
     store = _store(config) if check else _existing_store(config)
     if check:
         try:
-            _run(run_once(config, store, sources, trigger="audit", everything=True))
+            _run_refresh(lambda stop: run_once(config, store, sources, trigger="audit", everything=True, stop=stop))
         except Busy as error:
             raise AlreadyRunning(str(error)) from error
     result = build_audit(config, store, sources)

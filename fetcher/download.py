@@ -22,12 +22,14 @@ from urllib.parse import urljoin
 import httpx
 
 from fetcher.config import FetchSettings
+from fetcher.errors import Stopped
 from fetcher.hosts import HostSlots
 from fetcher.models import Download, Hop
 from fetcher.outcomes import Outcome, outcome_for_status
 from fetcher.sources import BadURL, check_url, host_of
 
 MAX_REDIRECTS = 10
+_URL_ERRORS = (httpx.InvalidURL, UnicodeError, ValueError)
 ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
 WallClock = Callable[[], datetime]
 
@@ -77,7 +79,8 @@ class HostPools(httpx.AsyncBaseTransport):
             self._closed(key)
             raise
         stream = _OnClose(response.stream, lambda: self._closed(key))
-        return httpx.Response(response.status_code, headers=response.headers, stream=stream, extensions=response.extensions)
+        headers = _hide_location(response.status_code, response.headers)
+        return httpx.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
 
     def _closed(self, key: tuple[bytes, str, int | None]) -> None:
         self._open[key] -= 1
@@ -95,6 +98,20 @@ class HostPools(httpx.AsyncBaseTransport):
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.aclose()
+
+
+LOCATION = "x-fetcher-location"
+
+
+def _hide_location(status: int, headers: httpx.Headers) -> httpx.Headers:
+    """A redirect's Location under another name. httpx builds the next request
+    for every 3xx even with redirects off, and raises on a Location it cannot
+    use (`javascript:`, `http://[::1`, 70 KB long) before we see the answer; we
+    follow redirects ourselves (Downloader.get) and judge the target there."""
+    if not 300 <= status < 400 or "location" not in headers:
+        return headers
+    kept = [(name, value) for name, value in headers.raw if name.lower() != b"location"]
+    return httpx.Headers(kept + [(LOCATION.encode(), value) for value in headers.get_list("location")])
 
 
 class _OnClose(httpx.AsyncByteStream):
@@ -137,25 +154,29 @@ class Downloader:
         settings: FetchSettings,
         slots: HostSlots,
         wall_clock: WallClock = lambda: datetime.now(timezone.utc),
+        stopping: Callable[[], bool] = lambda: False,
     ):
         self._client = client
         self._settings = settings
         self._slots = slots
         self._wall_clock = wall_clock
+        self._stopping = stopping
 
     async def get(self, url: str, headers: dict[str, str] | None = None) -> Download:
-        """GET url, following redirects; always returns a classified Download."""
+        """GET url, following redirects; always returns a classified Download.
+        Raises Stopped instead of starting a request once the run is stopping."""
         hops: list[Hop] = []
         seen = {url}
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             async with self._slots.slot(host_of(current)):
+                if self._stopping():
+                    raise Stopped(f"not requesting {current}: the run is stopping")
                 answer = await self._hop(url, current, headers)
             if isinstance(answer, Download):
                 return replace(answer, redirects=tuple(hops))
             hops.append(Hop(current, answer.status))
-            target = urljoin(current, answer.location)
-            failure = _bad_redirect(url, current, target, seen, tuple(hops))
+            target, failure = _redirect_target(url, current, answer.location, seen, tuple(hops))
             if failure is not None:
                 return failure
             seen.add(target)
@@ -164,8 +185,11 @@ class Downloader:
 
     async def _hop(self, url: str, current: str, headers: dict[str, str] | None) -> Download | _Redirect:
         try:
+            request = self._client.build_request("GET", current, headers=headers)
+        except _URL_ERRORS as error:  # httpx.InvalidURL (a DEL byte, over 64 KB), idna's UnicodeError
+            return _failed(url, current, Outcome.BAD_CONTENT, f"unusable URL: {type(error).__name__}: {error}")
+        try:
             async with asyncio.timeout(self._settings.deadline):
-                request = self._client.build_request("GET", current, headers=headers)
                 response = await self._client.send(request, stream=True)
                 try:
                     return await self._answer(url, current, response)
@@ -180,7 +204,7 @@ class Downloader:
 
     async def _answer(self, url: str, current: str, response: httpx.Response) -> Download | _Redirect:
         status = response.status_code
-        location = response.headers.get("location")
+        location = response.headers.get(LOCATION)
         if 300 <= status < 400 and status != 304 and location:
             return _Redirect(status, location)
         found = Download(
@@ -295,6 +319,8 @@ def classify_error(error: httpx.HTTPError) -> tuple[Outcome, str]:
         return _classify_connect(error), detail
     if isinstance(error, httpx.RemoteProtocolError) and _looks_truncated(str(error)):
         return Outcome.TRUNCATED, detail
+    if isinstance(error, httpx.RemoteProtocolError) and _looks_oversized(str(error)):
+        return Outcome.BAD_CONTENT, f"{detail} (a header too large to read)"
     if isinstance(error, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return Outcome.BAD_CONTENT, detail
     return Outcome.NETWORK_ERROR, detail
@@ -303,6 +329,11 @@ def classify_error(error: httpx.HTTPError) -> tuple[Outcome, str]:
 def _looks_truncated(message: str) -> bool:
     message = message.lower()
     return "incomplete" in message or "complete message body" in message
+
+
+def _looks_oversized(message: str) -> bool:
+    """h11's words for a status line or headers over its 64 KiB limit."""
+    return "receive buffer too long" in message.lower()
 
 
 def _classify_connect(error: BaseException) -> Outcome:
@@ -359,14 +390,21 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def _bad_redirect(url: str, current: str, target: str, seen: set[str], hops: tuple[Hop, ...]) -> Download | None:
-    if target in seen:
-        return _failed(url, target, Outcome.REDIRECT_LOOP, f"redirect loop back to {target}", hops)
+def _redirect_target(
+    url: str, current: str, location: str, seen: set[str], hops: tuple[Hop, ...]
+) -> tuple[str, Download | None]:
+    """Where a redirect leads, or the failure it is (a loop, or a target we cannot fetch)."""
     try:
+        target = urljoin(current, location)
         check_url(target)
-    except BadURL as error:
-        return _failed(url, current, Outcome.BAD_CONTENT, f"redirect to an unusable URL: {error}", hops)
-    return None
+    except (BadURL, ValueError) as error:  # urljoin raises ValueError on "http://[::1"
+        shown = location if len(location) <= 200 else f"{location[:200]}… ({len(location)} characters)"
+        return location, _failed(
+            url, current, Outcome.BAD_CONTENT, f"redirect to an unusable URL {shown!r}: {error}"[:1000], hops
+        )
+    if target in seen:
+        return target, _failed(url, target, Outcome.REDIRECT_LOOP, f"redirect loop back to {target}", hops)
+    return target, None
 
 
 def _failed(url: str, current: str, outcome: Outcome, detail: str, hops: tuple[Hop, ...] = ()) -> Download:

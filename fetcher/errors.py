@@ -3,3 +3,8 @@
 
 class ExtractFailed(Exception):
     """An extraction library could not process a document (translated, cause kept)."""
+
+
+class Stopped(Exception):
+    """The run is stopping: raised instead of starting a new request, so the
+    source is left unfinished (no row; it stays due) rather than failed."""

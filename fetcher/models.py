@@ -175,6 +175,7 @@ class RunSummary:
     recovered: int = 0
     not_due: int = 0
     health: dict[str, int] = field(default_factory=dict)  # states of all sources after the run
+    interrupted: bool = False  # stopped by a signal: the counts are what was done before it
 
     @property
     def total(self) -> int:
@@ -193,6 +194,7 @@ class RunSummary:
             "newly_failing": self.newly_failing,
             "recovered": self.recovered,
             "not_due": self.not_due,
+            "interrupted": self.interrupted,
             "health": self.health,
             "counts": dict(sorted(self.counts.items())),
         }

@@ -29,7 +29,8 @@ from fetcher.models import Download, Extracted, FetchResult, RunSummary, Snapsho
 from fetcher.outcomes import Outcome
 from fetcher.retrying import fetch_with_retries
 from fetcher.sources import host_of
-from fetcher.store import Store
+from fetcher.errors import Stopped
+from fetcher.store import Store, StoreError
 
 log = logging.getLogger("fetcher")
 
@@ -69,9 +70,10 @@ class Pipeline:
 
     async def __aenter__(self) -> Pipeline:
         settings = self._config.fetch
+        self._stopping = False
         self._client = make_client(settings)
         slots = HostSlots(settings.per_host_concurrency, settings.per_host_delay, self._clock, self._sleep)
-        self._downloader = Downloader(self._client, settings, slots, self._wall_clock)
+        self._downloader = Downloader(self._client, settings, slots, self._wall_clock, lambda: self._stopping)
         self._extractor = Extractor(processes=self._processes)
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._archives = [
@@ -97,10 +99,34 @@ class Pipeline:
             self._extractor.close()
             self._store_thread.shutdown(wait=True)
 
+    def stop(self) -> None:
+        """Start no new source and no new request: sources in flight finish with
+        what they already have, or are abandoned (Stopped) at their next request."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     async def fetch(self, source: Source, options: FetchOptions = FetchOptions()) -> Snapshot:
         """Fetch one source (live, then an archived copy if the live one is unusable),
-        extract its text and store the result."""
+        extract its text and store the result.
+
+        Whatever goes wrong with this one source — a bug, a library raising on a
+        page it cannot handle — is stored as an `internal-error` fetch (its traceback
+        logged) and the source follows the failure backoff; only a store that cannot
+        be written (StoreError) and a stopping run (Stopped) get past this."""
         started, fetched_at = self._clock(), self._wall_clock()
+        try:
+            return await self._fetch(source, options, started, fetched_at)
+        except (StoreError, Stopped):
+            raise
+        except Exception as error:  # noqa: BLE001 - the point: one source cannot stop the run
+            log.error("internal error on %s (%s): %s: %s", source.resource_id, source.url, type(error).__name__,
+                      error, exc_info=True)
+            return await self._record(internal_error(source, fetched_at, error), started)
+
+    async def _fetch(self, source: Source, options: FetchOptions, started: float, fetched_at: datetime) -> Snapshot:
         live = None
         if options.live:
             live = await self._live(source, fetched_at)
@@ -114,12 +140,8 @@ class Pipeline:
     async def _live(self, source: Source, fetched_at: datetime) -> FetchResult:
         """One live fetch, conditional when we hold its content: a 304, or a body
         whose hash we already have, is recorded as a check with no extraction."""
-        settings = self._config.fetch
         health = await self._in_store(self._store.health, source.resource_id)
-        headers = conditional_headers(health)
-        download, attempts = await fetch_with_retries(
-            lambda: self._downloader.get(source.url, headers), settings.retries, settings.max_retry_after, self._sleep
-        )
+        download, attempts = await self._download(source, conditional_headers(health))
         result = FetchResult(source, fetched_at, "live", download, attempts)
         known = health.content_sha256
         if download.outcome is Outcome.NOT_MODIFIED and known:
@@ -135,6 +157,29 @@ class Pipeline:
                 extracted = replace(extracted, outcome=Outcome.BAD_CONTENT, detail=reason)
             result = replace(result, extracted=extracted)
         return replace(result, live_status=download.http_status, live_outcome=result.outcome)
+
+    async def _download(self, source: Source, headers: dict[str, str] | None) -> tuple[Download, int]:
+        """The live download with its retries, all within the source's time limit
+        (`source_deadline`): a trickling or ever-failing source cannot hold a worker
+        for retries × deadline."""
+        settings = self._config.fetch
+        limit = settings.source_time_limit
+        attempts = 0
+
+        async def attempt() -> Download:
+            nonlocal attempts
+            attempts += 1
+            return await self._downloader.get(source.url, headers)
+
+        try:
+            async with asyncio.timeout(limit):
+                download, _ = await fetch_with_retries(
+                    attempt, settings.retries, settings.max_retry_after, self._sleep, time_limit=limit
+                )
+        except TimeoutError:
+            detail = f"no usable answer within the source's {limit:g}s limit (source_deadline), {attempts} attempts"
+            download = Download(source.url, Outcome.TIMEOUT, source.url, detail=detail)
+        return download, attempts
 
     def _falls_back(self, outcome: Outcome) -> bool:
         policy = self._config.archive
@@ -241,30 +286,60 @@ class Pipeline:
         sources: Iterable[Source],
         on_done: Callable[[Snapshot], None] = lambda _: None,
         options: FetchOptions = FetchOptions(),
+        tally: Tally | None = None,
     ) -> RunSummary:
-        """Fetch every source, `concurrency` at a time. Counts are by the live
-        outcome (the source's health); `archived` counts copies from an archive."""
-        started = self._wall_clock()
+        """Fetch every source, `concurrency` at a time, until done or stop().
+        Counts are by the live outcome (the source's health); `archived` counts
+        copies from an archive. `tally` (if given) is kept up to date as sources
+        finish, so a run cancelled midway still knows what it did."""
+        tally = tally if tally is not None else Tally(self._wall_clock())
         pending = interleave_by_host(sources)
-        counts: Counter[str] = Counter()
-        tally: Counter[str] = Counter()
 
         async def worker() -> None:
             for source in pending:
-                snapshot = await self.fetch(source, options)
-                counts[snapshot.live_outcome or snapshot.outcome] += 1
-                if snapshot.has_content:
-                    tally["changed" if snapshot.changed else "unchanged"] += 1
-                    tally["archived"] += snapshot.origin == "archive"
-                tally[snapshot.transition or ""] += 1
+                if self._stopping:
+                    return
+                try:
+                    snapshot = await self.fetch(source, options)
+                except Stopped:
+                    return
+                tally.add(snapshot)
                 on_done(snapshot)
 
         await asyncio.gather(*(worker() for _ in range(self._config.fetch.concurrency)))
-        failed = sum(n for kind, n in counts.items() if not Outcome(kind).is_success)
+        return tally.summary(self._wall_clock())
+
+
+class Tally:
+    """What a run has done so far, source by source."""
+
+    def __init__(self, started: datetime):
+        self.started = started
+        self.counts: Counter[str] = Counter()
+        self._marks: Counter[str] = Counter()
+
+    def add(self, snapshot: Snapshot) -> None:
+        self.counts[snapshot.live_outcome or snapshot.outcome] += 1
+        if snapshot.has_content:
+            self._marks["changed" if snapshot.changed else "unchanged"] += 1
+            self._marks["archived"] += snapshot.origin == "archive"
+        self._marks[snapshot.transition or ""] += 1
+
+    def summary(self, finished: datetime) -> RunSummary:
+        failed = sum(n for kind, n in self.counts.items() if not Outcome(kind).is_success)
+        marks = self._marks
         return RunSummary(
-            started, self._wall_clock(), dict(counts), tally["changed"], tally["unchanged"], failed,
-            tally["archived"], tally["newly-failing"], tally["recovered"],
+            self.started, finished, dict(self.counts), marks["changed"], marks["unchanged"], failed,
+            marks["archived"], marks["newly-failing"], marks["recovered"],
         )
+
+
+def internal_error(source: Source, fetched_at: datetime, error: Exception) -> FetchResult:
+    """A fetch that our own code could not finish, as a stored failure of the source."""
+    detail = f"{type(error).__name__}: {error}"
+    detail = detail if len(detail) <= 500 else detail[:500] + "…"
+    failed = Download(source.url, Outcome.INTERNAL_ERROR, source.url, detail=detail)
+    return FetchResult(source, fetched_at, "live", failed, 1, live_outcome=Outcome.INTERNAL_ERROR)
 
 
 def conditional_headers(health: Health) -> dict[str, str] | None:

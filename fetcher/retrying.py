@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
 from fetcher.hosts import Sleep
 from fetcher.models import Download
@@ -20,9 +20,11 @@ async def fetch_with_retries(
     retries: int,
     max_retry_after: float,
     sleep: Sleep,
+    time_limit: float | None = None,
 ) -> tuple[Download, int]:
-    """Run attempt() until it ends in a non-transient outcome or retries run out.
-    Returns the last result and how many attempts were made."""
+    """Run attempt() until it ends in a non-transient outcome or retries run out,
+    or (with `time_limit`) until the next wait would end past that many seconds
+    from the start. Returns the last result and how many attempts were made."""
 
     def should_retry(result: Download) -> bool:
         if not result.outcome.is_transient:
@@ -38,8 +40,11 @@ async def fetch_with_retries(
             return min(result.retry_after, max_retry_after)
         return backoff(state)
 
+    stop = stop_after_attempt(retries + 1)
+    if time_limit is not None:
+        stop = stop | stop_before_delay(time_limit)
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(retries + 1),
+        stop=stop,
         retry=retry_if_result(should_retry),
         wait=wait,
         sleep=sleep,

@@ -20,6 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 from fetcher.cron import parse_cron
 
 log = logging.getLogger("fetcher")
+CANCEL_MARGIN = 0.5  # seconds past the grace before a run that did not stop is cancelled
 MISFIRE_GRACE = 6 * 3600  # a run missed by less than this (machine asleep, say) still happens, once
 
 
@@ -43,12 +44,12 @@ class Nightly:
         self._trigger = trigger
         self._job = job
         self._grace = grace
-        self._stopping = asyncio.Event()
+        self.stopping = asyncio.Event()  # jobs may watch it to wind down on their own
         self._running: asyncio.Task | None = None
         self.runs_started = 0
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.stopping.set()
 
     async def serve(self, run_now: bool = False) -> None:
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
@@ -60,7 +61,7 @@ class Nightly:
         try:
             if run_now:
                 asyncio.get_running_loop().create_task(self._once())
-            await self._stopping.wait()
+            await self.stopping.wait()
         finally:
             scheduler.shutdown(wait=False)
             await self._finish_or_abandon()
@@ -75,7 +76,7 @@ class Nightly:
         try:
             await self._job()
         except asyncio.CancelledError:
-            if not self._stopping.is_set():
+            if not self.stopping.is_set():
                 raise
         finally:
             self._running = None
@@ -85,7 +86,9 @@ class Nightly:
         if running is None or running.done():
             return
         log.info("waiting up to %gs for the run in flight", self._grace)
-        done, _ = await asyncio.wait({running}, timeout=self._grace)
+        # A job that watches `stopping` winds down within the grace itself; the
+        # margin lets it record how it ended before it is cancelled.
+        done, _ = await asyncio.wait({running}, timeout=self._grace + CANCEL_MARGIN)
         if not done:
             log.warning("abandoning the run in flight")
             running.cancel()

@@ -10,15 +10,16 @@ references it commits, so a kill at any moment leaves the store consistent.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fetcher.files import write_atomically
 from fetcher.health import Health
@@ -42,6 +43,27 @@ FROM fetches f LEFT JOIN contents c ON c.sha256 = f.sha256
 
 class StoreError(Exception):
     """The store cannot be opened or used; the message is one line for the user."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _machine_trouble(method: F) -> F:
+    """Writes that fail for reasons of our machine — disk full, I/O error, a
+    corrupt or locked database — become StoreError, which stops a run loudly.
+    Other exceptions (a value SQLite refuses, a bug) stay as they are: they
+    concern one source, and the pipeline stores them as that source's failure."""
+
+    @functools.wraps(method)
+    def guarded(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+            raise
+        except (OSError, sqlite3.DatabaseError) as error:
+            raise StoreError(f"{self.directory}: cannot write to the store: {error}") from error
+
+    return guarded  # type: ignore[return-value]
 
 
 class Store:
@@ -80,6 +102,7 @@ class Store:
 
     # -- writing -------------------------------------------------------------
 
+    @_machine_trouble
     def record(self, result: FetchResult) -> Snapshot:
         """Store one fetch (and its content, if new); return it as read back."""
         sha = result.reused_sha256
@@ -161,6 +184,7 @@ class Store:
 
     # -- runs ------------------------------------------------------------------
 
+    @_machine_trouble
     def start_run(self, started_at: datetime, trigger: str) -> int:
         with self._db:
             cursor = self._db.execute(
@@ -169,6 +193,7 @@ class Store:
             )
         return cursor.lastrowid
 
+    @_machine_trouble
     def finish_run(self, run_id: int, finished_at: datetime, status: str, summary: dict[str, Any] | None) -> None:
         with self._db:
             self._db.execute(
@@ -217,6 +242,7 @@ class Store:
     def read_body(self, sha: str) -> bytes:
         return gzip.decompress(self.body_path(sha).read_bytes())
 
+    @_machine_trouble
     def remember_lookup(self, source: Source, archive: str, when: datetime, capture: Capture | None) -> None:
         """Cache what an archive lookup found (a capture, or none) for later runs."""
         with self._db:

@@ -97,7 +97,7 @@ def test_redirect_loop_is_caught(origin, run):
 def test_slow_body_past_the_deadline_times_out_without_hanging(origin, run):
     url = origin.route("/slow", trickle(page().encode() * 20, chunk=100, interval=0.05))
     started = time.monotonic()
-    snap = run(deadline=0.5, read_timeout=2, retries=1).fetch(url)
+    snap = run(deadline=0.5, read_timeout=2, retries=1, source_deadline=10).fetch(url)
     elapsed = time.monotonic() - started
     assert snap.outcome == "timeout" and snap.attempts == 2
     assert "deadline" in snap.detail

@@ -31,6 +31,8 @@ def check_url(url: str) -> str:
         raise BadURL("URL is empty")
     if url != url.strip() or any(ch.isspace() for ch in url):
         raise BadURL(f"URL {url!r} contains white space")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise BadURL(f"URL {url!r} contains a control character")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port

@@ -235,3 +235,26 @@ class ScaledClock(FakeClock):
 
     def wall(self) -> datetime:
         return self.start + timedelta(seconds=self.monotonic() - 1000.0)
+
+
+def assert_sound_store(storage: Path) -> list[tuple[str, str]]:
+    """What a user would check after anything went wrong: the SQLite file passes its
+    integrity and foreign key checks, and every body the store refers to exists and
+    hashes to its name. Returns (resource_id, outcome) of each fetch, oldest first."""
+    import hashlib
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(storage / "fetcher.sqlite3")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        referenced = {row[0] for row in db.execute(
+            "SELECT sha256 FROM contents UNION SELECT sha256 FROM fetches WHERE sha256 IS NOT NULL"
+            " UNION SELECT content_sha256 FROM health WHERE content_sha256 IS NOT NULL"
+            " UNION SELECT sha256 FROM captures WHERE sha256 IS NOT NULL")}
+        fetches = db.execute("SELECT resource_id, outcome FROM fetches ORDER BY id").fetchall()
+    for sha in referenced:
+        body = storage / "bodies" / sha[:2] / f"{sha}.gz"
+        assert body.is_file(), f"missing body {body}"
+        assert hashlib.sha256(gzip.decompress(body.read_bytes())).hexdigest() == sha, f"{body} does not hash to its name"
+    return fetches

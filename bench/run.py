@@ -108,6 +108,7 @@ def fetcher_settings(hosts: int) -> dict:
         "read_timeout": 30,
         "deadline": 60,
         "retries": 2,
+        "allow_private_networks": True,  # the bench's origins are on loopback, refused by default
     }
 
 

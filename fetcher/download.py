@@ -14,14 +14,16 @@ import errno
 import socket
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from fetcher.config import FetchSettings
+from fetcher.addresses import Policy, refusal
+from fetcher.config import ArchiveSettings, FetchSettings
+from fetcher.connect import GuardedBackend, GuardedTransport, PrivateAddressRefused
 from fetcher.errors import Stopped
 from fetcher.hosts import HostSlots
 from fetcher.models import Download, Hop
@@ -34,9 +36,16 @@ ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8
 WallClock = Callable[[], datetime]
 
 
-def make_client(settings: FetchSettings) -> httpx.AsyncClient:
+TRUSTED = "fetcher.trusted"  # request extension: a request to a configured archive endpoint (see Downloader)
+Endpoint = tuple[str, int]  # (host, port) as a URL names them
+
+
+def make_client(settings: FetchSettings, policy: Policy = refusal) -> httpx.AsyncClient:
     """The one shared client: TLS verified, no automatic redirects or decoding,
-    a small connection pool per host."""
+    a small connection pool per host. Unless `allow_private_networks`, every
+    connection is opened by a GuardedBackend that refuses the addresses `policy`
+    refuses (tests pass a policy that calls one loopback address public);
+    requests marked TRUSTED get pools of their own that connect unguarded."""
     timeout = httpx.Timeout(
         connect=settings.connect_timeout,
         read=settings.read_timeout,
@@ -45,9 +54,22 @@ def make_client(settings: FetchSettings) -> httpx.AsyncClient:
     )
     tls = httpx.create_ssl_context(verify=True)  # built once, shared by every host's pool
     limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.per_host_concurrency)
-    transport = HostPools(lambda: httpx.AsyncHTTPTransport(verify=tls, limits=limits), keep=settings.concurrency)
+
+    def plain() -> httpx.AsyncBaseTransport:
+        return httpx.AsyncHTTPTransport(verify=tls, limits=limits)
+
+    backend = GuardedBackend(policy)
+
+    def guarded() -> httpx.AsyncBaseTransport:
+        return GuardedTransport(backend, tls, limits)
+
+    make_pool = plain if settings.allow_private_networks else guarded
+    transport = HostPools(make_pool, keep=settings.concurrency, make_trusted_pool=plain)
     headers = {"User-Agent": settings.user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
     return httpx.AsyncClient(timeout=timeout, transport=transport, headers=headers, follow_redirects=False)
+
+
+_PoolKey = tuple[bytes, str, int | None, bool]  # scheme, host, port, trusted
 
 
 class HostPools(httpx.AsyncBaseTransport):
@@ -57,19 +79,31 @@ class HostPools(httpx.AsyncBaseTransport):
     with one pool of up to 160 connections over 40 hosts, the benchmark's main
     process used 8.3 s of CPU for 1,800 pages; with a pool per host, 6.3 s.
     Beyond `keep` pools, the least recently used pools with no response open
-    are closed, so idle sockets stay bounded however many hosts a run visits."""
+    are closed, so idle sockets stay bounded however many hosts a run visits.
+    Requests carrying the TRUSTED extension use pools of their own, made by
+    `make_trusted_pool`, so a connection opened for one is never reused by a
+    request that is not trusted."""
 
-    def __init__(self, make_pool: Callable[[], httpx.AsyncBaseTransport], keep: int):
+    def __init__(
+        self,
+        make_pool: Callable[[], httpx.AsyncBaseTransport],
+        keep: int,
+        make_trusted_pool: Callable[[], httpx.AsyncBaseTransport] | None = None,
+    ):
         self._make_pool = make_pool
+        self._make_trusted_pool = make_trusted_pool or make_pool
         self._keep = max(1, keep)
-        self._pools: dict[tuple[bytes, str, int | None], httpx.AsyncBaseTransport] = {}  # oldest use first
-        self._open: dict[tuple[bytes, str, int | None], int] = {}  # responses not yet closed, per pool
+        self._pools: dict[_PoolKey, httpx.AsyncBaseTransport] = {}  # oldest use first
+        self._open: dict[_PoolKey, int] = {}  # responses not yet closed, per pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        key = (request.url.raw_scheme, request.url.host, request.url.port)
+        trusted = bool(request.extensions.get(TRUSTED))
+        key = (request.url.raw_scheme, request.url.host, request.url.port, trusted)
         pool = self._pools.pop(key, None)
         fresh = pool is None
-        self._pools[key] = pool = pool or self._make_pool()  # now the most recently used
+        if pool is None:
+            pool = (self._make_trusted_pool if trusted else self._make_pool)()
+        self._pools[key] = pool  # now the most recently used
         self._open[key] = self._open.get(key, 0) + 1
         try:
             if fresh:
@@ -82,7 +116,7 @@ class HostPools(httpx.AsyncBaseTransport):
         headers = _hide_location(response.status_code, response.headers)
         return httpx.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
 
-    def _closed(self, key: tuple[bytes, str, int | None]) -> None:
+    def _closed(self, key: _PoolKey) -> None:
         self._open[key] -= 1
         if not self._open[key]:
             del self._open[key]
@@ -154,12 +188,19 @@ class Downloader:
         settings: FetchSettings,
         slots: HostSlots,
         wall_clock: WallClock = lambda: datetime.now(timezone.utc),
+        trusted: frozenset[Endpoint] = frozenset(),
         stopping: Callable[[], bool] = lambda: False,
     ):
+        """`trusted`: endpoints (the configured archives') that may be private:
+        a request to one, and the redirects that stay on them, is not checked
+        against the address policy. Trust is not passed on: once a chain of
+        redirects leaves the trusted endpoints, or if it started elsewhere (a
+        public page redirecting to the archive's host), every hop is checked."""
         self._client = client
         self._settings = settings
         self._slots = slots
         self._wall_clock = wall_clock
+        self._trusted = trusted
         self._stopping = stopping
 
     async def get(self, url: str, headers: dict[str, str] | None = None) -> Download:
@@ -168,11 +209,13 @@ class Downloader:
         hops: list[Hop] = []
         seen = {url}
         current = url
+        trusted = True  # every hop so far was to a trusted endpoint
         for _ in range(MAX_REDIRECTS + 1):
+            trusted = trusted and endpoint_of(current) in self._trusted
             async with self._slots.slot(host_of(current)):
                 if self._stopping():
                     raise Stopped(f"not requesting {current}: the run is stopping")
-                answer = await self._hop(url, current, headers)
+                answer = await self._hop(url, current, headers, trusted)
             if isinstance(answer, Download):
                 return replace(answer, redirects=tuple(hops))
             hops.append(Hop(current, answer.status))
@@ -183,9 +226,10 @@ class Downloader:
             current = target
         return _failed(url, current, Outcome.REDIRECT_LOOP, f"more than {MAX_REDIRECTS} redirects", tuple(hops))
 
-    async def _hop(self, url: str, current: str, headers: dict[str, str] | None) -> Download | _Redirect:
+    async def _hop(self, url: str, current: str, headers: dict[str, str] | None, trusted: bool) -> Download | _Redirect:
         try:
-            request = self._client.build_request("GET", current, headers=headers)
+            extensions = {TRUSTED: True} if trusted else None
+            request = self._client.build_request("GET", current, headers=headers, extensions=extensions)
         except _URL_ERRORS as error:  # httpx.InvalidURL (a DEL byte, over 64 KB), idna's UnicodeError
             return _failed(url, current, Outcome.BAD_CONTENT, f"unusable URL: {type(error).__name__}: {error}")
         try:
@@ -312,6 +356,9 @@ class Inflater:
 
 def classify_error(error: httpx.HTTPError) -> tuple[Outcome, str]:
     """Map an httpx exception to an outcome kind, looking through its cause chain."""
+    refused = next((cause for cause in _causes(error) if isinstance(cause, PrivateAddressRefused)), None)
+    if refused is not None:
+        return Outcome.PRIVATE_ADDRESS, str(refused)
     detail = f"{type(error).__name__}: {error}".strip()
     if isinstance(error, httpx.TimeoutException):
         return Outcome.TIMEOUT, detail
@@ -363,6 +410,23 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+def endpoint_of(url: str) -> Endpoint:
+    """(host, port) of an http(s) URL, the port filled in from the scheme."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "", port or (443 if parts.scheme.lower() == "https" else 80))
+
+
+def trusted_endpoints(archives: Iterable[ArchiveSettings]) -> frozenset[Endpoint]:
+    """The endpoints of the archives the operator configured: trusted even when private."""
+    return frozenset(
+        endpoint_of(url) for archive in archives for url in (archive.cdx_url, archive.replay_url, archive.save_url)
+    )
 
 
 def _archive_headers(headers: httpx.Headers) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import Any
 from fetcher.archive import ArchiveClient, Lookup
 from fetcher.checks import soft_404_reason
 from fetcher.config import Config
-from fetcher.download import Downloader, make_client
+from fetcher.download import Downloader, make_client, trusted_endpoints
 from fetcher.extract import Extractor
 from fetcher.health import Health
 from fetcher.hosts import Clock, HostSlots, RateLimiter, Sleep
@@ -73,7 +73,10 @@ class Pipeline:
         self._stopping = False
         self._client = make_client(settings)
         slots = HostSlots(settings.per_host_concurrency, settings.per_host_delay, self._clock, self._sleep)
-        self._downloader = Downloader(self._client, settings, slots, self._wall_clock, lambda: self._stopping)
+        trusted = trusted_endpoints(self._config.archives)  # a self-hosted archive may be on localhost
+        self._downloader = Downloader(
+            self._client, settings, slots, self._wall_clock, trusted, stopping=lambda: self._stopping
+        )
         self._extractor = Extractor(processes=self._processes)
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._archives = [

@@ -40,8 +40,13 @@ def write_config(
     directory: Path, urls: list[str] = (), text: str = "", archive: dict[str, Any] | None = None, **fetch: Any
 ) -> Path:
     """A config.toml in `directory` with the given sources, [fetch] settings and
-    [archive] settings (the archive is off unless a test gives its endpoints)."""
-    settings = {"per_host_delay": 0, "connect_timeout": 2, "read_timeout": 2, "deadline": 5, **fetch}
+    [archive] settings (the archive is off unless a test gives its endpoints).
+    Private networks are allowed: every test origin is on loopback, which the
+    default refuses (tests/test_private_networks.py checks that default)."""
+    settings = {
+        "per_host_delay": 0, "connect_timeout": 2, "read_timeout": 2, "deadline": 5,
+        "allow_private_networks": True, **fetch,
+    }
     lines = ["[storage]", 'dir = "snapshots"', "", "[fetch]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     lines += ["", "[archive]"]

@@ -200,8 +200,10 @@ def parse_cdx(body: bytes) -> list[dict[str, object]]:
             if not rows:
                 return []
             header, *data = rows
-            if not all(isinstance(name, str) for name in header):
+            if not isinstance(header, list) or not all(isinstance(name, str) for name in header):
                 raise CdxFormatError("CDX header row is not a list of names")
+            if not all(isinstance(row, list) for row in data):
+                raise CdxFormatError("a CDX row is not a list")
             return [dict(zip(header, row)) for row in data]
         return [_object(json.loads(line)) for line in text.splitlines() if line.strip()]
     except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as error:

@@ -27,7 +27,10 @@ class JsonLines(logging.Formatter):
 class Text(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         moment = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return f"{moment} {record.levelname.lower():<7} {record.getMessage()}"
+        line = f"{moment} {record.levelname.lower():<7} {record.getMessage()}"
+        if record.exc_info:  # an internal error on one source: the traceback is for whoever fixes it
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def configure(level: str, fmt: str, file: str | None) -> None:

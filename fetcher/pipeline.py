@@ -167,12 +167,14 @@ class Pipeline:
         for retries × deadline."""
         settings = self._config.fetch
         limit = settings.source_time_limit
-        attempts = 0
+        answers: list[Download] = []
+        tries = 0
 
         async def attempt() -> Download:
-            nonlocal attempts
-            attempts += 1
-            return await self._downloader.get(source.url, headers)
+            nonlocal tries
+            tries += 1
+            answers.append(await self._downloader.get(source.url, headers))
+            return answers[-1]
 
         try:
             async with asyncio.timeout(limit):
@@ -180,9 +182,13 @@ class Pipeline:
                     attempt, settings.retries, settings.max_retry_after, self._sleep, time_limit=limit
                 )
         except TimeoutError:
-            detail = f"no usable answer within the source's {limit:g}s limit (source_deadline), {attempts} attempts"
-            download = Download(source.url, Outcome.TIMEOUT, source.url, detail=detail)
-        return download, attempts
+            cut = f"the source's {limit:g}s limit (source_deadline) was reached"
+            if not answers:  # cut in the first attempt
+                return Download(source.url, Outcome.TIMEOUT, source.url, detail=f"no answer: {cut}"), tries
+            # cut in a backoff wait or a retry: the last answer says what is wrong
+            last = answers[-1]
+            return replace(last, detail=f"{last.detail}; {cut} after {tries} attempts".lstrip("; ")), tries
+        return download, tries
 
     def _falls_back(self, outcome: Outcome) -> bool:
         policy = self._config.archive

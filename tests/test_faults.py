@@ -84,7 +84,7 @@ CASES = [
     Case("forbidden", _raw("/403", hostile.answer(403)), "http-403", 1, 1),
     Case("teapot", _raw("/418", hostile.answer(418)), "http-4xx", 1, 1),
     Case("server-error-always", _raw("/500", hostile.answer(500)), "http-5xx", 1, 2),
-    Case("server-error-then-ok", _http("/flaky", sequence(respond(503), html(PAGE))), "ok", 1, 2),
+    Case("server-error-then-ok", lambda _, origin: origin.route("/flaky", sequence(respond(503), html(PAGE))), "ok", 1, 2),
     Case("rate-limited-for-a-day", _raw("/429", hostile.answer(429, Retry_After="86400")), "http-429", 1, 1),
     Case("status-999", _raw("/999", hostile.answer(999)), "http-5xx", 1, 2),
     # the connection and the framing

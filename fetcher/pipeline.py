@@ -28,6 +28,7 @@ from fetcher.hosts import Clock, HostSlots, RateLimiter, Sleep
 from fetcher.models import Download, Extracted, FetchResult, RunSummary, Snapshot, Source
 from fetcher.outcomes import Outcome
 from fetcher.retrying import fetch_with_retries
+from fetcher.robots import RobotsGate
 from fetcher.sources import host_of
 from fetcher.store import Store
 
@@ -72,6 +73,7 @@ class Pipeline:
         self._client = make_client(settings)
         slots = HostSlots(settings.per_host_concurrency, settings.per_host_delay, self._clock, self._sleep)
         self._downloader = Downloader(self._client, settings, slots, self._wall_clock)
+        self._robots = RobotsGate(self._downloader, slots, settings, self._sleep)
         self._extractor = Extractor(processes=self._processes)
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._archives = [
@@ -115,10 +117,14 @@ class Pipeline:
         """One live fetch, conditional when we hold its content: a 304, or a body
         whose hash we already have, is recorded as a check with no extraction."""
         settings = self._config.fetch
+        refused = await self._robots.check(source.url)
+        if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
+            return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
         health = await self._in_store(self._store.health, source.resource_id)
         headers = conditional_headers(health)
         download, attempts = await fetch_with_retries(
-            lambda: self._downloader.get(source.url, headers), settings.retries, settings.max_retry_after, self._sleep
+            lambda: self._downloader.get(source.url, headers, gate=self._robots.refusal),
+            settings.retries, settings.max_retry_after, self._sleep,
         )
         result = FetchResult(source, fetched_at, "live", download, attempts)
         known = health.content_sha256

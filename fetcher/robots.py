@@ -143,7 +143,8 @@ class RobotsGate:
         refused = await self.refusal(url)
         if refused is None:
             return None
-        return refused, (self._rules[origin_of(url)].attempts if refused.outcome in _NO_ANSWER else 0)
+        blocked = refused.outcome is Outcome.ROBOTS_BLOCKED
+        return refused, (0 if blocked else self._rules[origin_of(url)].attempts)
 
     async def rules_for(self, url: str) -> RobotsRules:
         """This origin's rules, fetched on first use. A waiter cancelled during the

@@ -18,7 +18,9 @@ from fetcher.store import Store
 # Worst first: the order of the report and of --fail-on.
 STATES = ("dead", "soft-404", "failing", "blocked", "redirected", "unchecked", "ok")
 BROKEN = frozenset({"dead", "soft-404", "failing"})
-_BLOCKED = frozenset({Outcome.HTTP_401.value, Outcome.HTTP_403.value, Outcome.HTTP_429.value})
+_BLOCKED = frozenset(
+    {Outcome.HTTP_401.value, Outcome.HTTP_403.value, Outcome.HTTP_429.value, Outcome.ROBOTS_BLOCKED.value}
+)
 FAIL_ON = {
     "dead": frozenset({"dead"}),
     "failing": frozenset({"dead", "failing", "soft-404"}),

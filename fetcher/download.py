@@ -14,7 +14,7 @@ import errno
 import socket
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import urljoin, urlsplit
@@ -34,6 +34,7 @@ MAX_REDIRECTS = 10
 _URL_ERRORS = (httpx.InvalidURL, UnicodeError, ValueError)
 ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
 WallClock = Callable[[], datetime]
+Gate = Callable[[str], Awaitable[Download | None]]  # a URL about to be requested -> a refusal, or None
 
 
 TRUSTED = "fetcher.trusted"  # request extension: a request to a configured archive endpoint (see Downloader)
@@ -173,6 +174,12 @@ class _Redirect:
     location: str
 
 
+@dataclass(frozen=True)
+class _Cap:
+    limit: int  # bytes of body allowed (raw and inflated)
+    keep_head: bool = False  # True: a longer body is cut at `limit`, not refused
+
+
 class _Limit(Exception):
     """The body went past the byte cap."""
 
@@ -203,19 +210,36 @@ class Downloader:
         self._trusted = trusted
         self._stopping = stopping
 
-    async def get(self, url: str, headers: dict[str, str] | None = None) -> Download:
+    async def get(
+        self,
+        url: str,
+        headers: dict[str, str] | None = None,
+        *,
+        max_bytes: int | None = None,
+        keep_head: bool = False,
+        gate: Gate | None = None,
+    ) -> Download:
         """GET url, following redirects; always returns a classified Download.
-        Raises Stopped instead of starting a request once the run is stopping."""
+        `max_bytes` caps this call's body below `FetchSettings.max_bytes`; with
+        `keep_head` a longer body is cut at the cap (outcome ok, the detail says
+        so) instead of being `too-large`. `gate`, if given, is asked about every
+        redirect target before it is requested: a Download it returns ends the
+        fetch (robots.txt uses this). Raises Stopped instead of starting a
+        request once the run is stopping."""
+        limit = min(max_bytes, self._settings.max_bytes) if max_bytes is not None else self._settings.max_bytes
         hops: list[Hop] = []
         seen = {url}
         current = url
         trusted = True  # every hop so far was to a trusted endpoint
         for _ in range(MAX_REDIRECTS + 1):
             trusted = trusted and endpoint_of(current) in self._trusted
+            refused = await gate(current) if gate is not None and hops else None
+            if refused is not None:
+                return replace(refused, url=url, final_url=current, redirects=tuple(hops))
             async with self._slots.slot(host_of(current)):
                 if self._stopping():
                     raise Stopped(f"not requesting {current}: the run is stopping")
-                answer = await self._hop(url, current, headers, trusted)
+                answer = await self._hop(url, current, headers, trusted, _Cap(limit, keep_head))
             if isinstance(answer, Download):
                 return replace(answer, redirects=tuple(hops))
             hops.append(Hop(current, answer.status))
@@ -226,7 +250,9 @@ class Downloader:
             current = target
         return _failed(url, current, Outcome.REDIRECT_LOOP, f"more than {MAX_REDIRECTS} redirects", tuple(hops))
 
-    async def _hop(self, url: str, current: str, headers: dict[str, str] | None, trusted: bool) -> Download | _Redirect:
+    async def _hop(
+        self, url: str, current: str, headers: dict[str, str] | None, trusted: bool, cap: _Cap
+    ) -> Download | _Redirect:
         try:
             extensions = {TRUSTED: True} if trusted else None
             request = self._client.build_request("GET", current, headers=headers, extensions=extensions)
@@ -236,7 +262,7 @@ class Downloader:
             async with asyncio.timeout(self._settings.deadline):
                 response = await self._client.send(request, stream=True)
                 try:
-                    return await self._answer(url, current, response)
+                    return await self._answer(url, current, response, cap)
                 finally:
                     await response.aclose()
         except TimeoutError:
@@ -246,7 +272,7 @@ class Downloader:
             outcome, detail = classify_error(error)
             return _failed(url, current, outcome, detail)
 
-    async def _answer(self, url: str, current: str, response: httpx.Response) -> Download | _Redirect:
+    async def _answer(self, url: str, current: str, response: httpx.Response, cap: _Cap) -> Download | _Redirect:
         status = response.status_code
         location = response.headers.get(LOCATION)
         if 300 <= status < 400 and status != 304 and location:
@@ -264,12 +290,12 @@ class Downloader:
         )
         if found.outcome is not Outcome.OK:
             return found
-        return await self._read_body(found, response)
+        return await self._read_body(found, response, cap)
 
-    async def _read_body(self, found: Download, response: httpx.Response) -> Download:
-        limit = self._settings.max_bytes
+    async def _read_body(self, found: Download, response: httpx.Response, cap: _Cap) -> Download:
+        limit = cap.limit
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isdigit() and int(declared) > limit and not cap.keep_head:
             return replace(found, outcome=Outcome.TOO_LARGE, detail=f"Content-Length {declared} > {limit} bytes")
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         try:
@@ -282,6 +308,9 @@ class Downloader:
                 chunks.append(inflater.feed(chunk))
             chunks.append(inflater.finish())
         except _Limit:
+            if cap.keep_head:
+                head = b"".join(chunks) + inflater.within_cap
+                return replace(found, body=head, detail=f"body cut at its first {limit} bytes")
             return replace(found, outcome=Outcome.TOO_LARGE, detail=f"body over {limit} bytes")
         except _Incomplete as error:
             return replace(found, outcome=Outcome.TRUNCATED, detail=str(error))
@@ -302,6 +331,7 @@ class Inflater:
         self._raw: list[bytes] = []  # gzip only: what came over the wire
         self._members = 1
         self._tail = b""  # bytes after a complete member, not (yet) known to start another
+        self.within_cap = b""  # when _Limit is raised: the part of the last output that still fit
         if encoding in ("identity", ""):
             self._inflate = None
         elif self._gzip:
@@ -312,11 +342,11 @@ class Inflater:
             raise ValueError(f"unsupported Content-Encoding {encoding!r}")
 
     def feed(self, data: bytes) -> bytes:
+        if self._inflate is None:
+            return self._take(data)  # raw = output: one cap
         self._raw_room -= len(data)
         if self._raw_room < 0:
             raise _Limit()
-        if self._inflate is None:
-            return self._take(data)
         if self._gzip:
             self._raw.append(data)
         out = []
@@ -348,9 +378,10 @@ class Inflater:
         return b"".join(self._raw)
 
     def _take(self, data: bytes) -> bytes:
-        self._room -= len(data)
-        if self._room < 0:
+        if len(data) > self._room:
+            self.within_cap, self._room = data[: self._room], -1
             raise _Limit()
+        self._room -= len(data)
         return data
 
 

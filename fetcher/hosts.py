@@ -16,8 +16,10 @@ Sleep = Callable[[float], Awaitable[None]]
 @dataclass
 class _Host:
     slots: asyncio.Semaphore
+    delay: float
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     next_start: float = float("-inf")
+    last_start: float = float("-inf")
 
 
 class HostSlots:
@@ -30,16 +32,28 @@ class HostSlots:
 
     @asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
-        state = self._hosts.get(host)
-        if state is None:
-            state = self._hosts[host] = _Host(asyncio.Semaphore(self._per_host))
+        state = self._host(host)
         async with state.slots:
             async with state.turn:
                 wait = state.next_start - self._clock()
                 if wait > 0:
                     await self._sleep(wait)
-                state.next_start = max(self._clock(), state.next_start) + self._delay
+                state.last_start = max(self._clock(), state.next_start)
+                state.next_start = state.last_start + state.delay
             yield
+
+    def raise_delay(self, host: str, delay: float) -> None:
+        """Space this host's request starts at least `delay` seconds apart from now
+        on (a robots.txt Crawl-delay), counting from its last start; never lowers it."""
+        state = self._host(host)
+        state.delay = max(state.delay, delay)
+        state.next_start = max(state.next_start, state.last_start + state.delay)
+
+    def _host(self, host: str) -> _Host:
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host(asyncio.Semaphore(self._per_host), self._delay)
+        return state
 
 
 class RateLimiter:

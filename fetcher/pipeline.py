@@ -28,6 +28,7 @@ from fetcher.hosts import Clock, HostSlots, RateLimiter, Sleep
 from fetcher.models import Download, Extracted, FetchResult, RunSummary, Snapshot, Source
 from fetcher.outcomes import Outcome
 from fetcher.retrying import fetch_with_retries
+from fetcher.robots import RobotsGate
 from fetcher.sources import host_of
 from fetcher.errors import Stopped
 from fetcher.store import Store, StoreError
@@ -77,6 +78,7 @@ class Pipeline:
         self._downloader = Downloader(
             self._client, settings, slots, self._wall_clock, trusted, stopping=lambda: self._stopping
         )
+        self._robots = RobotsGate(self._downloader, slots, settings, self._sleep)
         self._extractor = Extractor(processes=self._processes)
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._archives = [
@@ -143,6 +145,9 @@ class Pipeline:
     async def _live(self, source: Source, fetched_at: datetime) -> FetchResult:
         """One live fetch, conditional when we hold its content: a 304, or a body
         whose hash we already have, is recorded as a check with no extraction."""
+        refused = await self._robots.check(source.url)
+        if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
+            return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
         health = await self._in_store(self._store.health, source.resource_id)
         download, attempts = await self._download(source, conditional_headers(health))
         result = FetchResult(source, fetched_at, "live", download, attempts)
@@ -173,7 +178,7 @@ class Pipeline:
         async def attempt() -> Download:
             nonlocal tries
             tries += 1
-            answers.append(await self._downloader.get(source.url, headers))
+            answers.append(await self._downloader.get(source.url, headers, gate=self._robots.refusal))
             return answers[-1]
 
         try:

@@ -186,7 +186,7 @@ def test_each_connection_resolves_and_checks_again(tmp_path, fake_public, public
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (a, port)) for a in next(answers)]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    config = load_config(write_config(tmp_path, allow_private_networks=False))
+    config = load_config(write_config(tmp_path, allow_private_networks=False, robots="ignore"))  # one lookup a fetch
     store = Store(config.storage_dir)
     try:
         run = Run(config, store, FakeSleep())

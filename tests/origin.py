@@ -3,6 +3,8 @@
 Each route is a function that writes the raw response through the handler, so a
 test can trickle a body, cut it short, lie about its length or send a gzip bomb.
 The server records every request and the most requests it had in flight at once.
+A path with no route gets a plain 404, or the origin's `default` route if it has one
+(a site that answers every unknown path itself).
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ class Seen:
 
 
 class Origin:
-    def __init__(self, ip: str = "127.0.0.1", latency: float = 0.0):
+    def __init__(self, ip: str = "127.0.0.1", latency: float = 0.0, default: Route | None = None):
         self.ip = ip
         self.latency = latency
         self.routes: dict[str, Route] = {}
+        self.default = default  # answers every path with no route; None: a plain 404
         self.requests: list[Seen] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -83,6 +86,10 @@ class Origin:
     def hits(self, path: str) -> int:
         return sum(1 for seen in self.requests if seen.path == path)
 
+    def unrouted(self) -> list[str]:
+        """The paths asked for that have no route, in order (each time it was asked)."""
+        return [seen.path for seen in self.requests if seen.path not in self.routes]
+
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         with self._lock:
             self.requests.append(Seen(handler.path, self.ip, time.monotonic(), dict(handler.headers), handler.client_address))
@@ -91,7 +98,7 @@ class Origin:
         try:
             if self.latency:
                 time.sleep(self.latency)
-            route = self.routes.get(handler.path, respond(404, b"<html><body><h1>Not Found</h1></body></html>"))
+            route = self.routes.get(handler.path) or self.default or respond(404, _NOT_FOUND)
             route(handler)
             handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -99,6 +106,9 @@ class Origin:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+
+_NOT_FOUND = b"<html><body><h1>Not Found</h1></body></html>"
 
 
 def _head(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:

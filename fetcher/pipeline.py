@@ -28,6 +28,7 @@ from fetcher.hosts import Clock, HostSlots, RateLimiter, Sleep
 from fetcher.models import Download, Extracted, FetchResult, RunSummary, Snapshot, Source
 from fetcher.outcomes import Outcome
 from fetcher.retrying import fetch_with_retries
+from fetcher.soft404 import HostProbes
 from fetcher.sources import host_of
 from fetcher.store import Store
 
@@ -73,6 +74,7 @@ class Pipeline:
         slots = HostSlots(settings.per_host_concurrency, settings.per_host_delay, self._clock, self._sleep)
         self._downloader = Downloader(self._client, settings, slots, self._wall_clock)
         self._extractor = Extractor(processes=self._processes)
+        self._probes = HostProbes(self._downloader, self._extractor)
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._archives = [
             ArchiveClient(
@@ -128,8 +130,9 @@ class Pipeline:
             result = replace(result, reused_sha256=known)
         elif download.outcome is Outcome.OK:
             extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)
-            reason = extracted.outcome is Outcome.OK and soft_404_reason(
-                source.url, download.final_url, extracted.title, extracted.text
+            reason = extracted.outcome is Outcome.OK and (
+                soft_404_reason(source.url, download.final_url, extracted.title, extracted.text)
+                or await self._probes.soft_404_reason(source.url, download, extracted)
             )
             if reason:
                 extracted = replace(extracted, outcome=Outcome.BAD_CONTENT, detail=reason)

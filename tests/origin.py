@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import gzip
+import re
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Route = Callable[[BaseHTTPRequestHandler], None]
+SOFT_404_PROBE = re.compile(r"/[0-9a-f]{32}")  # the made-up path fetcher asks each host for once a run
 
 
 class QuietServer(ThreadingHTTPServer):

@@ -37,10 +37,9 @@ from fetcher.soft404 import ALIKE, Seen, is_home, looks_like_probe, origin_of, s
 from fetcher.store import Store
 from tests.conftest import FIXTURES, FakeSleep, corpus_pdfs, write_config
 from tests.fake_wayback import FakeWayback
-from tests.origin import Origin, Route, conditional, html, respond
+from tests.origin import SOFT_404_PROBE, Origin, Route, conditional, html, respond
 
 CORPUS = FIXTURES / "corpus"
-PROBE = re.compile(r"^/[0-9a-f]{32}$")
 CAPTURE = "20240101120000"
 
 
@@ -196,7 +195,7 @@ def test_error_pages_served_as_200_in_any_language_are_soft_404s_and_the_archive
     for url in fine:
         assert (snaps[url].origin, snaps[url].outcome, states[url]) == ("live", "ok", "ok"), snaps[url]
     for origin in origins:  # the deep links, and one probe
-        probes = [path for path in origin.unrouted() if PROBE.match(path)]
+        probes = [path for path in origin.unrouted() if SOFT_404_PROBE.fullmatch(path)]
         assert len(probes) == 1 and len(origin.unrouted()) == len(DEEP_LINKS) + 1, origin.unrouted()
 
 
@@ -256,7 +255,7 @@ def assert_none_flagged(run: CorpusRun) -> None:
     flagged = {url: snap.detail for url, snap in run.snaps.items() if (snap.outcome, run.states[url]) != ("ok", "ok")}
     assert not flagged, flagged
     for host, paths in run.unrouted.items():  # exactly one probe per host, shared by its ~30 sources
-        assert len(paths) == 1 and PROBE.match(paths[0]), (host, paths)
+        assert len(paths) == 1 and SOFT_404_PROBE.fullmatch(paths[0]), (host, paths)
 
 
 def test_no_corpus_article_is_a_soft_404_on_hosts_whose_unknown_paths_answer_404(honest_hosts):
@@ -337,4 +336,4 @@ def test_one_probe_per_host_per_run_and_none_for_a_304_an_unchanged_body_or_a_pd
 
 
 def probes(origin: Origin, since: int) -> list[str]:
-    return [seen.path for seen in origin.requests[since:] if PROBE.match(seen.path)]
+    return [seen.path for seen in origin.requests[since:] if SOFT_404_PROBE.fullmatch(seen.path)]

@@ -13,6 +13,7 @@ by every source of the origin through one asyncio task.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from fetcher.download import Downloader
 from fetcher.extract import Extractor
 from fetcher.models import Download, Extracted
 from fetcher.outcomes import Outcome
+
+log = logging.getLogger("fetcher")
 
 SHINGLE = 3  # words per shingle
 ALIKE = 0.8  # Jaccard of shingles at or above which two texts are the same page
@@ -127,9 +130,9 @@ class HostProbes:
 
     async def soft_404_reason(self, url: str, download: Download, extracted: Extracted) -> str | None:
         """'soft 404: …' if this HTML page reads like its host's answer for a made-up
-        path, else None. A home page, or a page that is where unknown paths redirect
-        to and was asked for directly, is never one."""
-        if extracted.kind != "html" or is_home(download.final_url):
+        path, else None. A home page asked for, or the page unknown paths redirect to
+        asked for directly, is never one."""
+        if extracted.kind != "html" or is_home(url):
             return None
         probe = await self.probe(origin_of(download.final_url))
         if probe.page is None or (download.final_url == probe.page.final_url and not download.redirects):
@@ -150,6 +153,14 @@ class HostProbes:
         return await asyncio.shield(task)
 
     async def _ask(self, url: str) -> Probe:
+        """The probe; one that fails in any way is no evidence (and fails no source)."""
+        try:
+            return await self._answer(url)
+        except Exception as error:  # noqa: BLE001 - shared by every source of the host
+            log.warning("soft-404 probe %s failed: %r", url, error)
+            return Probe(url, None, Outcome.INTERNAL_ERROR)
+
+    async def _answer(self, url: str) -> Probe:
         download = await self._downloader.get(url)
         if download.outcome is not Outcome.OK:
             return Probe(url, download.http_status, download.outcome)

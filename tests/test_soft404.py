@@ -37,7 +37,7 @@ from fetcher.soft404 import ALIKE, Seen, is_home, looks_like_probe, origin_of, s
 from fetcher.store import Store
 from tests.conftest import FIXTURES, FakeSleep, corpus_pdfs, write_config
 from tests.fake_wayback import FakeWayback
-from tests.origin import SOFT_404_PROBE, Origin, Route, conditional, html, respond
+from tests.origin import SOFT_404_PROBE, Origin, Route, conditional, html, redirect, respond
 
 CORPUS = FIXTURES / "corpus"
 CAPTURE = "20240101120000"
@@ -197,6 +197,22 @@ def test_error_pages_served_as_200_in_any_language_are_soft_404s_and_the_archive
     for origin in origins:  # the deep links, and one probe
         probes = [path for path in origin.unrouted() if SOFT_404_PROBE.fullmatch(path)]
         assert len(probes) == 1 and len(origin.unrouted()) == len(DEEP_LINKS) + 1, origin.unrouted()
+
+
+def test_a_host_that_redirects_unknown_paths_to_its_index_page(tmp_path):
+    """The redirect-to-home rule sees only `/`; the probe lands where deep links do, so
+    a deep link redirected to /index.html is caught too, and /index.html itself is not."""
+    home = "<html><head><title>Valley Gazette</title></head><body><main><h1>Today</h1><p>{}</p></main></body></html>"
+    with Origin("127.0.0.34", default=redirect("/index.html", 302)) as origin:
+        index = origin.route("/index.html", html(home.format("Headlines of the day, with a short line on each story. " * 20)))
+        story = origin.route(articles()[1].path, html(articles()[1].html))
+        deep, root = origin.url("/news/2019/removed-story"), origin.url("/")  # "/" too redirects to /index.html
+        snaps, states = refresh(tmp_path, [deep, index, story, root])
+    assert snaps[deep].live_outcome == "bad-content" and states[deep] == "soft-404", snaps[deep]
+    assert snaps[deep].detail.startswith("soft 404: reads like what the host answers for a path that cannot exist")
+    assert [snaps[url].outcome for url in (index, story, root)] == ["ok"] * 3
+    assert snaps[root].final_url == index
+    assert len([path for path in origin.unrouted() if SOFT_404_PROBE.fullmatch(path)]) == 1
 
 
 # -- (b), (c) no false positive on the 181 real articles of the shared corpus ---------------------------

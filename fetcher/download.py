@@ -492,7 +492,8 @@ def _redirect_target(
     try:
         target = urljoin(current, location)
         check_url(target)
-    except (BadURL, ValueError) as error:  # urljoin raises ValueError on "http://[::1"
+        httpx.URL(target)  # what httpx cannot send (over 64 KB, bad IDNA) is not worth a robots.txt
+    except (BadURL, *_URL_ERRORS) as error:  # urljoin raises ValueError on "http://[::1"
         shown = location if len(location) <= 200 else f"{location[:200]}… ({len(location)} characters)"
         return location, _failed(
             url, current, Outcome.BAD_CONTENT, f"redirect to an unusable URL {shown!r}: {error}"[:1000], hops

@@ -29,6 +29,7 @@ from fetcher.models import Download, Extracted, FetchResult, RunSummary, Snapsho
 from fetcher.outcomes import Outcome
 from fetcher.retrying import fetch_with_retries
 from fetcher.robots import RobotsGate
+from fetcher.soft404 import HostProbes
 from fetcher.sources import host_of
 from fetcher.errors import Stopped
 from fetcher.store import Store, StoreError
@@ -80,6 +81,7 @@ class Pipeline:
         )
         self._robots = RobotsGate(self._downloader, slots, settings, self._sleep)
         self._extractor = Extractor(processes=self._processes)
+        self._probes = HostProbes(self._downloader, self._extractor, gate=self._robots.refusal)
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._archives = [
             ArchiveClient(
@@ -158,8 +160,9 @@ class Pipeline:
             result = replace(result, reused_sha256=known)
         elif download.outcome is Outcome.OK:
             extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)
-            reason = extracted.outcome is Outcome.OK and soft_404_reason(
-                source.url, download.final_url, extracted.title, extracted.text
+            reason = extracted.outcome is Outcome.OK and (
+                soft_404_reason(source.url, download.final_url, extracted.title, extracted.text)
+                or await self._probes.soft_404_reason(source.url, download, extracted)
             )
             if reason:
                 extracted = replace(extracted, outcome=Outcome.BAD_CONTENT, detail=reason)

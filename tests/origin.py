@@ -3,12 +3,15 @@
 Each route is a function that writes the raw response through the handler, so a
 test can trickle a body, cut it short, lie about its length or send a gzip bomb.
 The server records every request and the most requests it had in flight at once.
+A path with no route gets a plain 404, or the origin's `default` route if it has one
+(a site that answers every unknown path itself).
 """
 
 from __future__ import annotations
 
 import email.utils
 import gzip
+import re
 import sys
 import threading
 import time
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Route = Callable[[BaseHTTPRequestHandler], None]
+SOFT_404_PROBE = re.compile(r"/[0-9a-f]{32}")  # the made-up path fetcher asks each host for once a run
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -41,10 +45,11 @@ class Seen:
 
 
 class Origin:
-    def __init__(self, ip: str = "127.0.0.1", latency: float = 0.0):
+    def __init__(self, ip: str = "127.0.0.1", latency: float = 0.0, default: Route | None = None):
         self.ip = ip
         self.latency = latency
         self.routes: dict[str, Route] = {}
+        self.default = default  # answers every path with no route; None: a plain 404
         self.requests: list[Seen] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -83,6 +88,11 @@ class Origin:
     def hits(self, path: str) -> int:
         return sum(1 for seen in self.requests if seen.path == path)
 
+    def unrouted(self) -> list[str]:
+        """The paths asked for that have no route, in order (each time it was asked),
+        robots.txt aside (a run asks for it once per host before the first page)."""
+        return [seen.path for seen in self.requests if seen.path not in self.routes and seen.path != "/robots.txt"]
+
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         with self._lock:
             self.requests.append(Seen(handler.path, self.ip, time.monotonic(), dict(handler.headers), handler.client_address))
@@ -91,7 +101,7 @@ class Origin:
         try:
             if self.latency:
                 time.sleep(self.latency)
-            route = self.routes.get(handler.path, respond(404, b"<html><body><h1>Not Found</h1></body></html>"))
+            route = self.routes.get(handler.path) or self.default or respond(404, _NOT_FOUND)
             route(handler)
             handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -99,6 +109,9 @@ class Origin:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+
+_NOT_FOUND = b"<html><body><h1>Not Found</h1></body></html>"
 
 
 def _head(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:

@@ -35,7 +35,7 @@ from fetcher.scheduler import Nightly, cron_trigger, next_fire
 from fetcher.sources import resource_id
 from fetcher.store import DB_NAME, Store
 from tests.conftest import FakeClock, fetcher_command, run_fetcher, write_config
-from tests.origin import Origin, conditional, html
+from tests.origin import SOFT_404_PROBE, Origin, conditional, html
 
 UTC = timezone.utc
 
@@ -81,7 +81,7 @@ class Night:
 
     def run(self, everything: bool = False) -> tuple[RunSummary, set[str]]:
         """One run (everything: --all); returns its summary and the page paths the origin was asked for
-        during it (robots.txt, asked once a run before the first page, is left out)."""
+        during it (robots.txt, asked once a run before the first page, and the soft-404 probe are left out)."""
         before = len(self.origin.requests)
         summary = asyncio.run(
             run_once(
@@ -89,7 +89,10 @@ class Night:
                 make_pipeline=lambda: self.clock.pipeline(self.config, self.store),
             )
         )
-        return summary, {seen.path for seen in self.origin.requests[before:] if seen.path != "/robots.txt"}
+        return summary, {
+            seen.path for seen in self.origin.requests[before:]
+            if seen.path != "/robots.txt" and not SOFT_404_PROBE.fullmatch(seen.path)
+        }
 
     def at(self, day: int, hour: int, minute: int = 0) -> None:
         """Move the clock forward to `day` days after the start date, at hour:minute UTC."""
@@ -541,8 +544,8 @@ def test_a_second_refresh_exits_3_at_once_naming_the_holder_and_the_first_comple
         assert first_code == 0, first_err
         summary = json.loads(first_out)
         assert (summary["total"], summary["counts"]) == (20, {"ok": 20})
-        # the second run fetched nothing, not even robots.txt
-        assert (len(origin.requests), origin.hits("/robots.txt")) == (21, 1)
+        # the second run fetched nothing, not even robots.txt (the first: 20 pages, robots.txt, one soft-404 probe)
+        assert (len(origin.requests), origin.hits("/robots.txt")) == (20 + 1 + 1, 1)
     assert len(sound_store(storage)) == 20
     store = Store(storage)
     try:

@@ -242,8 +242,12 @@ def test_a_refresh_of_200_sources_keeps_every_limit_as_the_servers_see_it(tmp_pa
             store.close()
 
     for origin in origins:
-        # every page once, and the host's robots.txt once (it answers 404: allow all)
-        assert Counter(seen.path for seen in origin.requests) == Counter(paths[origin.ip] + ["/robots.txt"]), origin.ip
+        # every page once, the host's robots.txt once (it answers 404: allow all), and the soft-404
+        # probe: one made-up path per host per run
+        probes = origin.unrouted()
+        expected = paths[origin.ip] + ["/robots.txt"] + probes
+        assert Counter(seen.path for seen in origin.requests) == Counter(expected), origin.ip
+        assert len(probes) == 1, (origin.ip, probes)
         assert origin.max_in_flight <= PER_HOST, (origin.ip, origin.max_in_flight)
         starts = sorted(seen.started for seen in origin.requests)
         gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]

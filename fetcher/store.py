@@ -14,13 +14,14 @@ import gzip
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fetcher.files import write_atomically
+from fetcher.files import remove_stale_temporaries, write_atomically
 from fetcher.health import Health
 from fetcher.models import Capture, FetchResult, Hop, Snapshot, Source
 from fetcher.processes import alive
@@ -77,6 +78,11 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def remove_stale_temporaries(self, now: float | None = None) -> int:
+        """Delete body files half-written by a process that is gone (a killed run);
+        a live writer's temporary file is left alone. Returns how many went."""
+        return remove_stale_temporaries(self.bodies.glob("*"), time.time() if now is None else now)
 
     # -- writing -------------------------------------------------------------
 

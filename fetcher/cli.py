@@ -2,8 +2,9 @@
 
 Exit codes: 0 done; 1 a one-off fetch got no usable content, or an audit's
 --fail-on matched; 2 bad input
-(config, target, store); 3 another refresh holds the store; 130 interrupted
-(SIGINT or SIGTERM).
+(config, target, store, a file that cannot be read or written); 3 another
+refresh holds the store; 130 interrupted (SIGINT or SIGTERM); 141 the reader of
+stdout went away (`| head`), after the work was stored.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable
@@ -42,6 +44,7 @@ EXIT_SOURCE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_BUSY = 3
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE  # 141: what a shell reports for `cat big | head`
 
 
 class BadInput(click.ClickException):
@@ -62,6 +65,19 @@ class Interrupted(click.ClickException):
         click.echo(f"interrupted: {self.format_message()}", err=True)
 
 
+class ClosedPipe(Exception):
+    """stdout's reader went away. Not an OSError, so that click's own handling
+    of EPIPE (a silent exit 1) lets it through to main()."""
+
+
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as error:
+            raise ClosedPipe() from error
+
+
 @dataclass(frozen=True)
 class Globals:
     config_path: Path
@@ -70,7 +86,7 @@ class Globals:
     log_file: str | None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_file",
@@ -179,7 +195,9 @@ def fetch(
     config = _config(context)
     existing = _existing_store(config)
     source = _resolve(target, config, existing)
-    store = existing or _store(config)
+    if existing is not None:
+        existing.close()
+    store = _store(config)
     options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive)
     snapshot = _run(_fetch_one(config, store, source, options))
     if as_json:
@@ -501,6 +519,10 @@ def _print_json(data: Any) -> None:
 
 
 def main() -> NoReturn:
+    """Run the CLI. Every way it ends is an exit code and at most one line on
+    stderr: a file that cannot be read or written is `error: …` and exit 2; a
+    closed stdout ends quietly with 141 (the output was cut short; whatever was
+    fetched is stored), as `cat` or `grep` killed by SIGPIPE would."""
     try:
         code = cli.main(prog_name="fetcher", standalone_mode=False)
     except click.ClickException as error:
@@ -508,8 +530,33 @@ def main() -> NoReturn:
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except (ClosedPipe, BrokenPipeError):
+        _stdout_to_devnull()
+        sys.exit(EXIT_CLOSED_PIPE)
+    except OSError as error:
+        click.echo(f"error: {_os_error(error)}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second
+    BrokenPipeError ("Exception ignored ...") (the recipe in Python's signal docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _os_error(error: OSError) -> str:
+    """`path: Permission denied`, or the error as Python words it."""
+    if error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -344,7 +344,7 @@ def status(context: click.Context, as_json: bool) -> None:
 @click.option("--only-broken", is_flag=True, help="Leave out sources that are ok or unchecked.")
 @click.option("--fail-on", type=click.Choice(sorted(FAIL_ON)), help="Exit 1 if any source is in that state (or worse).")
 @click.option(
-    "--from", "documents", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+    "--from", "documents", multiple=True, type=click.Path(path_type=Path, readable=False), metavar="FILE",
     help="Audit the links in this document (Markdown, MDX, HTML, CSV, URL list) instead of the config (repeatable).",
 )
 @click.pass_context
@@ -389,7 +389,7 @@ def sources() -> None:
 
 
 @sources.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
 @click.option("--write", is_flag=True, help="Append the new sources to the config file (default: only list them).")
 @click.pass_context
 def import_sources(context: click.Context, files: tuple[Path, ...], write: bool) -> None:

@@ -99,7 +99,8 @@ def _add_row(table: Table, *cells: object) -> None:
 
 
 def print_history(title: str, rows: list[Snapshot]) -> None:
-    table = Table(title=plain(title))
+    """The heading (id and URL, on one line however long) and the table of fetches."""
+    table = Table()
     for column in ("fetched (UTC)", "origin", "HTTP", "outcome", "text", "change", "sha256"):
         table.add_column(column)
     for row in rows:
@@ -120,7 +121,9 @@ def print_history(title: str, rows: list[Snapshot]) -> None:
             change,
             (row.sha256 or "-")[:12],
         )
-    _wide().print(table)
+    console = _wide()
+    console.print(plain(title), soft_wrap=True)
+    console.print(table)
 
 
 def print_runs(runs: list[RunRecord]) -> None:
@@ -141,11 +144,11 @@ def print_runs(runs: list[RunRecord]) -> None:
 
 def print_status(lines: list[tuple[str, str]]) -> None:
     table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # a long path is wrapped, never cut short
     for label, value in lines:
         _add_row(table, label, value)
-    PipeConsole().print(table)
+    _wide().print(table)
 
 
 def _wide() -> Console:

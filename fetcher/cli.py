@@ -71,6 +71,15 @@ class ClosedPipe(Exception):
 
 
 class _Commands(click.Group):
+    """The command group; a closed stdout while parsing (--help, --version) or
+    running a command becomes ClosedPipe."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as error:
+            raise ClosedPipe() from error
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

@@ -266,7 +266,7 @@ def read_pipe_closed(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_a_closed_stdout_ends_quietly_with_141(site):
     for args in (("history", resource_id(site.closing)), ("history", resource_id(site.typed), "--json"),
                  ("export",), ("audit",), ("audit", "--format", "html"), ("show", resource_id(site.typed)),
-                 ("runs",), ("status",)):
+                 ("runs",), ("status",), ("--help",), ("--version",)):
         done = read_pipe_closed(site.directory, *args)
         assert_clean(done, 141)
         assert done.stderr == "", (args, done.stderr)

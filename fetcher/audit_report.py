@@ -1,12 +1,22 @@
-"""The audit as JSON, CSV, Markdown or one self-contained HTML file."""
+"""The audit as JSON, CSV, Markdown or one self-contained HTML file.
+
+URLs and titles come from the web and are data, never markup or code: in
+Markdown every character that means something there is escaped and link targets
+are percent-encoded; in HTML all text and attributes are escaped, only http(s)
+URLs become links, and a Content-Security-Policy lets no script run but the
+report's own (by its hash), so even a missed escape could not run code."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import html
 import io
 import json
+import re
 from datetime import datetime
+from urllib.parse import quote, urlsplit
 
 from fetcher.audit import STATES, Audit, AuditRow
 
@@ -54,17 +64,44 @@ def to_markdown(audit: Audit, generated: datetime) -> str:
     if broken:
         lines += ["| state | source | outcome | failing since | archived copy |", "| --- | --- | --- | --- | --- |"]
         for row in broken:
-            stand_in = f"[{_day(row.stand_in_captured_at)}]({row.stand_in_url})" if row.stand_in_url else "—"
+            stand_in = _md_url_link(_day(row.stand_in_captured_at), row.stand_in_url) if row.stand_in_url else "—"
             if row.moved_to:
-                stand_in = f"moved to <{row.moved_to}>"
+                stand_in = f"moved to <{_md_target(row.moved_to)}>" if _is_web(row.moved_to) else "moved"
             lines.append(f"| {row.state} | {_md_link(row)} | {row.outcome or ''} | {_day(row.first_failure)} | {stand_in} |")
     return "\n".join(lines) + "\n"
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>!|~&])")  # inline syntax; text never starts a line
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_URL_SAFE = "/:?#@!$&'*+,;=%~"  # kept as they are in a link target; the rest is percent-encoded
+
+
 def _md_link(row: AuditRow) -> str:
-    text = (row.title or row.url).replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")
-    target = row.url.replace("|", "%7C").replace("(", "%28").replace(")", "%29").replace(" ", "%20")
-    return f"[{text}]({target})"
+    return _md_url_link(row.title or row.url, row.url)
+
+
+def _md_url_link(text: str, url: str | None) -> str:
+    """`[text](url)` with the text escaped and the URL percent-encoded; only the
+    text when the URL is not http(s)."""
+    label = _md_text(text)
+    return f"[{label}]({_md_target(url)})" if _is_web(url) else label
+
+
+def _md_text(text: str) -> str:
+    """Text shown literally by Markdown: on one line, every special character escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", text))
+
+
+def _md_target(url: str) -> str:
+    """A link target Markdown cannot end early: no spaces, brackets, pipes, quotes or backticks."""
+    return quote(_LINE_BREAKS.sub("", url), safe=_URL_SAFE)
+
+
+def _is_web(url: str | None) -> bool:
+    try:
+        return bool(url) and urlsplit(url.strip()).scheme.lower() in ("http", "https")
+    except ValueError:
+        return False
 
 
 def _day(moment: datetime | None) -> str:
@@ -78,7 +115,7 @@ def to_html(audit: Audit, generated: datetime) -> str:
     )
     rows = "".join(_html_row(row) for row in audit.rows)
     changes = "".join(
-        f"<h2>{title}</h2><ul>" + "".join(f'<li><a href="{_e(r.url)}">{_e(r.title or r.url)}</a> ({_e(r.outcome)})</li>'
+        f"<h2>{title}</h2><ul>" + "".join(f"<li>{_a(r.url, r.title or r.url)} ({_e(r.outcome)})</li>"
                                           for r in rows_) + "</ul>"
         for title, rows_ in (("Newly broken since the last run", audit.newly_broken),
                              ("Recovered since the last run", audit.recovered)) if rows_
@@ -86,17 +123,17 @@ def to_html(audit: Audit, generated: datetime) -> str:
     options = "".join(f'<option value="{name}">{name}</option>' for name in STATES)
     return _PAGE.format(
         generated=f"{generated:%Y-%m-%d %H:%M} UTC", cards=cards, chart=_chart(audit.history), changes=changes,
-        rows=rows, options=options, total=len(audit.rows),
+        rows=rows, options=options, total=len(audit.rows), script=_SCRIPT, script_hash=_SCRIPT_HASH,
     )
 
 
 def _html_row(row: AuditRow) -> str:
-    archived = f'<a href="{_e(row.stand_in_url)}">{_day(row.stand_in_captured_at)}</a>' if row.stand_in_url else ""
+    archived = _a(row.stand_in_url, _day(row.stand_in_captured_at)) if row.stand_in_url else ""
     if row.moved_to:
-        archived = f'moved to <a href="{_e(row.moved_to)}">{_e(row.moved_to)}</a>'
+        archived = f"moved to {_a(row.moved_to, row.moved_to)}"
     cells = (
         f'<td><span class="state" style="background:{COLOURS[row.state]}">{row.state}</span></td>',
-        f'<td><a href="{_e(row.url)}">{_e(row.title or row.url)}</a><div class="id">{row.resource_id}</div></td>',
+        f'<td>{_a(row.url, row.title or row.url)}<div class="id">{_e(row.resource_id)}</div></td>',
         f"<td>{_e(row.outcome or '')}</td>",
         f"<td>{_day(row.first_failure)}</td>",
         f"<td>{_day(row.last_good)}</td>",
@@ -132,8 +169,16 @@ def _e(text: str | None) -> str:
     return html.escape(text or "", quote=True)
 
 
+def _a(url: str | None, text: str) -> str:
+    """A link to an http(s) URL, text and address escaped; any other scheme
+    (javascript:, data:) is shown as text, not linked."""
+    return f'<a href="{_e(url)}">{_e(text)}</a>' if _is_web(url) else _e(text)
+
+
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Source audit</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src '{script_hash}'; img-src data:; base-uri 'none'; form-action 'none'">
+<title>Source audit</title>
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
 .cards {{ display: flex; gap: .6em; flex-wrap: wrap; }} .card {{ border-left: 6px solid; padding: .4em .8em; background: #f5f5f5; }}
@@ -155,36 +200,40 @@ th {{ cursor: pointer; user-select: none; background: #fafafa; }} th.sorted::aft
 <th data-key="rank">state</th><th data-key="text">source</th><th data-key="text">outcome</th>
 <th data-key="text">failing since</th><th data-key="text">last good</th><th data-key="text">archived copy</th>
 </tr></thead><tbody>{rows}</tbody></table>
-<script>
-(function () {{
+<script>{script}</script>
+</body></html>
+"""
+
+_SCRIPT = """
+(function () {
   var table = document.getElementById("sources"), body = table.tBodies[0];
   var stateBox = document.getElementById("state"), search = document.getElementById("search");
-  function cellValue(row, index, key) {{
+  function cellValue(row, index, key) {
     return key === "rank" ? Number(row.dataset.rank) : row.cells[index].textContent.trim().toLowerCase();
-  }}
-  function sortBy(index, ascending) {{
+  }
+  function sortBy(index, ascending) {
     var header = table.tHead.rows[0].cells[index], key = header.dataset.key;
     var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {{
+    rows.sort(function (a, b) {
       var x = cellValue(a, index, key), y = cellValue(b, index, key);
       return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1);
-    }});
-    rows.forEach(function (row) {{ body.appendChild(row); }});
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {{ th.className = ""; }});
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) { th.className = ""; });
     header.className = "sorted" + (ascending ? "" : " up");
-  }}
-  function filter() {{
+  }
+  function filter() {
     var wanted = stateBox.value, words = search.value.trim().toLowerCase(), shown = 0;
-    Array.prototype.forEach.call(body.rows, function (row) {{
+    Array.prototype.forEach.call(body.rows, function (row) {
       var visible = (!wanted || row.dataset.state === wanted) && (!words || row.dataset.search.indexOf(words) >= 0);
       row.style.display = visible ? "" : "none";
       shown += visible ? 1 : 0;
-    }});
+    });
     document.getElementById("shown").textContent = shown + " shown";
-  }}
-  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, index) {{
-    th.addEventListener("click", function () {{ sortBy(index, th.className !== "sorted"); }});
-  }});
+  }
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, index) {
+    th.addEventListener("click", function () { sortBy(index, th.className !== "sorted"); });
+  });
   stateBox.addEventListener("change", filter);
   search.addEventListener("input", filter);
   var hash = new URLSearchParams(location.hash.slice(1));
@@ -192,7 +241,6 @@ th {{ cursor: pointer; user-select: none; background: #fafafa; }} th.sorted::aft
   if (hash.has("q")) search.value = hash.get("q");
   if (hash.has("sort")) sortBy(Number(hash.get("sort")), hash.get("dir") !== "desc");
   filter();
-}})();
-</script>
-</body></html>
+})();
 """
+_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")

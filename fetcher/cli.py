@@ -1,9 +1,10 @@
 """The command line: the only place that prints and exits.
 
 Exit codes: 0 done; 1 a one-off fetch got no usable content, an audit's
---fail-on matched, or the store could not be written (disk full); 2 bad input
-(config, target, store); 3 another refresh holds the store; 130 interrupted
-(SIGINT or SIGTERM).
+--fail-on matched, or the store could not be written (disk full): the run is
+recorded as failed; 2 bad input (config, target, store, a file that cannot be
+read or written); 3 another refresh holds the store; 130 interrupted (SIGINT or
+SIGTERM); 141 the reader of stdout went away (`| head`), after the work was stored.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable
@@ -43,6 +45,7 @@ EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_BUSY = 3
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE  # 141: what a shell reports for `cat big | head`
 
 
 class BadInput(click.ClickException):
@@ -69,6 +72,28 @@ class Interrupted(click.ClickException):
         click.echo(f"interrupted: {self.format_message()}", err=True)
 
 
+class ClosedPipe(Exception):
+    """stdout's reader went away. Not an OSError, so that click's own handling
+    of EPIPE (a silent exit 1) lets it through to main()."""
+
+
+class _Commands(click.Group):
+    """The command group; a closed stdout while parsing (--help, --version) or
+    running a command becomes ClosedPipe."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as error:
+            raise ClosedPipe() from error
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as error:
+            raise ClosedPipe() from error
+
+
 @dataclass(frozen=True)
 class Globals:
     config_path: Path
@@ -77,7 +102,7 @@ class Globals:
     log_file: str | None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_file",
@@ -220,7 +245,9 @@ def fetch(
     config = _config(context)
     existing = _existing_store(config)
     source = _resolve(target, config, existing)
-    store = existing or _store(config)
+    if existing is not None:
+        existing.close()
+    store = _store(config)
     options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive)
     snapshot = _run(_fetch_one(config, store, source, options))
     if as_json:
@@ -372,7 +399,7 @@ def status(context: click.Context, as_json: bool) -> None:
 @click.option("--only-broken", is_flag=True, help="Leave out sources that are ok or unchecked.")
 @click.option("--fail-on", type=click.Choice(sorted(FAIL_ON)), help="Exit 1 if any source is in that state (or worse).")
 @click.option(
-    "--from", "documents", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+    "--from", "documents", multiple=True, type=click.Path(path_type=Path, readable=False), metavar="FILE",
     help="Audit the links in this document (Markdown, MDX, HTML, CSV, URL list) instead of the config (repeatable).",
 )
 @click.pass_context
@@ -417,7 +444,7 @@ def sources() -> None:
 
 
 @sources.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
 @click.option("--write", is_flag=True, help="Append the new sources to the config file (default: only list them).")
 @click.pass_context
 def import_sources(context: click.Context, files: tuple[Path, ...], write: bool) -> None:
@@ -547,6 +574,10 @@ def _print_json(data: Any) -> None:
 
 
 def main() -> NoReturn:
+    """Run the CLI. Every way it ends is an exit code and at most one line on
+    stderr: a file that cannot be read or written is `error: …` and exit 2; a
+    closed stdout ends quietly with 141 (the output was cut short; whatever was
+    fetched is stored), as `cat` or `grep` killed by SIGPIPE would."""
     try:
         code = cli.main(prog_name="fetcher", standalone_mode=False)
     except click.ClickException as error:
@@ -554,8 +585,33 @@ def main() -> NoReturn:
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except (ClosedPipe, BrokenPipeError):
+        _stdout_to_devnull()
+        sys.exit(EXIT_CLOSED_PIPE)
+    except OSError as error:
+        click.echo(f"error: {_os_error(error)}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second
+    BrokenPipeError ("Exception ignored ...") (the recipe in Python's signal docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _os_error(error: OSError) -> str:
+    """`path: Permission denied`, or the error as Python words it."""
+    if error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
 
 
 if __name__ == "__main__":

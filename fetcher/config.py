@@ -178,9 +178,9 @@ def config_path(explicit: str | None) -> Path:
 
 
 def load_config(path: Path) -> Config:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
     try:
+        if not path.is_file():  # raises PermissionError for a file in a directory we may not search
+            raise ConfigError(f"{path}: config file not found")
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error

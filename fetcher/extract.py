@@ -36,14 +36,19 @@ def mime_type(content_type: str | None) -> str:
 
 
 def sniff_kind(body: bytes, content_type: str | None) -> str:
-    """'pdf', 'html', 'text' or 'unknown', from the bytes first, then the header."""
+    """'pdf', 'html', 'text' or 'unknown', from the bytes first, then the header:
+    a body that starts as HTML is HTML and one with `%PDF-` in its first KB is a
+    PDF, whatever the Content-Type claims (HTML error pages served as
+    application/pdf are common); only bytes that say neither defer to the header."""
     head = body[:1024]
+    if _HTML_START.match(head):
+        return "html"
     if b"%PDF-" in head:
         return "pdf"
     declared = mime_type(content_type)
     if declared == "application/pdf":
         return "pdf"
-    if declared in _HTML_TYPES or _HTML_START.match(head):
+    if declared in _HTML_TYPES:
         return "html"
     if declared.startswith("text/") or declared in _TEXT_TYPES:
         return "text"

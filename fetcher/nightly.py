@@ -43,6 +43,8 @@ async def run_once(
     started = wall_clock()
     with RunLock(config.storage_dir) as lock:
         lock.acquire(started, trigger)
+        if removed := store.remove_stale_temporaries():
+            log.info("removed %d half-written body files left by a killed run", removed)
         chosen = sources if everything else due_sources(sources, store.all_health(), config.refresh, started)
         run_id = store.start_run(started, trigger)
         log.info("run %d started (%s): %d of %d sources due", run_id, trigger, len(chosen), len(sources))

@@ -15,13 +15,15 @@ import gzip
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.request import pathname2url
 
-from fetcher.files import write_atomically
+from fetcher.files import remove_stale_temporaries, write_atomically
 from fetcher.health import Health
 from fetcher.models import Capture, FetchResult, Hop, Snapshot, Source
 from fetcher.processes import alive
@@ -83,8 +85,28 @@ class Store:
 
     @classmethod
     def existing(cls, directory: Path) -> Store | None:
-        """Open the store only if one is there: reading commands create nothing."""
-        return cls(directory) if (directory / DB_NAME).is_file() else None
+        """Open the store read-only, if one is there: reading commands create and
+        change nothing, and work where the user may only read (another user's
+        store, a read-only mount). None when nothing has been stored yet."""
+        path = directory / DB_NAME
+        try:
+            if not path.is_file():
+                return None
+            db = _connect_read_only(path)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{path}: cannot read the store: {error}") from error
+        except OSError as error:
+            raise StoreError(f"{directory}: cannot read the store directory: {error.strerror or error}") from error
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StoreError(f"{directory}: written by a newer fetcher (schema {version})")
+        if version == 0:  # an empty database file: nothing stored yet
+            db.close()
+            return None
+        store = cls.__new__(cls)
+        store.directory, store.bodies, store._db = directory, directory / "bodies", db
+        return store
 
     def _setup(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -99,6 +121,11 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def remove_stale_temporaries(self, now: float | None = None) -> int:
+        """Delete body files half-written by a process that is gone (a killed run);
+        a live writer's temporary file is left alone. Returns how many went."""
+        return remove_stale_temporaries(self.bodies.glob("*"), time.time() if now is None else now)
 
     # -- writing -------------------------------------------------------------
 
@@ -358,6 +385,30 @@ class RunRecord:
     trigger: str  # refresh, schedule
     pid: int
     summary: dict[str, Any] | None
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection that writes nothing, not even WAL index files.
+
+    Measured (SQLite 3.40): `mode=ro` reads a WAL database, including a running
+    writer's uncheckpointed commits, when its -wal and -shm files exist or the
+    directory is writable; in a directory the reader cannot write, with no -wal
+    file (no writer since the last clean close) it fails with "attempt to write
+    a readonly database", and only `immutable=1` opens it. So: `mode=ro` first;
+    `immutable=1` only when there is no -wal file, i.e. nothing newer than the
+    main file to miss (a writer that starts meanwhile could make such a reader
+    see a torn page, reported as an error, not stored data changed)."""
+    uri = f"file:{pathname2url(str(path.absolute()))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+    try:
+        db.execute("PRAGMA user_version").fetchone()
+    except sqlite3.OperationalError:
+        db.close()
+        if Path(f"{path}-wal").exists():
+            raise
+        db = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    return db
 
 
 def _run_status(status: str, pid: int) -> str:

@@ -1,14 +1,23 @@
 """What the CLI shows on a terminal, with rich: the progress bar, the run
-summary, history, runs and status tables."""
+summary, history, runs and status tables.
+
+Text from the web (URLs, titles, details) and from the config (archive names,
+paths) reaches rich only as `rich.text.Text`, never as a markup string: a URL
+like `?filter[type]=report` is shown as written, and one like `?q[/x]=1` cannot
+break the table. Control characters are replaced, so a title cannot move the
+cursor or recolour the terminal."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 from datetime import datetime
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from fetcher.audit import Audit
 from fetcher.logs import FIELDS
@@ -18,12 +27,30 @@ from fetcher.store import RunRecord
 
 log = logging.getLogger("fetcher")
 
+_SPACE_LIKE = re.compile(r"[\t\n\r\v\f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(text: object) -> Text:
+    """`text` as literal rich Text on one line: no markup, no emoji codes, no
+    terminal control sequences (white space controls become spaces, others '?')."""
+    return Text(_CONTROL.sub("?", _SPACE_LIKE.sub(" ", str(text))))
+
+
+class PipeConsole(Console):
+    """A rich Console that reports a closed pipe as BrokenPipeError, for the CLI
+    to end quietly, instead of rich's own `SystemExit(1)`."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
 
 class RunProgress:
     """A progress bar on a terminal; otherwise one log line per source (for cron)."""
 
     def __init__(self) -> None:
-        self._console = Console(stderr=True)
+        self._console = PipeConsole(stderr=True)
         self._bar: Progress | None = None
 
     def start(self, total: int) -> None:
@@ -67,8 +94,13 @@ def print_summary(summary: RunSummary) -> None:
     )
 
 
+def _add_row(table: Table, *cells: object) -> None:
+    table.add_row(*(plain(cell) for cell in cells))
+
+
 def print_history(title: str, rows: list[Snapshot]) -> None:
-    table = Table(title=title)
+    """The heading (id and URL, on one line however long) and the table of fetches."""
+    table = Table()
     for column in ("fetched (UTC)", "origin", "HTTP", "outcome", "text", "change", "sha256"):
         table.add_column(column)
     for row in rows:
@@ -79,7 +111,8 @@ def print_history(title: str, rows: list[Snapshot]) -> None:
         outcome = row.outcome
         if row.live_outcome and row.live_outcome != row.outcome:
             outcome = f"{row.live_outcome} → {row.outcome}"
-        table.add_row(
+        _add_row(
+            table,
             row.fetched_at.strftime("%Y-%m-%d %H:%M:%S"),
             origin,
             str(row.http_status or "-"),
@@ -88,7 +121,9 @@ def print_history(title: str, rows: list[Snapshot]) -> None:
             change,
             (row.sha256 or "-")[:12],
         )
-    _wide().print(table)
+    console = _wide()
+    console.print(plain(title), soft_wrap=True)
+    console.print(table)
 
 
 def print_runs(runs: list[RunRecord]) -> None:
@@ -100,8 +135,8 @@ def print_runs(runs: list[RunRecord]) -> None:
         summary = run.summary or {}
         status = run.status
         seconds = f"{(run.finished_at - run.started_at).total_seconds():.1f}" if run.finished_at else "-"
-        table.add_row(
-            str(run.id), f"{run.started_at:%Y-%m-%d %H:%M:%S}", seconds, run.trigger, status,
+        _add_row(
+            table, str(run.id), f"{run.started_at:%Y-%m-%d %H:%M:%S}", seconds, run.trigger, status,
             *(str(summary.get(key, "-")) for key in ("total", "changed", "archived", "newly_failing", "recovered")),
         )
     _wide().print(table)
@@ -109,39 +144,44 @@ def print_runs(runs: list[RunRecord]) -> None:
 
 def print_status(lines: list[tuple[str, str]]) -> None:
     table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # a long path is wrapped, never cut short
     for label, value in lines:
-        table.add_row(label, value)
-    Console().print(table)
+        _add_row(table, label, value)
+    _wide().print(table)
 
 
 def _wide() -> Console:
     """A console that does not squeeze tables to 80 columns when piped or in cron mail."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+    console = PipeConsole()
+    return console if console.is_terminal else PipeConsole(width=200)
 
 
 def when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
 
 
+_URL_COLUMNS = ("source", "archived copy / moved to")  # wrapped, never cut short with "…"
+
+
 def print_audit(audit: Audit) -> None:
     """The audit as a terminal table, worst first, with what changed since the last run."""
-    console = Console()
-    console.print(" · ".join(f"{name} {n}" for name, n in audit.counts().items()) or "no sources")
+    console = _wide()
+    console.print(plain(" · ".join(f"{name} {n}" for name, n in audit.counts().items()) or "no sources"))
     for heading, rows in (("newly broken since the last run", audit.newly_broken),
                           ("recovered since the last run", audit.recovered)):
         if rows:
-            console.print(f"[bold]{heading}[/]: " + ", ".join(row.url for row in rows), highlight=False)
+            console.print(Text.assemble((heading, "bold"), ": ", plain(", ".join(row.url for row in rows))),
+                          highlight=False)
     table = Table()
     for column in ("state", "source", "outcome", "failing since", "last good", "archived copy / moved to"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column in _URL_COLUMNS else "ellipsis")
     for row in audit.rows:
         stand_in = row.moved_to or (f"{row.stand_in_captured_at:%Y-%m-%d} {row.stand_in_url}" if row.stand_in_url else "")
+        source = Text("\n").join(plain(part) for part in (row.title, row.url) if part)
         table.add_row(
-            row.state, f"{row.title or ''}\n{row.url}".strip(), row.outcome or "",
-            f"{row.first_failure:%Y-%m-%d}" if row.first_failure else "",
-            f"{row.last_good:%Y-%m-%d}" if row.last_good else "", stand_in,
+            plain(row.state), source, plain(row.outcome or ""),
+            plain(f"{row.first_failure:%Y-%m-%d}" if row.first_failure else ""),
+            plain(f"{row.last_good:%Y-%m-%d}" if row.last_good else ""), plain(stand_in),
         )
     console.print(table)

@@ -72,7 +72,9 @@ class Pipeline:
         self._client = make_client(settings)
         slots = HostSlots(settings.per_host_concurrency, settings.per_host_delay, self._clock, self._sleep)
         self._downloader = Downloader(self._client, settings, slots, self._wall_clock)
-        self._extractor = Extractor(processes=self._processes)
+        self._extractor = Extractor(
+            processes=self._processes, timeout=settings.extract_timeout, memory=settings.extract_memory
+        )
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._archives = [
             ArchiveClient(

@@ -30,7 +30,7 @@ MAX_ELEMENTS = 100_000
 MAX_ATTRIBUTE = 65_536
 _NOT_TEXT = ("script", "style", "noscript", "template")
 _COUNT = etree.XPath("count(//*)")
-_LONG_ATTRIBUTE = etree.XPath(f"//*[@*[string-length(.) > {MAX_ATTRIBUTE}]]")
+_LONG_ATTRIBUTE = etree.XPath("//*[@*[string-length(.) > $limit]]")
 _BLOCK_START = re.compile(
     r"<(?:p|div|br|li|tr|h[1-6]|pre|blockquote|section|article|table|dd|dt|hr)\b", re.IGNORECASE
 )
@@ -84,7 +84,7 @@ def drop_long_attributes(tree: HtmlElement) -> None:
     """Remove attribute values over MAX_ATTRIBUTE characters (inline data: images,
     JSON blobs): no text is in them, and every pass of trafilatura and htmldate
     over them costs time (a 10 MB attribute: 11 s). Found by XPath, in C."""
-    for element in _LONG_ATTRIBUTE(tree):
+    for element in _LONG_ATTRIBUTE(tree, limit=MAX_ATTRIBUTE):
         for name in [name for name, value in element.attrib.items() if len(value) > MAX_ATTRIBUTE]:
             del element.attrib[name]
 

@@ -29,7 +29,7 @@ from fetcher.processes import alive
 
 Job = Callable[..., Extracted]
 STARTUP_TIMEOUT = 120.0  # seconds for a new worker to import its libraries (not part of a document's time)
-_INLINE_SEND = 1 << 20  # bodies up to this size are written to the pipe from the event loop
+_INLINE_SEND = 16 << 10  # bodies up to this size fit the pipe: written from the event loop without waiting
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,13 @@ PAGE = corpus_pages()[0]
 
 def extract_all(extractor: Extractor, *bodies: bytes) -> list[Extracted]:
     async def go() -> list[Extracted]:
-        return await asyncio.gather(*(extractor.extract(body, "text/html", "http://x.test/") for body in bodies))
+        return await each(extractor, *bodies)
 
     return asyncio.run(go())
+
+
+async def each(extractor: Extractor, *bodies: bytes) -> list[Extracted]:
+    return await asyncio.gather(*(extractor.extract(body, "text/html", "http://x.test/") for body in bodies))
 
 
 def workers() -> set[int]:
@@ -44,14 +48,18 @@ def workers() -> set[int]:
 
 def test_a_slow_document_is_stopped_at_the_time_limit_and_the_pool_carries_on():
     extractor = Extractor(processes=True, workers=2, timeout=2, memory=None)
-    try:
-        [warm] = extract_all(extractor, PAGE.html)  # one worker started: the slow page goes to it
+
+    async def scenario() -> tuple:
+        [warm] = await each(extractor, PAGE.html)  # one worker started: the slow page goes to it
         before = workers()
         started = time.monotonic()
-        slow, normal, also_normal = extract_all(extractor, SLOW, PAGE.html, PAGE.html)
+        slow, normal, also_normal = await each(extractor, SLOW, PAGE.html, PAGE.html)
         took = time.monotonic() - started
-        [after] = extract_all(extractor, PAGE.html)
-        now = workers()
+        [after] = await each(extractor, PAGE.html)
+        return warm, before, slow, normal, also_normal, took, after, workers()
+
+    try:
+        warm, before, slow, normal, also_normal, took, after, now = asyncio.run(scenario())
     finally:
         extractor.close()
     assert (slow.outcome.value, slow.detail, slow.kind) == ("extract-failed", "extraction took more than 2 s", "html")
@@ -65,9 +73,14 @@ def test_a_slow_document_is_stopped_at_the_time_limit_and_the_pool_carries_on():
 
 def test_a_document_over_the_memory_limit_fails_with_the_reason_and_the_next_one_is_fine():
     extractor = Extractor(processes=True, workers=2, timeout=30, memory=300 * MIB)
+
+    async def scenario() -> tuple:
+        huge, normal = await each(extractor, HUGE, PAGE.html)
+        [after] = await each(extractor, PAGE.html)
+        return huge, normal, after
+
     try:
-        huge, normal = extract_all(extractor, HUGE, PAGE.html)
-        [after] = extract_all(extractor, PAGE.html)
+        huge, normal, after = asyncio.run(scenario())
     finally:
         extractor.close()
     assert (huge.outcome.value, huge.detail) == ("extract-failed", "extraction needed more than 300 MiB")

@@ -1,6 +1,7 @@
 """Readable text from a body: detect the type from bytes and headers, then hand it
-to the HTML, PDF or plain-text path. Runs off the event loop (process pool for
-runs, a thread for one-off fetches) so downloads keep flowing."""
+to the HTML, PDF or plain-text path. Runs off the event loop (worker processes
+under time and memory limits for runs, a thread for one-off fetches) so
+downloads keep flowing."""
 
 from __future__ import annotations
 
@@ -8,19 +9,15 @@ import asyncio
 import multiprocessing
 import os
 import re
-import signal
-import threading
-import time
 import unicodedata
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 
 from fetcher.decode import UndecodableText, charset_from_content_type, decode_text
 from fetcher.errors import ExtractFailed
 from fetcher.extract_html import extract_article
 from fetcher.extract_pdf import extract_pdf
+from fetcher.extract_pool import Limits, WorkerPool, exit_with  # noqa: F401 - exit_with was defined here
 from fetcher.models import Extracted
-from fetcher.processes import alive
 from fetcher.outcomes import Outcome
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml"}
@@ -29,6 +26,7 @@ _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+ONE_OFF_PROCESS_BYTES = 4 << 20  # one-off fetches extract bigger bodies in a process (the corpus: 1.5 MB at most)
 
 
 def mime_type(content_type: str | None) -> str:
@@ -112,48 +110,35 @@ def tidy(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
-def exit_with(parent: int, every: float = 0.5) -> None:
-    """Pool-worker initializer: end this worker soon after `parent` dies, even by
-    kill -9 (a worker otherwise waits on its task queue forever), and leave
-    SIGTERM/SIGINT to the parent."""
-
-    def watch() -> None:
-        while alive(parent):
-            time.sleep(every)
-        os._exit(0)
-
-    # A SIGTERM or Ctrl-C sent to the whole process group is the parent's to
-    # handle: it finishes or abandons the run and then shuts the pool down.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 class Extractor:
-    """Runs extract() away from the event loop: in worker processes (for runs of
-    many sources) or in a thread (for a one-off fetch, no process start-up)."""
+    """Runs extract() away from the event loop, each document under `timeout`
+    seconds and `memory` bytes: in worker processes (for runs of many sources;
+    a worker over a limit is killed and replaced, the document is extract-failed)
+    or, for a one-off fetch, in a thread (no process start-up; a thread cannot be
+    killed, so only the cheap bounds of extract_html apply there) — except a body
+    over ONE_OFF_PROCESS_BYTES, which gets one worker process under the limits."""
 
-    def __init__(self, processes: bool, workers: int | None = None):
+    def __init__(
+        self, processes: bool, workers: int | None = None, timeout: float = 60.0, memory: int | None = 1 << 30
+    ):
         self._processes = processes
         self._workers = workers or os.cpu_count() or 1
-        self._pool: Executor | None = None
+        self._limits = Limits(timeout, memory)
+        self._pool: WorkerPool | None = None
 
     async def extract(self, body: bytes, content_type: str | None, url: str | None) -> Extracted:
-        loop = asyncio.get_running_loop()
-        if not self._processes:
+        if not self._processes and len(body) <= ONE_OFF_PROCESS_BYTES:
             return await asyncio.to_thread(extract, body, content_type, url)
         if self._pool is None:
+            workers = self._workers if self._processes else 1
             context = multiprocessing.get_context("spawn")  # no fork of a threaded process; no forkserver to lose
-            self._pool = ProcessPoolExecutor(
-                max_workers=self._workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
-            )
-        try:
-            return await loop.run_in_executor(self._pool, extract, body, content_type, url)
-        except BrokenProcessPool:
-            self.close()
-            return Extracted(outcome=Outcome.EXTRACT_FAILED, kind="unknown", detail="the extractor process died")
+            self._pool = WorkerPool(extract, workers, self._limits, context)
+        result = await self._pool.run(body, content_type, url)
+        if result.kind == "unknown" and result.outcome is Outcome.EXTRACT_FAILED:
+            result = replace(result, kind=sniff_kind(body, content_type))
+        return result
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
             self._pool = None

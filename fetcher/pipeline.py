@@ -80,7 +80,9 @@ class Pipeline:
             self._client, settings, slots, self._wall_clock, trusted, stopping=lambda: self._stopping
         )
         self._robots = RobotsGate(self._downloader, slots, settings, self._sleep)
-        self._extractor = Extractor(processes=self._processes)
+        self._extractor = Extractor(
+            processes=self._processes, timeout=settings.extract_timeout, memory=settings.extract_memory
+        )
         self._probes = HostProbes(self._downloader, self._extractor, gate=self._robots.refusal)
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._archives = [

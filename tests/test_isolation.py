@@ -29,7 +29,7 @@ from tests.conftest import FakeClock, assert_sound_store, run_fetcher, write_con
 from tests.fake_wayback import FakeWayback
 from tests.hostile import PAGE, RawServer
 from tests.origin import Origin, html
-from tests.test_faults import CASES
+from tests.test_faults import CASES, SETTINGS
 from tests.test_nightly import recorded_runs, started, wait_for_fetches
 
 
@@ -178,8 +178,7 @@ def test_one_refresh_over_every_hostile_source_and_ordinary_pages(tmp_path):
         ordinary = [http.route(f"/ordinary/{n}", html(article(n))) for n in range(5)]
         urls = [url for pair in zip(hostile_urls, ordinary * 10) for url in pair][: len(hostile_urls) + 5]
         urls += [url for url in hostile_urls + ordinary if url not in urls]
-        config = write_config(tmp_path, urls, deadline=1, read_timeout=1, connect_timeout=1, retries=1,
-                              max_bytes=1 << 20, concurrency=8)
+        config = write_config(tmp_path, urls, **SETTINGS, concurrency=8)
         began = time.monotonic()
         done = run_fetcher(tmp_path, "--config", str(config), "refresh", "--json", timeout=120)
         took = time.monotonic() - began

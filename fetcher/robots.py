@@ -161,11 +161,25 @@ class RobotsGate:
         return self._rules[key]
 
     async def _fetch(self, url: str, host: str) -> RobotsRules:
+        """The robots.txt request, its retries within one source's time limit
+        (`source_deadline`), so a host that trickles it costs that once a run."""
         settings = self._settings
-        download, attempts = await fetch_with_retries(
-            lambda: self._downloader.get(url, max_bytes=ROBOTS_MAX_BYTES, keep_head=True),
-            settings.retries, settings.max_retry_after, self._sleep,
-        )
+        limit = settings.source_time_limit
+        tries = 0
+
+        async def attempt() -> Download:
+            nonlocal tries
+            tries += 1
+            return await self._downloader.get(url, max_bytes=ROBOTS_MAX_BYTES, keep_head=True)
+
+        try:
+            async with asyncio.timeout(limit):
+                download, attempts = await fetch_with_retries(
+                    attempt, settings.retries, settings.max_retry_after, self._sleep, time_limit=limit
+                )
+        except TimeoutError:
+            detail = f"no answer within the {limit:g}s limit (source_deadline)"
+            download, attempts = Download(url, Outcome.TIMEOUT, url, detail=detail), tries
         rules = rules_from(url, download, attempts)
         delay = rules.crawl_delay(self.token)
         if delay is not None and delay > 0:

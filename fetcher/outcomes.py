@@ -51,6 +51,11 @@ class Outcome(enum.Enum):
         return self in _TRANSIENT
 
     @property
+    def got_no_answer(self) -> bool:
+        """No HTTP answer came at all: the host could not be reached, or broke off."""
+        return self in _NO_ANSWER
+
+    @property
     def wants_archive(self) -> bool:
         """An archived copy should stand in for the live page. (401/403 bot walls
         and 429 are a matter of policy: see ArchivePolicy.)"""
@@ -67,6 +72,19 @@ _TRANSIENT = frozenset(
         Outcome.TRUNCATED,
         Outcome.HTTP_429,
         Outcome.HTTP_5XX,
+    }
+)
+
+_NO_ANSWER = frozenset(
+    {
+        Outcome.DNS_ERROR,
+        Outcome.CONNECT_REFUSED,
+        Outcome.CONNECT_ERROR,
+        Outcome.TLS_ERROR,
+        Outcome.TIMEOUT,
+        Outcome.NETWORK_ERROR,
+        Outcome.TRUNCATED,
+        Outcome.PRIVATE_ADDRESS,
     }
 )
 

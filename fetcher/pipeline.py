@@ -177,28 +177,10 @@ class Pipeline:
         for retries × deadline."""
         settings = self._config.fetch
         limit = settings.source_time_limit
-        answers: list[Download] = []
-        tries = 0
-
-        async def attempt() -> Download:
-            nonlocal tries
-            tries += 1
-            answers.append(await self._downloader.get(source.url, headers, gate=self._robots.refusal))
-            return answers[-1]
-
-        try:
-            async with asyncio.timeout(limit):
-                download, _ = await fetch_with_retries(
-                    attempt, settings.retries, settings.max_retry_after, self._sleep, time_limit=limit
-                )
-        except TimeoutError:
-            cut = f"the source's {limit:g}s limit (source_deadline) was reached"
-            if not answers:  # cut in the first attempt
-                return Download(source.url, Outcome.TIMEOUT, source.url, detail=f"no answer: {cut}"), tries
-            # cut in a backoff wait or a retry: the last answer says what is wrong
-            last = answers[-1]
-            return replace(last, detail=f"{last.detail}; {cut} after {tries} attempts".lstrip("; ")), tries
-        return download, tries
+        return await fetch_with_retries(
+            lambda: self._downloader.get(source.url, headers, gate=self._robots.refusal),
+            settings.retries, settings.max_retry_after, self._sleep, time_limit=limit, url=source.url,
+        )
 
     def _falls_back(self, outcome: Outcome) -> bool:
         policy = self._config.archive

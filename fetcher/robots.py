@@ -39,19 +39,6 @@ ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: at least 500 KiB must be parsed; 
 OriginKey = tuple[str, str, int]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN = re.compile(r"[A-Za-z_-]+")  # RFC 9309 2.2.1: the product token's characters
-# No usable HTTP answer came: the page would most likely fail the same way.
-_NO_ANSWER = frozenset(
-    {
-        Outcome.DNS_ERROR,
-        Outcome.CONNECT_REFUSED,
-        Outcome.CONNECT_ERROR,
-        Outcome.TLS_ERROR,
-        Outcome.TIMEOUT,
-        Outcome.NETWORK_ERROR,
-        Outcome.TRUNCATED,
-        Outcome.PRIVATE_ADDRESS,
-    }
-)
 # A redirect chain that led nowhere (a loop, a non-http target): robots.txt is unavailable.
 _DEAD_END = frozenset({Outcome.REDIRECT_LOOP, Outcome.BAD_CONTENT})
 
@@ -107,7 +94,7 @@ class RobotsRules:
 def rules_from(url: str, download: Download, attempts: int = 1) -> RobotsRules:
     """Classify the answer to a robots.txt request (RFC 9309 2.3.1)."""
     status = download.http_status
-    if download.outcome in _NO_ANSWER or (status is None and download.outcome not in _DEAD_END):
+    if download.outcome.got_no_answer or (status is None and download.outcome not in _DEAD_END):
         reason = f"robots.txt {url}: {download.outcome.value} {download.detail}".strip()
         return RobotsRules(url, "no-answer", reason, failure=download, attempts=attempts)
     if download.outcome is Outcome.OK:
@@ -164,22 +151,10 @@ class RobotsGate:
         """The robots.txt request, its retries within one source's time limit
         (`source_deadline`), so a host that trickles it costs that once a run."""
         settings = self._settings
-        limit = settings.source_time_limit
-        tries = 0
-
-        async def attempt() -> Download:
-            nonlocal tries
-            tries += 1
-            return await self._downloader.get(url, max_bytes=ROBOTS_MAX_BYTES, keep_head=True)
-
-        try:
-            async with asyncio.timeout(limit):
-                download, attempts = await fetch_with_retries(
-                    attempt, settings.retries, settings.max_retry_after, self._sleep, time_limit=limit
-                )
-        except TimeoutError:
-            detail = f"no answer within the {limit:g}s limit (source_deadline)"
-            download, attempts = Download(url, Outcome.TIMEOUT, url, detail=detail), tries
+        download, attempts = await fetch_with_retries(
+            lambda: self._downloader.get(url, max_bytes=ROBOTS_MAX_BYTES, keep_head=True),
+            settings.retries, settings.max_retry_after, self._sleep, time_limit=settings.source_time_limit, url=url,
+        )
         rules = rules_from(url, download, attempts)
         delay = rules.crawl_delay(self.token)
         if delay is not None and delay > 0:

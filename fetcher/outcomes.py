@@ -88,25 +88,16 @@ _NO_ANSWER = frozenset(
     }
 )
 
-_ARCHIVE_WORTHY = frozenset(
-    {
-        Outcome.DNS_ERROR,
-        Outcome.CONNECT_REFUSED,
-        Outcome.CONNECT_ERROR,
-        Outcome.TLS_ERROR,
-        Outcome.TIMEOUT,
-        Outcome.NETWORK_ERROR,
-        Outcome.TRUNCATED,
-        Outcome.REDIRECT_LOOP,
-        Outcome.HTTP_404,
-        Outcome.HTTP_410,
-        Outcome.HTTP_5XX,
-        Outcome.BAD_CONTENT,
-        Outcome.EMPTY,
-        Outcome.PRIVATE_ADDRESS,
-        Outcome.ROBOTS_BLOCKED,
-    }
-)
+_ARCHIVE_WORTHY = _NO_ANSWER | {
+    Outcome.REDIRECT_LOOP,
+    Outcome.HTTP_404,
+    Outcome.HTTP_410,
+    Outcome.HTTP_5XX,
+    Outcome.BAD_CONTENT,
+    Outcome.EMPTY,
+    Outcome.ROBOTS_BLOCKED,
+}
+
 
 def outcome_for_status(status: int) -> Outcome:
     """The outcome kind of a final (non-redirect) HTTP status."""

@@ -32,11 +32,12 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from fetcher.audit import build_audit, state_counts
-from fetcher.config import load_config
-from fetcher.models import Capture, Download, Extracted, FetchResult, Hop, RunSummary, Source
-from fetcher.outcomes import Outcome
-from fetcher.store import Store
+from fetcher.core.health import state_counts
+from fetcher.views.audit import build_audit
+from fetcher.core.config import load_config
+from fetcher.core.models import Capture, Download, Extracted, FetchResult, Hop, RunSummary, Source
+from fetcher.core.outcomes import Outcome
+from fetcher.store.sqlite import Store
 
 REPEATS = 5
 UTC = timezone.utc

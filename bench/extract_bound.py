@@ -30,8 +30,8 @@ TINY = 2000  # documents for the dispatch figure
 
 def bounded(name: str) -> dict:
     """One case through Extractor(processes=True) with the default limits."""
-    from fetcher.config import FetchSettings
-    from fetcher.extract import Extractor
+    from fetcher.core.config import FetchSettings
+    from fetcher.extract.extractor import Extractor
 
     body, settings = CASES[name](), FetchSettings()
     extractor = Extractor(processes=True, workers=1, timeout=settings.extract_timeout, memory=settings.extract_memory)
@@ -53,8 +53,8 @@ def bounded(name: str) -> dict:
 
 def unbounded(name: str) -> dict:
     """One case as before: trafilatura on the whole tree, in this process, no limits."""
-    from fetcher import extract_html
-    from fetcher.extract import extract
+    from fetcher.extract import html as extract_html
+    from fetcher.extract.extractor import extract
 
     extract_html.MAX_ELEMENTS = extract_html.MAX_ATTRIBUTE = 1 << 62
     body = CASES[name]()
@@ -68,7 +68,7 @@ def unbounded(name: str) -> dict:
 
 def dispatch() -> dict:
     """Per-document cost of the trip to a worker and back: TINY tiny documents, 2 workers."""
-    from fetcher.extract import Extractor
+    from fetcher.extract.extractor import Extractor
 
     extractor = Extractor(processes=True, workers=2)
 

@@ -1,3 +1,3 @@
-from fetcher.cli import main
+from fetcher.cli.commands import main
 
 main()

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from fetcher.config import Config, load_config
-from fetcher.models import Snapshot
-from fetcher.pipeline import Pipeline
-from fetcher.sources import make_source
-from fetcher.store import Store
+from fetcher.core.config import Config, load_config
+from fetcher.core.models import Snapshot
+from fetcher.run.pipeline import Pipeline
+from fetcher.core.sources import make_source
+from fetcher.store.sqlite import Store
 from tests.origin import Origin
 
 FIXTURES = Path(__file__).parent / "fixtures"

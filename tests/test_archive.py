@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fetcher.archive import parse_cdx
-from fetcher.cli import cli
-from fetcher.config import load_config
-from fetcher.pipeline import FetchOptions
-from fetcher.report import make_preview, render_text
-from fetcher.sources import make_source
-from fetcher.store import Store
+from fetcher.net.archive import parse_cdx
+from fetcher.cli.commands import cli
+from fetcher.core.config import load_config
+from fetcher.run.pipeline import FetchOptions
+from fetcher.views.preview import make_preview, render_text
+from fetcher.core.sources import make_source
+from fetcher.store.sqlite import Store
 from tests.conftest import FakeClock, ScaledClock, corpus_pdfs, normalised, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import Origin, html
@@ -180,8 +180,8 @@ def test_replay_redirect_to_the_exact_capture_is_followed(world, origin, wayback
 
 async def _replay_inexact(w: World, url: str):
     """Ask for a rounded timestamp, as a cached capture from another index might."""
-    from fetcher.models import Capture
-    from fetcher.archive import timestamp_to_datetime
+    from fetcher.core.models import Capture
+    from fetcher.net.archive import timestamp_to_datetime
 
     async with w.clock.pipeline(w.config, w.store) as pipeline:
         client = pipeline._archives[0]

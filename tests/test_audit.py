@@ -39,13 +39,13 @@ import pytest
 from click.testing import CliRunner
 from lxml import html as lxml_html
 
-from fetcher.audit import STATES, Audit, build_audit
-from fetcher.audit_report import COLOURS, COLUMNS
-from fetcher.cli import cli
-from fetcher.config import Config, load_config
-from fetcher.nightly import run_once
-from fetcher.sources import resource_id
-from fetcher.store import Store
+from fetcher.views.audit import STATES, Audit, build_audit
+from fetcher.views.audit_formats import COLOURS, COLUMNS
+from fetcher.cli.commands import cli
+from fetcher.core.config import Config, load_config
+from fetcher.run.refresh import run_once
+from fetcher.core.sources import resource_id
+from fetcher.store.sqlite import Store
 from tests.conftest import FakeClock, run_fetcher, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import Origin, html, redirect

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fetcher.cli import cli
-from fetcher.config import ConfigError, FetchSettings, config_path, load_config
-from fetcher.sources import find_duplicates, make_source, resource_id
+from fetcher.cli.commands import cli
+from fetcher.core.config import ConfigError, FetchSettings, config_path, load_config
+from fetcher.core.sources import find_duplicates, make_source, resource_id
 from tests.conftest import run_fetcher
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"

@@ -13,7 +13,7 @@ import zlib
 import httpx
 import pytest
 
-from fetcher.download import HostPools, Inflater, _Incomplete
+from fetcher.net.download import HostPools, Inflater, _Incomplete
 from tests.conftest import corpus_pdfs, normalised
 from tests.origin import Origin, gzip_bomb, gzipped, html, redirect, respond, sequence, trickle, truncated
 

@@ -7,9 +7,9 @@ import re
 import pytest
 from lxml import html as lxml_html
 
-from fetcher.decode import decode_text
-from fetcher.extract import sniff_kind
-from fetcher.report import make_preview, render_text
+from fetcher.extract.decode import decode_text
+from fetcher.extract.extractor import sniff_kind
+from fetcher.views.preview import make_preview, render_text
 from tests.conftest import corpus_pages, corpus_pdfs, normalised
 from tests.origin import respond
 
@@ -136,12 +136,12 @@ def test_decoding_prefers_bom_then_utf8_then_labels():
 
 
 def test_a_page_whose_date_cannot_be_read_keeps_its_text_and_title(origin, run, monkeypatch):
-    import fetcher.extract_html
+    import fetcher.extract.html
 
     def broken(*args, **kwargs):
         raise ValueError("a date format nobody expected")
 
-    monkeypatch.setattr(fetcher.extract_html, "find_date", broken)  # a one-off fetch extracts in this process
+    monkeypatch.setattr(fetcher.extract.html, "find_date", broken)  # a one-off fetch extracts in this process
     paragraphs = "".join(f"<p>Paragraph {i} of a report whose date trips the date parser, kept whole.</p>" for i in range(8))
     url = origin.route("/odd", respond(200, f"<html><head><title>Odd  date</title></head><body>{paragraphs}</body></html>".encode()))
     snap = run().fetch(url)

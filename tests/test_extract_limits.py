@@ -13,12 +13,12 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from fetcher.config import load_config
-from fetcher.extract import Extractor
-from fetcher.models import Extracted
-from fetcher.pipeline import Pipeline
-from fetcher.sources import resource_id
-from fetcher.store import Store
+from fetcher.core.config import load_config
+from fetcher.extract.extractor import Extractor
+from fetcher.core.models import Extracted
+from fetcher.run.pipeline import Pipeline
+from fetcher.core.sources import resource_id
+from fetcher.store.sqlite import Store
 from tests.conftest import corpus_pages, write_config
 from tests.origin import Origin, html, respond
 from tests.test_refresh import article, marker

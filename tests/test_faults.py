@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from fetcher.config import load_config
-from fetcher.pipeline import Pipeline
-from fetcher.sources import make_source, resource_id
-from fetcher.store import Store
+from fetcher.core.config import load_config
+from fetcher.run.pipeline import Pipeline
+from fetcher.core.sources import make_source, resource_id
+from fetcher.store.sqlite import Store
 from tests import hostile
 from tests.conftest import FakeSleep, assert_sound_store, run_fetcher, write_config
 from tests.hostile import PAGE, RawServer
@@ -208,7 +208,7 @@ def test_the_downloader_calls_a_control_character_in_a_url_bad_content(tmp_path,
     """A URL that reaches the downloader some other way (a document's links) is
     still a classified failure, never a traceback."""
     server, _ = servers
-    from fetcher.models import Source
+    from fetcher.core.models import Source
 
     config = load_config(write_config(tmp_path, **SETTINGS))
     store = Store(config.storage_dir)

@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from fetcher.audit import Audit, AuditRow
-from fetcher.audit_report import to_html
-from fetcher.sources import resource_id
-from fetcher.store import Store
+from fetcher.views.audit import Audit, AuditRow
+from fetcher.views.audit_formats import to_html
+from fetcher.core.sources import resource_id
+from fetcher.store.sqlite import Store
 from tests.conftest import FIXTURES, fetcher_command, run_fetcher, write_config
 from tests.origin import Origin, html, respond
 
@@ -293,7 +293,7 @@ def as_nobody() -> Iterator:
     """run(cwd, *args): the fetcher command as the unprivileged user `nobody`."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("switching to the user nobody needs root and setpriv")
-    probe = subprocess.run(NOBODY + [sys.executable, "-c", "import fetcher.cli"], cwd="/", capture_output=True,
+    probe = subprocess.run(NOBODY + [sys.executable, "-c", "import fetcher.cli.commands"], cwd="/", capture_output=True,
                            text=True, timeout=60)
     if probe.returncode != 0:
         pytest.skip(f"the user nobody cannot run {sys.executable} with this worktree: {probe.stderr[-300:]}")
@@ -427,7 +427,7 @@ def dead_pid() -> int:
 
 
 def test_body_files_are_written_under_a_name_with_the_writers_pid(tmp_path):
-    from fetcher.files import write_atomically
+    from fetcher.store.files import write_atomically
 
     seen = []
     write_atomically(tmp_path / "x.gz", lambda out: seen.extend(p.name for p in tmp_path.iterdir()))

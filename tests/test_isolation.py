@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fetcher.cli import cli
-from fetcher.config import load_config
-from fetcher.extract import Extractor
-from fetcher.health import due_sources
-from fetcher.nightly import run_once
-from fetcher.sources import make_source, resource_id
-from fetcher.store import Store, StoreError
+from fetcher.cli.commands import cli
+from fetcher.core.config import load_config
+from fetcher.extract.extractor import Extractor
+from fetcher.core.health import due_sources
+from fetcher.run.refresh import run_once
+from fetcher.core.sources import make_source, resource_id
+from fetcher.store.sqlite import Store, StoreError
 from tests import hostile
 from tests.conftest import FakeClock, assert_sound_store, run_fetcher, write_config
 from tests.fake_wayback import FakeWayback
@@ -93,7 +93,7 @@ def test_a_disk_full_stops_the_run_loudly_recorded_as_failed(tmp_path, origin, m
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("fetcher.store.write_atomically", full)
+    monkeypatch.setattr("fetcher.store.sqlite.write_atomically", full)
     result = CliRunner().invoke(cli, ["--config", str(config_path), "refresh"])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fetcher.config import ConfigError, load_config
-from fetcher.links import FoundLink, append_sources, links_in_file, links_in_files, new_sources, toml_string
-from fetcher.sources import make_source, resource_id
+from fetcher.core.config import ConfigError, load_config
+from fetcher.cli.documents import FoundLink, append_sources, links_in_file, links_in_files, new_sources, toml_string
+from fetcher.core.sources import make_source, resource_id
 
 WHEN = datetime(2026, 11, 23, 23, 30, tzinfo=timezone.utc)
 

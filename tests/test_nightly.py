@@ -24,16 +24,16 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from click.testing import CliRunner
 
-from fetcher.cli import cli
-from fetcher.config import Config, load_config
-from fetcher.extract import Extractor
-from fetcher.health import state
-from fetcher.lock import Busy, RunLock
-from fetcher.models import RunSummary
-from fetcher.nightly import run_once
-from fetcher.scheduler import Nightly, cron_trigger, next_fire
-from fetcher.sources import resource_id
-from fetcher.store import DB_NAME, Store
+from fetcher.cli.commands import cli
+from fetcher.core.config import Config, load_config
+from fetcher.extract.extractor import Extractor
+from fetcher.core.health import state
+from fetcher.store.lock import Busy, RunLock
+from fetcher.core.models import RunSummary
+from fetcher.run.refresh import run_once
+from fetcher.run.schedule import Nightly, cron_trigger, next_fire
+from fetcher.core.sources import resource_id
+from fetcher.store.sqlite import DB_NAME, Store
 from tests.conftest import FakeClock, fetcher_command, run_fetcher, write_config
 from tests.origin import SOFT_404_PROBE, Origin, conditional, html
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from fetcher.models import Snapshot
-from fetcher.report import excerpt, human_date, human_size, make_preview, render_markdown, render_text
-from fetcher.sources import resource_id
+from fetcher.core.models import Snapshot
+from fetcher.views.preview import excerpt, human_date, human_size, make_preview, render_markdown, render_text
+from fetcher.core.sources import resource_id
 
 WHEN = datetime(2026, 4, 9, 14, 0, tzinfo=timezone.utc)
 

@@ -24,14 +24,14 @@ from typing import Any
 import httpx
 import pytest
 
-from fetcher import pipeline
-from fetcher.addresses import Address, refusal
-from fetcher.config import FetchSettings, load_config
-from fetcher.connect import GuardedBackend, GuardedTransport
-from fetcher.download import make_client
-from fetcher.models import Hop
-from fetcher.sources import make_source
-from fetcher.store import Store
+from fetcher.run import pipeline
+from fetcher.net.addresses import Address, refusal
+from fetcher.core.config import FetchSettings, load_config
+from fetcher.net.connect import GuardedBackend, GuardedTransport
+from fetcher.net.download import make_client
+from fetcher.core.models import Hop
+from fetcher.core.sources import make_source
+from fetcher.store.sqlite import Store
 from tests.conftest import FakeClock, FakeSleep, Run, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import Origin, html, redirect

@@ -19,10 +19,10 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from fetcher.config import load_config
-from fetcher.pipeline import FetchOptions
-from fetcher.sources import make_source
-from fetcher.store import Store
+from fetcher.core.config import load_config
+from fetcher.run.pipeline import FetchOptions
+from fetcher.core.sources import make_source
+from fetcher.store.sqlite import Store
 from tests.conftest import FakeClock, corpus_pages, corpus_pdfs, normalised, write_config
 from tests.origin import Origin, html, respond
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from fetcher.cli import cli
-from fetcher.config import Config, load_config
-from fetcher.models import RunSummary
-from fetcher.pipeline import Pipeline
-from fetcher.sources import resource_id
-from fetcher.store import DB_NAME, Store
+from fetcher.cli.commands import cli
+from fetcher.core.config import Config, load_config
+from fetcher.core.models import RunSummary
+from fetcher.run.pipeline import Pipeline
+from fetcher.core.sources import resource_id
+from fetcher.store.sqlite import DB_NAME, Store
 from tests.conftest import corpus_pdfs, fetcher_command, normalised, run_fetcher, write_config
 from tests.origin import Origin, html, respond
 

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from fetcher.audit import build_audit
-from fetcher.config import Config, FetchSettings, load_config
-from fetcher.download import Downloader, make_client
-from fetcher.hosts import HostSlots
-from fetcher.models import RunSummary, Snapshot
-from fetcher.pipeline import Pipeline
-from fetcher.robots import ROBOTS_MAX_BYTES, product_token
-from fetcher.sources import make_source
-from fetcher.store import Store
+from fetcher.views.audit import build_audit
+from fetcher.core.config import Config, FetchSettings, load_config
+from fetcher.net.download import Downloader, make_client
+from fetcher.net.hosts import HostSlots
+from fetcher.core.models import RunSummary, Snapshot
+from fetcher.run.pipeline import Pipeline
+from fetcher.net.robots import ROBOTS_MAX_BYTES, product_token
+from fetcher.core.sources import make_source
+from fetcher.store.sqlite import Store
 from tests.conftest import FakeClock, FakeSleep, ScaledClock, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import Origin, Route, gzipped, html, redirect, respond

@@ -25,16 +25,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fetcher.checks import soft_404_reason
-from fetcher.audit import build_audit
-from fetcher.config import load_config
-import fetcher.extract
-from fetcher.extract import extract
-from fetcher.models import Extracted, Snapshot
-from fetcher.outcomes import Outcome
-from fetcher.pipeline import Pipeline
-from fetcher.soft404 import ALIKE, Seen, is_home, looks_like_probe, origin_of, shingles, similarity, url_words
-from fetcher.store import Store
+from fetcher.extract.soft404 import soft_404_reason
+from fetcher.views.audit import build_audit
+from fetcher.core.config import load_config
+import fetcher.extract.extractor
+from fetcher.extract.extractor import extract
+from fetcher.core.models import Extracted, Snapshot
+from fetcher.core.outcomes import Outcome
+from fetcher.run.pipeline import Pipeline
+from fetcher.extract.soft404 import ALIKE, Seen, is_home, looks_like_probe, origin_of, shingles, similarity, url_words
+from fetcher.store.sqlite import Store
 from tests.conftest import FIXTURES, FakeSleep, corpus_pdfs, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import SOFT_404_PROBE, Origin, Route, conditional, html, redirect, respond
@@ -248,7 +248,7 @@ def same_bytes_extracted_once() -> Iterator[None]:
     real extractor made of each (text, title, language and date depend only on the
     bytes and the content type), so it takes a second or two, not a dozen. Probe
     answers are new bytes and are extracted for real."""
-    real, seen = fetcher.extract.extract, {}
+    real, seen = fetcher.extract.extractor.extract, {}
 
     def once(body: bytes, content_type: str | None, url: str | None) -> Extracted:
         key = (hashlib.sha256(body).digest(), content_type)
@@ -257,7 +257,7 @@ def same_bytes_extracted_once() -> Iterator[None]:
         return seen[key]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fetcher.extract, "extract", once)
+        patch.setattr(fetcher.extract.extractor, "extract", once)
         yield
 
 

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from fetcher.store import Store, StoreError
+from fetcher.store.sqlite import Store, StoreError
 from tests.conftest import run_fetcher, write_config
 from tests.origin import html, respond, sequence
 

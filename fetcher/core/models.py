@@ -1,0 +1,206 @@
+"""Frozen values passed between modules."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from datetime import datetime
+from typing import Any
+
+from fetcher.core.outcomes import Outcome
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str
+    resource_id: str
+    title: str | None = None
+    tags: tuple[str, ...] = ()
+    refresh_every: float | None = None  # seconds; None: the configured default
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One redirect: the URL that answered and the status it answered with."""
+
+    url: str
+    status: int
+
+
+@dataclass(frozen=True)
+class Download:
+    """The result of one classified HTTP attempt (redirects included)."""
+
+    url: str
+    outcome: Outcome
+    final_url: str
+    http_status: int | None = None
+    content_type: str | None = None
+    body: bytes = b""
+    redirects: tuple[Hop, ...] = ()
+    detail: str = ""
+    retry_after: float | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # archive headers: Memento-Datetime, X-Archive-Orig-*
+    # The body exactly as the server gzip-compressed it, when it came as one complete
+    # gzip member: the store keeps these bytes instead of compressing the body again.
+    gzipped: bytes | None = field(default=None, repr=False)
+
+    @cached_property
+    def sha256(self) -> str:
+        """The body's SHA-256 (hex): its identity in the store. Worked out once,
+        though both the unchanged-body check and the store ask for it."""
+        return hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One archived capture of a URL, replayable raw at `raw_url`."""
+
+    archive: str
+    timestamp: str  # 14 digits, UTC
+    original: str
+    raw_url: str
+    captured_at: datetime
+    mime: str | None = None
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """Readable text and metadata drawn from a body."""
+
+    outcome: Outcome
+    kind: str  # "html", "pdf", "text" or "unknown"
+    text: str = ""
+    title: str | None = None
+    language: str | None = None
+    published: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What one fetch of one source produced, ready to be stored."""
+
+    source: Source
+    fetched_at: datetime
+    origin: str
+    download: Download
+    attempts: int
+    extracted: Extracted | None = None
+    elapsed_ms: int = 0
+    live_status: int | None = None
+    live_outcome: Outcome | None = None
+    live_detail: str = ""  # for an archived copy: what the live attempt said
+    capture: Capture | None = None
+    archive_outcome: Outcome | None = None
+    reused_sha256: str | None = None  # an archived copy already stored: no body here
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.download.outcome is Outcome.OK and self.extracted is not None:
+            return self.extracted.outcome
+        return self.download.outcome
+
+    @property
+    def own_detail(self) -> str:
+        """What went wrong with this attempt: the extraction's word, else the download's."""
+        if self.extracted is not None and self.extracted.detail:
+            return self.extracted.detail
+        return self.download.detail
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One stored fetch of a source, joined with the content it yielded."""
+
+    fetch_id: int
+    resource_id: str
+    url: str
+    final_url: str
+    fetched_at: datetime
+    origin: str
+    http_status: int | None
+    outcome: str
+    detail: str
+    attempts: int
+    elapsed_ms: int
+    changed: bool
+    redirects: tuple[Hop, ...] = ()
+    content_type: str | None = None
+    size_bytes: int | None = None
+    text_chars: int | None = None
+    sha256: str | None = None
+    title: str | None = None
+    text: str | None = None
+    language: str | None = None
+    published: str | None = None
+    content_first_seen: datetime | None = None
+    live_status: int | None = None
+    live_outcome: str | None = None
+    archive_outcome: str | None = None
+    archive_name: str | None = None
+    archive_url: str | None = None
+    captured_at: datetime | None = None
+    transition: str | None = None  # "newly-failing" or "recovered": what this check changed
+
+    @property
+    def has_content(self) -> bool:
+        return self.sha256 is not None
+
+    def to_dict(self, with_text: bool = True) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["fetched_at"] = _iso(self.fetched_at)
+        data["content_first_seen"] = _iso(self.content_first_seen)
+        data["captured_at"] = _iso(self.captured_at)
+        data["redirects"] = [{"url": h.url, "status": h.status} for h in self.redirects]
+        if not with_text:
+            data.pop("text")
+        return data
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    started_at: datetime
+    finished_at: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+    changed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    archived: int = 0
+    newly_failing: int = 0
+    recovered: int = 0
+    not_due: int = 0
+    health: dict[str, int] = field(default_factory=dict)  # states of all sources after the run
+    interrupted: bool = False  # stopped by a signal: the counts are what was done before it
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "seconds": round((self.finished_at - self.started_at).total_seconds(), 3),
+            "total": self.total,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "archived": self.archived,
+            "newly_failing": self.newly_failing,
+            "recovered": self.recovered,
+            "not_due": self.not_due,
+            "interrupted": self.interrupted,
+            "health": self.health,
+            "counts": dict(sorted(self.counts.items())),
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,364 @@
+"""The only module that knows the order: download (with retries) → extract → store.
+
+A run fans out over `concurrency` workers pulling from one list interleaved by
+host, so workers rarely queue behind one busy host; per-host slots in the
+downloader keep each host's limits. Clock and sleep are injected for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from itertools import zip_longest
+from typing import Any
+
+from fetcher.net.archive import ArchiveClient, Lookup
+from fetcher.extract.soft404 import soft_404_reason
+from fetcher.core.config import Config
+from fetcher.net.download import Downloader, make_client, trusted_endpoints
+from fetcher.extract.extractor import Extractor
+from fetcher.core.health import Health
+from fetcher.net.hosts import Clock, HostSlots, RateLimiter, Sleep
+from fetcher.core.models import Download, Extracted, FetchResult, RunSummary, Snapshot, Source
+from fetcher.core.outcomes import Outcome
+from fetcher.net.retrying import fetch_with_retries
+from fetcher.net.robots import RobotsGate
+from fetcher.run.probes import HostProbes
+from fetcher.core.sources import host_of
+from fetcher.core.errors import Stopped
+from fetcher.store.sqlite import Store, StoreError
+
+log = logging.getLogger("fetcher")
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    live: bool = True  # False: --archive-only
+    archive: bool = True  # False: --no-archive
+    recheck_archive: bool = False  # True: ignore cached archive lookups
+
+WallClock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Pipeline:
+    """Use as `async with Pipeline(config, store) as pipeline:`."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        processes: bool = True,
+        wall_clock: WallClock = utc_now,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ):
+        self._config = config
+        self._store = store
+        self._processes = processes
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._sleep = sleep
+
+    async def __aenter__(self) -> Pipeline:
+        settings = self._config.fetch
+        self._stopping = False
+        self._client = make_client(settings)
+        slots = HostSlots(settings.per_host_concurrency, settings.per_host_delay, self._clock, self._sleep)
+        trusted = trusted_endpoints(self._config.archives)  # a self-hosted archive may be on localhost
+        self._downloader = Downloader(
+            self._client, settings, slots, self._wall_clock, trusted, stopping=lambda: self._stopping
+        )
+        self._robots = RobotsGate(self._downloader, slots, settings, self._sleep)
+        self._extractor = Extractor(
+            processes=self._processes, timeout=settings.extract_timeout, memory=settings.extract_memory
+        )
+        self._probes = HostProbes(self._downloader, self._extractor, gate=self._robots.refusal)
+        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._archives = [
+            ArchiveClient(
+                archive,
+                self._downloader,
+                RateLimiter(archive.requests_per_minute, self._clock, self._sleep),
+                settings.retries,
+                settings.max_retry_after,
+                self._sleep,
+            )
+            for archive in self._config.archives
+        ] if self._config.archive.enabled else []
+        self._save_limiter = RateLimiter(self._config.archive.saves_per_minute, self._clock, self._sleep)
+        self._saves: list[asyncio.Task[None]] = []
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await asyncio.gather(*self._saves)
+        finally:
+            await self._client.aclose()
+            self._extractor.close()
+            self._store_thread.shutdown(wait=True)
+
+    def stop(self) -> None:
+        """Start no new source and no new request: sources in flight finish with
+        what they already have, or are abandoned (Stopped) at their next request."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def fetch(self, source: Source, options: FetchOptions = FetchOptions()) -> Snapshot:
+        """Fetch one source (live, then an archived copy if the live one is unusable),
+        extract its text and store the result.
+
+        Whatever goes wrong with this one source — a bug, a library raising on a
+        page it cannot handle — is stored as an `internal-error` fetch (its traceback
+        logged) and the source follows the failure backoff; only a store that cannot
+        be written (StoreError) and a stopping run (Stopped) get past this."""
+        started, fetched_at = self._clock(), self._wall_clock()
+        try:
+            return await self._fetch(source, options, started, fetched_at)
+        except (StoreError, Stopped):
+            raise
+        except Exception as error:  # noqa: BLE001 - the point: one source cannot stop the run
+            log.error("internal error on %s (%s): %s: %s", source.resource_id, source.url, type(error).__name__,
+                      error, exc_info=True)
+            return await self._record(internal_error(source, fetched_at, error), started)
+
+    async def _fetch(self, source: Source, options: FetchOptions, started: float, fetched_at: datetime) -> Snapshot:
+        live = None
+        if options.live:
+            live = await self._live(source, fetched_at)
+            if not (options.archive and self._falls_back(live.outcome)):
+                snapshot = await self._record(live, started)
+                if snapshot.changed:
+                    self._save_later(source.url)
+                return snapshot
+        return await self._record(await self._archived(source, live, fetched_at, options), started)
+
+    async def _live(self, source: Source, fetched_at: datetime) -> FetchResult:
+        """One live fetch, conditional when we hold its content: a 304, or a body
+        whose hash we already have, is recorded as a check with no extraction."""
+        refused = await self._robots.check(source.url)
+        if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
+            return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
+        health = await self._in_store(self._store.health, source.resource_id)
+        download, attempts = await self._download(source, conditional_headers(health))
+        result = FetchResult(source, fetched_at, "live", download, attempts)
+        known = health.content_sha256
+        if download.outcome is Outcome.NOT_MODIFIED and known:
+            result = replace(result, reused_sha256=known)
+        elif download.outcome is Outcome.OK and known and download.sha256 == known:
+            result = replace(result, reused_sha256=known)
+        elif download.outcome is Outcome.OK:
+            extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)
+            reason = extracted.outcome is Outcome.OK and (
+                soft_404_reason(source.url, download.final_url, extracted.title, extracted.text)
+                or await self._probes.soft_404_reason(source.url, download, extracted)
+            )
+            if reason:
+                extracted = replace(extracted, outcome=Outcome.BAD_CONTENT, detail=reason)
+            result = replace(result, extracted=extracted)
+        return replace(result, live_status=download.http_status, live_outcome=result.outcome)
+
+    async def _download(self, source: Source, headers: dict[str, str] | None) -> tuple[Download, int]:
+        """The live download with its retries, all within the source's time limit
+        (`source_deadline`): a trickling or ever-failing source cannot hold a worker
+        for retries × deadline."""
+        settings = self._config.fetch
+        limit = settings.source_time_limit
+        return await fetch_with_retries(
+            lambda: self._downloader.get(source.url, headers, gate=self._robots.refusal),
+            settings.retries, settings.max_retry_after, self._sleep, time_limit=limit, url=source.url,
+        )
+
+    def _falls_back(self, outcome: Outcome) -> bool:
+        policy = self._config.archive
+        return bool(self._archives) and (
+            outcome.wants_archive
+            or (policy.fallback_on_blocked and outcome in (Outcome.HTTP_401, Outcome.HTTP_403))
+            or (policy.fallback_on_rate_limited and outcome is Outcome.HTTP_429)
+        )
+
+    async def _archived(
+        self, source: Source, live: FetchResult | None, fetched_at: datetime, options: FetchOptions
+    ) -> FetchResult:
+        """The first archive's capture that yields text; else the live failure, annotated."""
+        misses, outcome = [], Outcome.ARCHIVE_MISS
+        for client in self._archives:
+            lookup, stored_sha = await self._lookup(client, source, fetched_at, options.recheck_archive)
+            if lookup.capture is None:
+                misses.append(lookup.detail)
+                outcome = lookup.outcome if lookup.outcome is Outcome.ARCHIVE_ERROR else outcome
+                continue
+            if stored_sha is not None:  # replayed on an earlier run: captures never change
+                reused = Download(source.url, Outcome.OK, lookup.capture.raw_url, 200, lookup.capture.mime)
+                return self._from_archive(source, live, fetched_at, reused, None, lookup, stored_sha)
+            download, served = await client.replay(lookup.capture)
+            extracted = None
+            if download.outcome is Outcome.OK:
+                extracted = await self._extractor.extract(download.body, download.content_type or served.mime, source.url)
+            if extracted is not None and extracted.outcome is Outcome.OK:
+                return self._from_archive(source, live, fetched_at, download, extracted, Lookup(Outcome.OK, served))
+            problem = extracted.outcome.value if extracted else download.outcome.value
+            misses.append(f"{client.settings.name} capture {served.timestamp}: {problem} {download.detail}".strip())
+            outcome = Outcome.ARCHIVE_ERROR
+        detail = "; ".join(misses) or "no archive configured"
+        if live is None:
+            failed = Download(source.url, outcome, source.url, detail=detail)
+            return FetchResult(source, fetched_at, "archive", failed, 0, archive_outcome=outcome)
+        annotated = replace(live.download, detail=f"{live.download.detail}; archive: {detail}".lstrip("; "))
+        return replace(live, download=annotated, archive_outcome=outcome)
+
+    def _from_archive(
+        self,
+        source: Source,
+        live: FetchResult | None,
+        fetched_at: datetime,
+        download: Download,
+        extracted: Extracted | None,
+        lookup: Lookup,
+        stored_sha: str | None = None,
+    ) -> FetchResult:
+        return FetchResult(
+            source, fetched_at, "archive", download, 0 if stored_sha else 1, extracted,
+            live_status=live.live_status if live else None,
+            live_outcome=live.live_outcome if live else None,
+            live_detail=live.own_detail if live else "",
+            capture=lookup.capture,
+            archive_outcome=Outcome.OK,
+            reused_sha256=stored_sha,
+        )
+
+    async def _lookup(
+        self, client: ArchiveClient, source: Source, fetched_at: datetime, recheck: bool
+    ) -> tuple[Lookup, str | None]:
+        """A lookup from the cache (captures never change; misses are kept a while), else the archive's CDX."""
+        name = client.settings.name
+        cached = await self._in_store(self._store.cached_lookup, source.resource_id, name)
+        if cached is not None and not recheck:
+            if cached.capture is not None:
+                return Lookup(Outcome.OK, cached.capture), cached.sha256
+            fresh_for = timedelta(days=self._config.archive.recheck_misses_after_days)
+            if fetched_at - cached.looked_up_at < fresh_for:
+                return Lookup(Outcome.ARCHIVE_MISS, detail=f"no capture in {name} (looked up {cached.looked_up_at:%Y-%m-%d})"), None
+        if client.stopped:
+            detail = f"{name} rate-limited us or was unreachable repeatedly; not asked again this run"
+            return Lookup(Outcome.ARCHIVE_ERROR, detail=detail), None
+        wanted = await self._in_store(self._store.last_alive, source.resource_id) or fetched_at
+        lookup = await client.lookup(source.url, wanted)
+        if lookup.outcome is not Outcome.ARCHIVE_ERROR:
+            await self._in_store(self._store.remember_lookup, source, name, fetched_at, lookup.capture)
+        return lookup, None
+
+    def _save_later(self, url: str) -> None:
+        """Save Page Now for a changed page, in the background, within the per-run budget."""
+        policy = self._config.archive
+        if not (policy.save and self._archives) or len(self._saves) >= policy.max_saves_per_run:
+            return
+        self._saves.append(asyncio.create_task(self._save(self._archives[0], url)))
+
+    async def _save(self, client: ArchiveClient, url: str) -> None:
+        await self._save_limiter.acquire()
+        answer = await client.save(url)
+        if answer.outcome is not Outcome.OK:
+            log.warning("save page now for %s failed: %s %s", url, answer.outcome.value, answer.detail)
+
+    async def _record(self, result: FetchResult, started: float) -> Snapshot:
+        result = replace(result, elapsed_ms=int((self._clock() - started) * 1000))
+        return await self._in_store(self._store.record, result)
+
+    async def _in_store(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Store calls run one at a time on the store's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, function, *args)
+
+    async def refresh(
+        self,
+        sources: Iterable[Source],
+        on_done: Callable[[Snapshot], None] = lambda _: None,
+        options: FetchOptions = FetchOptions(),
+        tally: Tally | None = None,
+    ) -> RunSummary:
+        """Fetch every source, `concurrency` at a time, until done or stop().
+        Counts are by the live outcome (the source's health); `archived` counts
+        copies from an archive. `tally` (if given) is kept up to date as sources
+        finish, so a run cancelled midway still knows what it did."""
+        tally = tally if tally is not None else Tally(self._wall_clock())
+        pending = interleave_by_host(sources)
+
+        async def worker() -> None:
+            for source in pending:
+                if self._stopping:
+                    return
+                try:
+                    snapshot = await self.fetch(source, options)
+                except Stopped:
+                    return
+                tally.add(snapshot)
+                on_done(snapshot)
+
+        await asyncio.gather(*(worker() for _ in range(self._config.fetch.concurrency)))
+        return tally.summary(self._wall_clock())
+
+
+class Tally:
+    """What a run has done so far, source by source."""
+
+    def __init__(self, started: datetime):
+        self.started = started
+        self.counts: Counter[str] = Counter()
+        self._marks: Counter[str] = Counter()
+
+    def add(self, snapshot: Snapshot) -> None:
+        self.counts[snapshot.live_outcome or snapshot.outcome] += 1
+        if snapshot.has_content:
+            self._marks["changed" if snapshot.changed else "unchanged"] += 1
+            self._marks["archived"] += snapshot.origin == "archive"
+        self._marks[snapshot.transition or ""] += 1
+
+    def summary(self, finished: datetime) -> RunSummary:
+        failed = sum(n for kind, n in self.counts.items() if not Outcome(kind).is_success)
+        marks = self._marks
+        return RunSummary(
+            self.started, finished, dict(self.counts), marks["changed"], marks["unchanged"], failed,
+            marks["archived"], marks["newly-failing"], marks["recovered"],
+        )
+
+
+def internal_error(source: Source, fetched_at: datetime, error: Exception) -> FetchResult:
+    """A fetch that our own code could not finish, as a stored failure of the source."""
+    detail = f"{type(error).__name__}: {error}"
+    detail = detail if len(detail) <= 500 else detail[:500] + "…"
+    failed = Download(source.url, Outcome.INTERNAL_ERROR, source.url, detail=detail)
+    return FetchResult(source, fetched_at, "live", failed, 1, live_outcome=Outcome.INTERNAL_ERROR)
+
+
+def conditional_headers(health: Health) -> dict[str, str] | None:
+    """If-None-Match / If-Modified-Since from the validators of the content we hold."""
+    if not health.content_sha256:
+        return None
+    headers = {}
+    if health.etag:
+        headers["If-None-Match"] = health.etag
+    if health.last_modified:
+        headers["If-Modified-Since"] = health.last_modified
+    return headers or None
+
+
+def interleave_by_host(sources: Iterable[Source]) -> Iterator[Source]:
+    """Round-robin over hosts, keeping each host's own order."""
+    by_host: dict[str, list[Source]] = defaultdict(list)
+    for source in sources:
+        by_host[host_of(source.url)].append(source)
+    for row in zip_longest(*by_host.values()):
+        yield from (source for source in row if source is not None)

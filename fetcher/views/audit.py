@@ -1,0 +1,103 @@
+"""The broken-link audit: every source classified from what the store knows, with
+the best archived stand-in for the broken ones. Read-only, no network; a fixed
+handful of queries whatever the number of sources."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from fetcher.core.config import Config
+from fetcher.core.health import STATES, Health, classify
+from fetcher.core.models import Source
+from fetcher.store.sqlite import Store
+
+FAIL_ON = {
+    "dead": frozenset({"dead"}),
+    "failing": frozenset({"dead", "failing", "soft-404"}),
+    "any": frozenset(STATES) - {"ok", "unchecked"},
+}
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    resource_id: str
+    url: str
+    title: str | None
+    state: str
+    outcome: str | None
+    http_status: int | None
+    detail: str
+    last_checked: datetime | None
+    first_failure: datetime | None
+    last_failure: datetime | None
+    last_good: datetime | None
+    moved_to: str | None
+    stand_in_url: str | None
+    stand_in_captured_at: datetime | None
+    stand_in_archive: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        values = ((name, getattr(self, name)) for name in _ROW_FIELDS)
+        return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in values}
+
+
+_ROW_FIELDS = tuple(field.name for field in fields(AuditRow))
+
+
+@dataclass(frozen=True)
+class Audit:
+    rows: list[AuditRow]
+    newly_broken: list[AuditRow]
+    recovered: list[AuditRow]
+    history: list[tuple[datetime, dict[str, int]]]  # per recorded run: health counts after it
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(row.state for row in self.rows)
+        return {name: found[name] for name in STATES if found[name]}
+
+    def fails(self, fail_on: str | None) -> bool:
+        return bool(fail_on) and any(row.state in FAIL_ON[fail_on] for row in self.rows)
+
+
+def build_audit(config: Config, store: Store | None, sources: list[Source]) -> Audit:
+    healths = store.all_health() if store else {}
+    stand_ins = store.stand_ins() if store else {}
+    rows = [_row(source, healths.get(source.resource_id), stand_ins.get(source.resource_id), config)
+            for source in sources]
+    rows.sort(key=lambda row: (STATES.index(row.state), row.url))
+    by_id = {row.resource_id: row for row in rows}
+    changes = store.last_run_transitions() if store else {}
+    runs = store.runs(60) if store else []
+    history = [(run.started_at, run.summary["health"]) for run in reversed(runs)
+               if run.summary and run.summary.get("health")]
+    return Audit(
+        rows=rows,
+        newly_broken=[by_id[rid] for rid, change in changes.items() if change == "newly-failing" and rid in by_id],
+        recovered=[by_id[rid] for rid, change in changes.items() if change == "recovered" and rid in by_id],
+        history=history,
+    )
+
+
+def _row(source: Source, health: Health | None, stand_in: Any, config: Config) -> AuditRow:
+    kind = classify(health, config)
+    failing = health is not None and health.failures_in_a_row > 0
+    return AuditRow(
+        resource_id=source.resource_id,
+        url=source.url,
+        title=source.title,
+        state=kind,
+        outcome=health.last_outcome if health else None,
+        http_status=health.last_status if health else None,
+        detail=health.last_detail if health else "",
+        last_checked=health.last_checked if health else None,
+        first_failure=health.failing_since if failing else None,
+        last_failure=health.last_checked if failing else None,
+        last_good=health.last_ok if health else None,
+        moved_to=health.moved_to if health else None,
+        stand_in_url=stand_in.raw_url if stand_in else None,
+        stand_in_captured_at=stand_in.captured_at if stand_in else None,
+        stand_in_archive=stand_in.archive if stand_in else None,
+    )

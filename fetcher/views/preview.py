@@ -1,0 +1,157 @@
+"""Read-only views of the store: the cached content preview, history rows and
+export records. No network, no printing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from fetcher.core.config import Config
+from fetcher.core.health import Health, is_due, state
+from fetcher.core.health import next_due as next_due_at
+from fetcher.core.models import Snapshot
+from fetcher.store.sqlite import Store
+
+_CUT_BACK = 200  # look this far back for a word boundary when cutting the preview
+
+
+@dataclass(frozen=True)
+class Preview:
+    resource_id: str
+    status_line: str
+    excerpt: str
+    truncated_line: str | None
+
+
+def human_date(moment: datetime) -> str:
+    return f"{moment:%b} {moment.day}, {moment.year}"
+
+
+def human_size(chars: int | None) -> str:
+    if not chars:
+        return "0 KB"
+    kilobytes = round(chars / 1024)
+    return "<1 KB" if kilobytes == 0 else f"{kilobytes:,} KB"
+
+
+def excerpt(text: str, chars: int) -> tuple[str, bool]:
+    """The first `chars` characters, cut at a word boundary; and whether it was cut."""
+    if len(text) <= chars:
+        return text, False
+    cut = text[:chars]
+    boundary = max(cut.rfind(" "), cut.rfind("\n"))
+    if boundary >= chars - _CUT_BACK:
+        cut = cut[:boundary]
+    return cut.rstrip(), True
+
+
+def make_preview(latest: Snapshot, content: Snapshot | None, chars: int) -> Preview:
+    """The preview of a resource: its latest fetch, and the newest content it ever had."""
+    parts = [status_text(latest)]
+    if content is not None and content.origin == "archive" and content.captured_at:
+        parts.append(f"Captured {human_date(content.captured_at)} ({content.archive_name})")
+    parts.append(f"Fetched {human_date(latest.fetched_at)}")
+    if content is None:
+        return Preview(latest.resource_id, " · ".join(parts + ["no content"]), latest.detail, None)
+    if content.fetch_id != latest.fetch_id:
+        parts.append(f"showing the copy fetched {human_date(content.fetched_at)}")
+    size = human_size(content.text_chars)
+    parts.append(size)
+    text, cut = excerpt(content.text or "", chars)
+    return Preview(latest.resource_id, " · ".join(parts), text, f"... (truncated, {size} total)" if cut else None)
+
+
+def status_text(snapshot: Snapshot) -> str:
+    """`HTTP 200`; `HTTP 404 → archived copy`; `HTTP 404 (http-404)`; `No response (dns-error)`."""
+    if snapshot.origin == "archive" and snapshot.has_content:
+        if snapshot.live_status is not None:
+            return f"HTTP {snapshot.live_status} → archived copy"
+        if snapshot.live_outcome:
+            return f"No response ({snapshot.live_outcome}) → archived copy"
+        return "Archived copy"
+    status = f"HTTP {snapshot.http_status}" if snapshot.http_status is not None else "No response"
+    return status if snapshot.has_content else f"{status} ({snapshot.outcome})"
+
+
+def render_text(preview: Preview) -> str:
+    lines = ["Cached Content Preview", preview.status_line]
+    if preview.excerpt:
+        lines.append(preview.excerpt)
+    if preview.truncated_line:
+        lines.append(preview.truncated_line)
+    lines.append(f"Resource ID: {preview.resource_id}")
+    return "\n".join(lines)
+
+
+def render_markdown(preview: Preview) -> str:
+    lines = ["### Cached Content Preview", "", f"**{preview.status_line}**", ""]
+    if preview.excerpt:
+        lines += [f"> {line}" if line else ">" for line in preview.excerpt.split("\n")]
+        lines.append("")
+    if preview.truncated_line:
+        lines += [f"*{preview.truncated_line}*", ""]
+    lines.append(f"Resource ID: `{preview.resource_id}`")
+    return "\n".join(lines)
+
+
+def record(latest: Snapshot, content: Snapshot | None, chars: int, title: str | None = None) -> dict[str, Any]:
+    """One resource as a JSON-ready object: its latest fetch, its newest content and the preview."""
+    data = latest.to_dict(with_text=False)
+    for key in ("content_type", "size_bytes", "text_chars", "sha256", "title", "language", "published",
+                "content_first_seen"):
+        data.pop(key)
+    data["title"] = (content.title if content else None) or title
+    data["content"] = content.to_dict() if content else None
+    if data["content"]:
+        for key in ("fetch_id", "resource_id", "url", "detail", "attempts", "elapsed_ms", "changed", "redirects"):
+            data["content"].pop(key)
+    data["preview"] = render_text(make_preview(latest, content, chars))
+    return data
+
+
+def latest_records(store: Store, chars: int, titles: dict[str, str | None]) -> Iterator[dict[str, Any]]:
+    """The export: one record per stored resource, newest content included."""
+    for latest in store.iter_latest():
+        content = latest if latest.has_content else store.latest_with_content(latest.resource_id)
+        yield record(latest, content, chars, titles.get(latest.resource_id))
+
+
+def status_lines(
+    config: Config, store: Store | None, now: datetime, next_run: datetime | None
+) -> list[tuple[str, str]]:
+    """`fetcher status`: the last run, the sources' health, what is due and when."""
+    runs = store.runs(1) if store else []
+    healths = store.all_health() if store else {}
+    lines = [("config", str(config.path)), ("store", str(config.storage_dir))]
+    if runs:
+        run = runs[0]
+        summary = run.summary or {}
+        done = f", {summary.get('total', 0)} sources, {summary.get('seconds', '?')}s" if summary else ""
+        lines.append(("last run", f"#{run.id} {run.status} ({run.trigger}), started {_when(run.started_at)}{done}"))
+    else:
+        lines.append(("last run", "none yet"))
+    states: Counter[str] = Counter()
+    next_due: list[datetime] = []
+    due_now = 0
+    for source in config.sources:
+        health = healths.get(source.resource_id, Health(source.resource_id))
+        states[state(health, config.refresh)] += 1
+        every = source.refresh_every or config.refresh.every
+        if is_due(health, every, config.refresh, now):
+            due_now += 1
+        else:
+            next_due.append(next_due_at(health, every, config.refresh))
+    lines.append(("sources", f"{len(config.sources)}: " + " · ".join(f"{k} {n}" for k, n in sorted(states.items()))))
+    lines.append(("due now", str(due_now)))
+    lines.append(("next due", _when(min(next_due)) if next_due else "-"))
+    lines.append(("next scheduled run", f"{_when(next_run)} ({config.schedule.cron}, {config.schedule.timezone})"))
+    return lines
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -13,7 +13,8 @@ import zlib
 import httpx
 import pytest
 
-from fetcher.net.download import HostPools, Inflater, _Incomplete
+from fetcher.net.client import HostPools
+from fetcher.net.inflate import Incomplete as _Incomplete, Inflater
 from tests.conftest import corpus_pdfs, normalised
 from tests.origin import Origin, gzip_bomb, gzipped, html, redirect, respond, sequence, trickle, truncated
 

@@ -28,7 +28,7 @@ from fetcher.run import pipeline
 from fetcher.net.addresses import Address, refusal
 from fetcher.core.config import FetchSettings, load_config
 from fetcher.net.connect import GuardedBackend, GuardedTransport
-from fetcher.net.download import make_client
+from fetcher.net.client import make_client
 from fetcher.core.models import Hop
 from fetcher.core.sources import make_source
 from fetcher.store.sqlite import Store

@@ -16,7 +16,8 @@ import pytest
 
 from fetcher.views.audit import build_audit
 from fetcher.core.config import Config, FetchSettings, load_config
-from fetcher.net.download import Downloader, make_client
+from fetcher.net.client import make_client
+from fetcher.net.download import Downloader
 from fetcher.net.hosts import HostSlots
 from fetcher.core.models import RunSummary, Snapshot
 from fetcher.run.pipeline import Pipeline

@@ -33,11 +33,35 @@ async def fetch_with_retries(
     waits between them — ends within that many seconds: a wait that would end past
     it is not begun, and an attempt still running at it is cut. Cut, the result is
     the last answer had, its detail saying so, or a `timeout` for `url` if none came."""
+    retrying = _policy(retries, max_retry_after, sleep, time_limit)
+    answers: list[Download] = []
+    begun = 0
+
+    async def counted() -> Download:
+        nonlocal begun
+        begun += 1
+        answers.append(await attempt())
+        return answers[-1]
+
+    try:
+        async with asyncio.timeout(time_limit):
+            return await retrying(counted), begun
+    except TimeoutError:
+        attempts = begun
+        cut = f"the {time_limit:g}s limit (source_deadline) was reached"
+        if not answers:
+            return Download(url, Outcome.TIMEOUT, url, detail=f"no answer: {cut}"), attempts
+        last = answers[-1]  # cut in a wait or a retry: the last answer says what is wrong
+        return replace(last, detail=f"{last.detail}; {cut} after {attempts} attempts".lstrip("; ")), attempts
+
+
+def _policy(retries: int, max_retry_after: float, sleep: Sleep, time_limit: float | None) -> AsyncRetrying:
+    """Transient outcomes are retried, with exponential backoff and jitter or the
+    server's Retry-After; a server asking for more than `max_retry_after` is not."""
 
     def should_retry(result: Download) -> bool:
         if not result.outcome.is_transient:
             return False
-        # A server asking for more patience than we may give is not retried early.
         return result.retry_after is None or result.retry_after <= max_retry_after
 
     backoff = wait_exponential_jitter(initial=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=BACKOFF_JITTER)
@@ -51,28 +75,7 @@ async def fetch_with_retries(
     stop = stop_after_attempt(retries + 1)
     if time_limit is not None:
         stop = stop | stop_before_delay(time_limit)
-    retrying = AsyncRetrying(
-        stop=stop,
-        retry=retry_if_result(should_retry),
-        wait=wait,
-        sleep=sleep,
+    return AsyncRetrying(
+        stop=stop, retry=retry_if_result(should_retry), wait=wait, sleep=sleep,
         retry_error_callback=lambda state: state.outcome.result(),
     )
-    answers: list[Download] = []
-    attempts = 0
-
-    async def counted() -> Download:
-        nonlocal attempts
-        attempts += 1
-        answers.append(await attempt())
-        return answers[-1]
-
-    try:
-        async with asyncio.timeout(time_limit):
-            return await retrying(counted), attempts
-    except TimeoutError:
-        cut = f"the {time_limit:g}s limit (source_deadline) was reached"
-        if not answers:
-            return Download(url, Outcome.TIMEOUT, url, detail=f"no answer: {cut}"), attempts
-        last = answers[-1]  # cut in a wait or a retry: the last answer says what is wrong
-        return replace(last, detail=f"{last.detail}; {cut} after {attempts} attempts".lstrip("; ")), attempts

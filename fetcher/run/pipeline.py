@@ -21,7 +21,8 @@ from typing import Any
 from fetcher.net.archive import ArchiveClient, Lookup
 from fetcher.extract.soft404 import soft_404_reason
 from fetcher.core.config import Config
-from fetcher.net.download import Downloader, make_client, trusted_endpoints
+from fetcher.net.client import make_client, trusted_endpoints
+from fetcher.net.download import Downloader
 from fetcher.extract.extractor import Extractor
 from fetcher.core.health import Health
 from fetcher.net.hosts import Clock, HostSlots, RateLimiter, Sleep

@@ -30,16 +30,16 @@ def decode_text(body: bytes, declared: str | None, html: bool) -> tuple[str, str
     for bom, encoding in _BOMS:
         if body.startswith(bom):
             return body.decode(encoding, errors="replace"), encoding
-    candidates = ["utf-8", declared]
+    candidates: list[str | None] = ["utf-8", declared]
     if html:
         match = _CHARSET.search(body[:4096])
         candidates.append(match.group(1).decode("ascii") if match else None)
     for name in candidates:
-        encoding = _known_encoding(name)
-        if encoding is None:
+        known = _known_encoding(name)
+        if known is None:
             continue
         try:
-            return body.decode(encoding), encoding
+            return body.decode(known), known
         except UnicodeDecodeError:
             continue
     return _detect(body)

@@ -73,7 +73,7 @@ def extract_article(html: str, url: str | None) -> Article:
     except Exception as error:  # trafilatura/lxml raise many kinds on odd pages
         raise ExtractFailed(f"trafilatura failed: {type(error).__name__}: {error}") from error
     return Article(
-        text=(document.text or "") if document is not None else "",
+        text=_text_of(document),
         title=title,
         published=published,
         language=_language(html),
@@ -126,3 +126,10 @@ def _title_and_date(tree: HtmlElement, url: str | None) -> tuple[str | None, str
 def _language(html: str) -> str | None:
     found = _LANG.search(html[:20000])
     return found.group(1) if found else None
+
+
+def _text_of(document: object) -> str:
+    """The text of what bare_extraction returned: a Document (or a dict when asked), or None."""
+    if isinstance(document, dict):
+        return str(document.get("text") or "")
+    return str(getattr(document, "text", None) or "")

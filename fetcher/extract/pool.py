@@ -151,7 +151,11 @@ class Worker:
         loop = asyncio.get_running_loop()
         readable = loop.create_future()
         descriptor = self.connection.fileno()
-        loop.add_reader(descriptor, lambda: readable.done() or readable.set_result(None))
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(descriptor, ready)
         try:
             async with asyncio.timeout(timeout):
                 await readable

@@ -91,6 +91,7 @@ class HostPools(httpx.AsyncBaseTransport):
         except BaseException:
             self._closed(key)
             raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport's
         stream = _OnClose(response.stream, lambda: self._closed(key))
         headers = _hide_location(response.status_code, response.headers)
         return httpx.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
@@ -124,14 +125,16 @@ def _hide_location(status: int, headers: httpx.Headers) -> httpx.Headers:
     if not 300 <= status < 400 or "location" not in headers:
         return headers
     kept = [(name, value) for name, value in headers.raw if name.lower() != b"location"]
-    return httpx.Headers(kept + [(LOCATION.encode(), value) for value in headers.get_list("location")])
+    moved = [(LOCATION.encode(), value) for name, value in headers.raw if name.lower() == b"location"]
+    return httpx.Headers(kept + moved)
 
 
 class _OnClose(httpx.AsyncByteStream):
     """A response stream that calls `closed` once when it is closed."""
 
     def __init__(self, stream: httpx.AsyncByteStream, closed: Callable[[], None]):
-        self._stream, self._closed = stream, closed
+        self._stream = stream
+        self._closed: Callable[[], None] | None = closed
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._stream:

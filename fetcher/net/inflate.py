@@ -67,7 +67,7 @@ class Inflater:
     def gzip_file(self) -> bytes | None:
         """The raw bytes when they were exactly one complete gzip member, i.e. a
         valid .gz file of the body; None for any other encoding or shape."""
-        if not self._gzip or not self._inflate.eof or self._members != 1 or self._tail:
+        if not self._gzip or self._inflate is None or not self._inflate.eof or self._members != 1 or self._tail:
             return None
         return b"".join(self._raw)
 

@@ -10,6 +10,8 @@ from dataclasses import replace
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
 from fetcher.net.hosts import Sleep
+from tenacity.stop import stop_base
+
 from fetcher.core.models import Download
 from fetcher.core.outcomes import Outcome
 
@@ -72,10 +74,17 @@ def _policy(retries: int, max_retry_after: float, sleep: Sleep, time_limit: floa
             return min(result.retry_after, max_retry_after)
         return backoff(state)
 
-    stop = stop_after_attempt(retries + 1)
+    stop: stop_base = stop_after_attempt(retries + 1)
     if time_limit is not None:
         stop = stop | stop_before_delay(time_limit)
     return AsyncRetrying(
         stop=stop, retry=retry_if_result(should_retry), wait=wait, sleep=sleep,
-        retry_error_callback=lambda state: state.outcome.result(),
+        retry_error_callback=_last_result,
     )
+
+
+def _last_result(state: RetryCallState) -> Download:
+    """When retries stop, the last attempt's answer is the result (not an exception)."""
+    assert state.outcome is not None  # called after an attempt
+    result: Download = state.outcome.result()
+    return result

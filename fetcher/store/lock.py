@@ -9,6 +9,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 LOCK_NAME = "refresh.lock"
 
@@ -20,7 +21,7 @@ class Busy(Exception):
 class RunLock:
     def __init__(self, directory: Path):
         self.path = directory / LOCK_NAME
-        self._handle = None
+        self._handle: TextIO | None = None
 
     def acquire(self, started_at: datetime, trigger: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

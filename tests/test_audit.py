@@ -41,7 +41,7 @@ from lxml import html as lxml_html
 
 from fetcher.views.audit import STATES, Audit, build_audit
 from fetcher.views.audit_formats import COLOURS, COLUMNS
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from fetcher.core.config import Config, load_config
 from fetcher.run.refresh import run_once
 from fetcher.core.sources import resource_id

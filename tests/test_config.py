@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from fetcher.core.config import ConfigError, FetchSettings, config_path, load_config
 from fetcher.core.sources import find_duplicates, make_source, resource_id
 from tests.conftest import run_fetcher

@@ -24,7 +24,7 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from click.testing import CliRunner
 
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from fetcher.core.config import Config, load_config
 from fetcher.extract.extractor import Extractor
 from fetcher.core.health import state

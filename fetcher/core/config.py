@@ -14,14 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fetcher.core.cron import BadCron, parse_cron
 from fetcher.core.models import Source
 from fetcher.core.sources import BadURL, check_url, make_source
+from fetcher.core.errors import ConfigError
 
 DEFAULT_CONFIG = "config.toml"
 ENV_VAR = "FETCHER_CONFIG"
 DEFAULT_USER_AGENT = "fetcher/0.1 (cached content previews of cited sources)"
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message is one line for the user."""
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,9 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from fetcher.core.errors import Busy
+
 LOCK_NAME = "refresh.lock"
-
-
-class Busy(Exception):
-    """Another run holds the lock; the message says which."""
 
 
 class RunLock:

@@ -12,6 +12,7 @@ from fetcher.cli.inputs import load, resolve
 from fetcher.cli.output import print_json, write_output, write_records
 from fetcher.cli.terminal import print_history, print_runs, print_status
 from fetcher.core.errors import BadInput
+from fetcher.core.timestamps import rfc3339
 from fetcher.run.pipeline import utc_now
 from fetcher.store.sqlite import Store
 from fetcher.views.preview import latest_records, make_preview, record, render_markdown, render_text, status_lines
@@ -27,8 +28,8 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
     store = Store.existing(config.storage_dir)
     records = store.runs(limit) if store else []
     if as_json:
-        print_json([{**vars(run), "started_at": run.started_at.isoformat(),
-                     "finished_at": run.finished_at.isoformat() if run.finished_at else None} for run in records])
+        print_json([{**vars(run), "started_at": rfc3339(run.started_at), "finished_at": rfc3339(run.finished_at)}
+                    for run in records])
     elif records:
         print_runs(records)
     else:

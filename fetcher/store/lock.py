@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fetcher.core.errors import Busy
+from fetcher.core.timestamps import rfc3339
 
 LOCK_NAME = "refresh.lock"
 
@@ -32,7 +33,7 @@ class RunLock:
             raise Busy(f"another run holds {self.path}: {_describe(holder)}") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "started_at": started_at.isoformat(), "trigger": trigger}))
+        handle.write(json.dumps({"pid": os.getpid(), "started_at": rfc3339(started_at), "trigger": trigger}))
         handle.flush()
         self._handle = handle
 

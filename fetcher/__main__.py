@@ -1,3 +1,3 @@
-from fetcher.cli.commands import main
+from fetcher.cli.main import main
 
 main()

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from fetcher.net.archive import parse_cdx
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from fetcher.core.config import load_config
 from fetcher.run.pipeline import FetchOptions
 from fetcher.views.preview import make_preview, render_text

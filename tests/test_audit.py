@@ -41,7 +41,7 @@ from lxml import html as lxml_html
 
 from fetcher.views.audit import STATES, Audit, build_audit
 from fetcher.views.audit_formats import COLOURS, COLUMNS
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from fetcher.core.config import Config, load_config
 from fetcher.run.refresh import run_once
 from fetcher.core.sources import resource_id
@@ -489,7 +489,7 @@ def test_json_has_counts_and_every_source_with_the_stable_keys(site, tmp_path, c
         "dead", "http-404", 404, site.url("missing"), "Missing report")
     assert datetime.fromisoformat(missing["first_failure"]) == by_name(site, site.audits[-1])["missing"].first_failure
     archived = rows[site.rid("archived")]
-    assert archived["stand_in_captured_at"] == "2024-04-08T19:43:23+00:00"
+    assert archived["stand_in_captured_at"] == "2024-04-08T19:43:23Z"
     assert archived["stand_in_url"].endswith(f"/web/{CAPTURE}id_/{site.url('archived')}")
     assert rows[site.rid("moved")]["moved_to"] == site.origins["news"].url("/articles/story-new")
     assert report["newly_broken"] == [site.rid("breaks-last")] and report["recovered"] == [site.rid("flaky")]

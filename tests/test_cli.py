@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from tests.conftest import Page, corpus_pages, run_fetcher, write_config
 from tests.origin import Origin, html, sequence
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from fetcher.core.config import ConfigError, FetchSettings, config_path, load_config
 from fetcher.core.sources import find_duplicates, make_source, resource_id
-from tests.conftest import run_fetcher
+from tests.conftest import run_fetcher, toml_value
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
 NTIA = "https://www.ntia.gov/sites/default/files/publications/ntia-ai-open-model-report.pdf"
@@ -374,3 +374,37 @@ def test_more_archives_are_tried_in_order(tmp_path):
 def test_bad_archive_settings_name_the_key(tmp_path, text, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
         load_config(write(tmp_path, text))
+
+
+# -- every setting declared once ---------------------------------------------
+
+
+SECTIONS = {  # table -> the settings it holds (as a loaded config has them)
+    "fetch": lambda config: [config.fetch],
+    "archive": lambda config: [config.archive, config.archives[0]],
+    "refresh": lambda config: [config.refresh],
+    "schedule": lambda config: [config.schedule],
+    "log": lambda config: [config.log],
+}
+
+
+def test_a_config_spelling_out_every_default_loads_like_an_empty_one(tmp_path):
+    """Every setting a settings class declares is a key its table accepts, and its
+    default passes its own check: written out, the defaults change nothing."""
+    empty = load_config(write(tmp_path / "empty", ""))
+    lines = []
+    for table, settings_of in SECTIONS.items():
+        lines.append(f"[{table}]")
+        values = {name: value for settings in settings_of(empty) for name, value in vars(settings).items()}
+        for name, value in values.items():
+            if value is not None:  # None: "not set" (e.g. source_deadline), which TOML cannot spell
+                lines.append(f"{name} = {toml_value(list(value) if isinstance(value, tuple) else value)}")
+    spelled = load_config(write(tmp_path / "spelled", "\n".join(lines) + "\n"))
+    for settings_of in SECTIONS.values():
+        assert settings_of(spelled) == settings_of(empty)
+
+
+def test_a_setting_the_classes_do_not_declare_is_refused(tmp_path):
+    for table in SECTIONS:
+        message = config_error(tmp_path, f"[{table}]\nno_such_setting = 1\n")
+        assert f"[{table}] unknown key 'no_such_setting'" in message, message

@@ -293,7 +293,7 @@ def as_nobody() -> Iterator:
     """run(cwd, *args): the fetcher command as the unprivileged user `nobody`."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("switching to the user nobody needs root and setpriv")
-    probe = subprocess.run(NOBODY + [sys.executable, "-c", "import fetcher.cli.commands"], cwd="/", capture_output=True,
+    probe = subprocess.run(NOBODY + [sys.executable, "-c", "import fetcher.cli.main"], cwd="/", capture_output=True,
                            text=True, timeout=60)
     if probe.returncode != 0:
         pytest.skip(f"the user nobody cannot run {sys.executable} with this worktree: {probe.stderr[-300:]}")

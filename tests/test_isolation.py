@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from fetcher.core.config import load_config
 from fetcher.extract.extractor import Extractor
 from fetcher.core.health import due_sources

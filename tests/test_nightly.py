@@ -24,7 +24,7 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from click.testing import CliRunner
 
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from fetcher.core.config import Config, load_config
 from fetcher.extract.extractor import Extractor
 from fetcher.core.health import state
@@ -440,7 +440,7 @@ def test_a_run_while_another_holds_the_lock_raises_busy_and_records_nothing(nigh
         holder.release()
     message = str(busy.value)
     assert str(n.config.storage_dir / "refresh.lock") in message
-    assert f"pid {os.getpid()} (schedule)" in message and "2026-11-23T02:59:00+00:00" in message
+    assert f"pid {os.getpid()} (schedule)" in message and "2026-11-23T02:59:00Z" in message
     assert (origin.requests, n.store.runs(), n.store.count_fetches()) == ([], [], 0)
 
     summary, fetched = n.run()  # once released, the next run goes ahead

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from fetcher.cli.commands import cli
+from fetcher.cli.main import cli
 from fetcher.core.config import Config, load_config
 from fetcher.core.models import RunSummary
 from fetcher.run.pipeline import Pipeline

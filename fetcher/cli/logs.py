@@ -8,13 +8,15 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from fetcher.core.timestamps import rfc3339
+
 FIELDS = "fields"  # pass extra={"fields": {...}} to log structured values
 
 
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat().replace("+00:00", "Z"),
+            "ts": rfc3339(datetime.fromtimestamp(record.created, timezone.utc)),
             "level": record.levelname.lower(),
             "message": record.getMessage(),
         }

@@ -6,42 +6,50 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fetcher.core.cron import BadCron, parse_cron
 from fetcher.core.models import Source
 from fetcher.core.sources import BadURL, check_url, make_source
+from fetcher.core.errors import ConfigError
 
 DEFAULT_CONFIG = "config.toml"
 ENV_VAR = "FETCHER_CONFIG"
 DEFAULT_USER_AGENT = "fetcher/0.1 (cached content previews of cited sources)"
+S = TypeVar("S")
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message is one line for the user."""
+def _setting(default: Any, kind: str, minimum: float | None = None) -> Any:
+    """A setting, declared once: its default, the kind of value it takes (a key of
+    _CHECKS) and its least value. parse_config reads the keys a table may have,
+    and how to check each, from the settings class's fields."""
+    return field(default=default, metadata={"kind": kind, "min": minimum})
 
 
 @dataclass(frozen=True)
 class FetchSettings:
-    user_agent: str = DEFAULT_USER_AGENT
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    deadline: float = 60.0
-    max_bytes: int = 25 * 1024 * 1024
-    concurrency: int = 16
-    per_host_concurrency: int = 2
-    per_host_delay: float = 1.0
-    retries: int = 2
-    max_retry_after: float = 120.0
-    source_deadline: float | None = None  # seconds for a source across attempts; None: twice `deadline`
-    allow_private_networks: bool = False  # True: loopback, RFC 1918, link-local … may be fetched
-    robots: str = "obey"  # "obey" or "ignore"
-    max_crawl_delay: float = 30.0  # the longest robots.txt Crawl-delay honoured
-    extract_timeout: float = 60.0  # seconds one document may take in an extraction worker
-    extract_memory: int = 1024 * 1024 * 1024  # bytes of address space an extraction worker may use
+    user_agent: str = _setting(DEFAULT_USER_AGENT, "str")
+    connect_timeout: float = _setting(10.0, "float", 0.001)
+    read_timeout: float = _setting(30.0, "float", 0.001)
+    deadline: float = _setting(60.0, "float", 0.001)
+    max_bytes: int = _setting(25 * 1024 * 1024, "int", 1)
+    concurrency: int = _setting(16, "int", 1)
+    per_host_concurrency: int = _setting(2, "int", 1)
+    per_host_delay: float = _setting(1.0, "float", 0)
+    retries: int = _setting(2, "int", 0)
+    max_retry_after: float = _setting(120.0, "float", 0)
+    # seconds for a source across attempts; None: twice `deadline`
+    source_deadline: float | None = _setting(None, "float", 0.001)
+    # True: loopback, RFC 1918, link-local … may be fetched
+    allow_private_networks: bool = _setting(False, "bool")
+    robots: str = _setting("obey", "robots")  # "obey" or "ignore"
+    max_crawl_delay: float = _setting(30.0, "float", 0)  # the longest robots.txt Crawl-delay honoured
+    extract_timeout: float = _setting(60.0, "float", 0.001)  # seconds one document may take in an extraction worker
+    # bytes of address space an extraction worker may use
+    extract_memory: int = _setting(1024 * 1024 * 1024, "int", 64 * 1024 * 1024)
 
     @property
     def source_time_limit(self) -> float:
@@ -52,48 +60,48 @@ class FetchSettings:
 class ArchiveSettings:
     """One Wayback-compatible archive: where to look captures up and replay them."""
 
-    name: str = "Wayback Machine"
-    cdx_url: str = "https://web.archive.org/cdx/search/cdx"
-    replay_url: str = "https://web.archive.org/web"
-    requests_per_minute: float = 15.0
-    save_url: str = "https://web.archive.org/save"
+    name: str = _setting("Wayback Machine", "str")
+    cdx_url: str = _setting("https://web.archive.org/cdx/search/cdx", "url")
+    replay_url: str = _setting("https://web.archive.org/web", "url")
+    requests_per_minute: float = _setting(15.0, "float", 0.01)
+    save_url: str = _setting("https://web.archive.org/save", "url")
 
 
 @dataclass(frozen=True)
 class ArchivePolicy:
     """When and how archived copies stand in for the live page."""
 
-    enabled: bool = True
-    fallback_on_blocked: bool = True
-    fallback_on_rate_limited: bool = False
-    recheck_misses_after_days: float = 7.0
-    save: bool = False
-    saves_per_minute: float = 3.0
-    max_saves_per_run: int = 20
+    enabled: bool = _setting(True, "bool")
+    fallback_on_blocked: bool = _setting(True, "bool")
+    fallback_on_rate_limited: bool = _setting(False, "bool")
+    recheck_misses_after_days: float = _setting(7.0, "float", 0)
+    save: bool = _setting(False, "bool")
+    saves_per_minute: float = _setting(3.0, "float", 0.01)
+    max_saves_per_run: int = _setting(20, "int", 0)
 
 
 @dataclass(frozen=True)
 class RefreshPolicy:
     """When a source is due, and when a failing one counts as dead."""
 
-    every: float = 86400.0  # seconds between refreshes of a healthy source
-    failure_backoff: tuple[float, ...] = (86400.0, 3 * 86400.0, 7 * 86400.0)
-    dead_after_failures: int = 3
-    dead_after_days: float = 3.0
+    every: float = _setting(86400.0, "duration")  # seconds between refreshes of a healthy source
+    failure_backoff: tuple[float, ...] = _setting((86400.0, 3 * 86400.0, 7 * 86400.0), "durations")
+    dead_after_failures: int = _setting(3, "int", 1)
+    dead_after_days: float = _setting(3.0, "float", 0)
 
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    cron: str = "0 3 * * *"
-    timezone: str = "UTC"
-    shutdown_grace: float = 30.0  # seconds in-flight requests get after SIGTERM
+    cron: str = _setting("0 3 * * *", "cron")
+    timezone: str = _setting("UTC", "timezone")
+    shutdown_grace: float = _setting(30.0, "float", 0)  # seconds in-flight requests get after SIGTERM
 
 
 @dataclass(frozen=True)
 class LogSettings:
-    level: str = "info"
-    format: str = "text"
-    file: str | None = None
+    level: str = _setting("info", "level")
+    format: str = _setting("text", "log_format")
+    file: str | None = _setting(None, "str")
 
 
 @dataclass(frozen=True)
@@ -113,57 +121,6 @@ class Config:
         return next((s for s in self.sources if s.resource_id == resource_id), None)
 
 
-# key -> (kind, minimum): kinds are "str", "url", "int", "float", "bool"
-_FETCH_KEYS: dict[str, tuple[str, float | None]] = {
-    "user_agent": ("str", None),
-    "connect_timeout": ("float", 0.001),
-    "read_timeout": ("float", 0.001),
-    "deadline": ("float", 0.001),
-    "max_bytes": ("int", 1),
-    "concurrency": ("int", 1),
-    "per_host_concurrency": ("int", 1),
-    "per_host_delay": ("float", 0),
-    "retries": ("int", 0),
-    "max_retry_after": ("float", 0),
-    "source_deadline": ("float", 0.001),
-    "allow_private_networks": ("bool", None),
-    "robots": ("robots", None),
-    "max_crawl_delay": ("float", 0),
-    "extract_timeout": ("float", 0.001),
-    "extract_memory": ("int", 64 * 1024 * 1024),
-}
-_ARCHIVE_KEYS: dict[str, tuple[str, float | None]] = {
-    "name": ("str", None),
-    "cdx_url": ("url", None),
-    "replay_url": ("url", None),
-    "requests_per_minute": ("float", 0.01),
-    "save_url": ("url", None),
-}
-_POLICY_KEYS: dict[str, tuple[str, float | None]] = {
-    "enabled": ("bool", None),
-    "fallback_on_blocked": ("bool", None),
-    "fallback_on_rate_limited": ("bool", None),
-    "recheck_misses_after_days": ("float", 0),
-    "save": ("bool", None),
-    "saves_per_minute": ("float", 0.01),
-    "max_saves_per_run": ("int", 0),
-}
-_REFRESH_KEYS: dict[str, tuple[str, float | None]] = {
-    "every": ("duration", None),
-    "failure_backoff": ("durations", None),
-    "dead_after_failures": ("int", 1),
-    "dead_after_days": ("float", 0),
-}
-_SCHEDULE_KEYS: dict[str, tuple[str, float | None]] = {
-    "cron": ("cron", None),
-    "timezone": ("timezone", None),
-    "shutdown_grace": ("float", 0),
-}
-_LOG_KEYS: dict[str, tuple[str, float | None]] = {
-    "level": ("level", None),
-    "format": ("log_format", None),
-    "file": ("str", None),
-}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 ROBOTS_MODES = ("obey", "ignore")
@@ -196,61 +153,69 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_TABLES))})")
     base = path.parent if path else Path.cwd()
     storage = _table(raw, "storage", {"dir"}, where)
-    fetch = _table(raw, "fetch", set(_FETCH_KEYS), where)
+    fetch = _table(raw, "fetch", _names(FetchSettings), where)
     preview = _table(raw, "preview", {"chars"}, where)
     storage_dir = Path(_value(storage, "dir", "str", None, "[storage]", where, "snapshots"))
-    archive = _table(raw, "archive", set(_ARCHIVE_KEYS) | set(_POLICY_KEYS) | {"more"}, where)
+    archive = _table(raw, "archive", _names(ArchiveSettings) | _names(ArchivePolicy) | {"more"}, where)
     return Config(
         path=path,
         storage_dir=storage_dir if storage_dir.is_absolute() else base / storage_dir,
-        fetch=_settings(FetchSettings, fetch, _FETCH_KEYS, "[fetch]", where),
+        fetch=_settings(FetchSettings, fetch, "[fetch]", where),
         preview_chars=_value(preview, "chars", "int", 1, "[preview]", where, 3000),
         sources=_sources(raw.get("sources", []), where),
-        archive=_settings(ArchivePolicy, archive, _POLICY_KEYS, "[archive]", where),
+        archive=_settings(ArchivePolicy, archive, "[archive]", where),
         archives=_archives(archive, where),
-        refresh=_settings(RefreshPolicy, _table(raw, "refresh", set(_REFRESH_KEYS), where), _REFRESH_KEYS,
-                          "[refresh]", where),
-        schedule=_settings(ScheduleSettings, _table(raw, "schedule", set(_SCHEDULE_KEYS), where), _SCHEDULE_KEYS,
-                           "[schedule]", where),
-        log=_log_settings(_table(raw, "log", set(_LOG_KEYS), where), base, where),
+        refresh=_settings(RefreshPolicy, _table(raw, "refresh", _names(RefreshPolicy), where), "[refresh]", where),
+        schedule=_settings(ScheduleSettings, _table(raw, "schedule", _names(ScheduleSettings), where), "[schedule]",
+                           where),
+        log=_log_settings(_table(raw, "log", _names(LogSettings), where), base, where),
     )
 
 
 def _log_settings(table: dict[str, Any], base: Path, where: str) -> LogSettings:
     """[log], with a relative file taken relative to the config file, like [storage] dir."""
-    settings = _settings(LogSettings, table, _LOG_KEYS, "[log]", where)
+    settings = _settings(LogSettings, table, "[log]", where)
     if settings.file and not Path(settings.file).is_absolute():
         return LogSettings(settings.level, settings.format, str(base / settings.file))
     return settings
 
 
-def _settings(cls: type, table: dict[str, Any], keys: dict, label: str, where: str) -> Any:
-    """A settings dataclass from a table: each key checked, defaults from the class."""
+def _names(cls: type) -> set[str]:
+    """The keys a settings class's table may have: its fields."""
+    return {setting.name for setting in fields(cls)}
+
+
+def _settings(cls: type[S], table: dict[str, Any], label: str, where: str) -> S:
+    """A settings dataclass from a table: each key checked as its field's metadata
+    says, in the order the fields are declared; defaults from the fields."""
     return cls(
         **{
-            key: _value(table, key, kind, minimum, label, where, getattr(cls, key))
-            for key, (kind, minimum) in keys.items()
+            setting.name: _value(
+                table, setting.name, setting.metadata["kind"], setting.metadata["min"], label, where, setting.default
+            )
+            for setting in fields(cls)
         }
     )
 
 
 def _archives(table: dict[str, Any], where: str) -> tuple[ArchiveSettings, ...]:
     """The [archive] endpoints, then each [[archive.more]], tried in that order."""
-    first = {key: table[key] for key in _ARCHIVE_KEYS if key in table}
+    known = _names(ArchiveSettings)
+    first = {key: table[key] for key in known if key in table}
     more = table.get("more", [])
     if not isinstance(more, list) or not all(isinstance(entry, dict) for entry in more):
         raise ConfigError(f"{where}: archive.more must be an array of tables ([[archive.more]])")
-    archives = [_settings(ArchiveSettings, first, _ARCHIVE_KEYS, "[archive]", where)]
+    archives = [_settings(ArchiveSettings, first, "[archive]", where)]
     for number, entry in enumerate(more, start=1):
         label = f"[[archive.more]] #{number}"
-        unknown = sorted(set(entry) - set(_ARCHIVE_KEYS))
+        unknown = sorted(set(entry) - known)
         if unknown:
-            raise ConfigError(f"{where}: {label} unknown key {unknown[0]!r} (known: {', '.join(sorted(_ARCHIVE_KEYS))})")
+            raise ConfigError(f"{where}: {label} unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
         for key in ("cdx_url", "replay_url"):
             if key not in entry:
                 raise ConfigError(f"{where}: {label} has no {key}")
         entry = {"name": f"archive {number + 1}", **entry}
-        archives.append(_settings(ArchiveSettings, entry, _ARCHIVE_KEYS, label, where))
+        archives.append(_settings(ArchiveSettings, entry, label, where))
     names = [archive.name for archive in archives]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: archive names must differ, got {names!r}")

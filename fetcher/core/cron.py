@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fetcher.core.errors import BadCron
+
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _FIELDS = (  # name, lowest, highest, names (index + offset = value)
@@ -20,10 +22,6 @@ _FIELDS = (  # name, lowest, highest, names (index + offset = value)
     ("month", 1, 12, _MONTH_NAMES),
     ("day of week", 0, 7, _DAY_NAMES),
 )
-
-
-class BadCron(ValueError):
-    """The expression is not a valid five-field crontab line; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fetcher.core.outcomes import Outcome
+from fetcher.core.timestamps import rfc3339
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,9 @@ class Snapshot:
 
     def to_dict(self, with_text: bool = True) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["fetched_at"] = _iso(self.fetched_at)
-        data["content_first_seen"] = _iso(self.content_first_seen)
-        data["captured_at"] = _iso(self.captured_at)
+        data["fetched_at"] = rfc3339(self.fetched_at)
+        data["content_first_seen"] = rfc3339(self.content_first_seen)
+        data["captured_at"] = rfc3339(self.captured_at)
         data["redirects"] = [{"url": h.url, "status": h.status} for h in self.redirects]
         if not with_text:
             data.pop("text")
@@ -183,8 +184,8 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "started_at": rfc3339(self.started_at),
+            "finished_at": rfc3339(self.finished_at),
             "seconds": round((self.finished_at - self.started_at).total_seconds(), 3),
             "total": self.total,
             "changed": self.changed,
@@ -198,9 +199,3 @@ class RunSummary:
             "health": self.health,
             "counts": dict(sorted(self.counts.items())),
         }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.isoformat().replace("+00:00", "Z")

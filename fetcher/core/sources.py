@@ -8,12 +8,9 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from fetcher.core.models import Hop, Source
+from fetcher.core.errors import BadURL
 
 _RESOURCE_ID = re.compile(r"^[0-9a-f]{16}$")
-
-
-class BadURL(ValueError):
-    """A URL that cannot be fetched."""
 
 
 def resource_id(url: str) -> str:

@@ -8,15 +8,13 @@ import re
 
 from charset_normalizer import from_bytes
 
+from fetcher.core.errors import UndecodableText
+
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 # Browsers read these labels as windows-1252; so do we.
 _ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252"}
-
-
-class UndecodableText(ValueError):
-    """The bytes are not text in any encoding we can tell."""
 
 
 def charset_from_content_type(content_type: str | None) -> str | None:

@@ -21,6 +21,7 @@ from fetcher.net.hosts import RateLimiter, Sleep
 from fetcher.core.models import Capture, Download
 from fetcher.core.outcomes import Outcome
 from fetcher.net.retrying import fetch_with_retries
+from fetcher.core.errors import CdxFormatError
 
 CDX_LIMIT = 10
 DEFAULT_PAUSE = 60.0  # a 429 without Retry-After pauses the archive this long
@@ -50,10 +51,6 @@ class Lookup:
     outcome: Outcome
     capture: Capture | None = None
     detail: str = ""
-
-
-class CdxFormatError(ValueError):
-    """The CDX answer is not in a format we know."""
 
 
 class ArchiveClient:

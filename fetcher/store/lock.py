@@ -11,11 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from fetcher.core.errors import Busy
+from fetcher.core.timestamps import rfc3339
+
 LOCK_NAME = "refresh.lock"
-
-
-class Busy(Exception):
-    """Another run holds the lock; the message says which."""
 
 
 class RunLock:
@@ -35,7 +34,7 @@ class RunLock:
             raise Busy(f"another run holds {self.path}: {_describe(holder)}") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "started_at": started_at.isoformat(), "trigger": trigger}))
+        handle.write(json.dumps({"pid": os.getpid(), "started_at": rfc3339(started_at), "trigger": trigger}))
         handle.flush()
         self._handle = handle
 

@@ -30,6 +30,7 @@ from fetcher.core.processes import alive
 from fetcher.store.schema import SCHEMA, SCHEMA_VERSION
 from fetcher.core.sources import moved_permanently
 from fetcher.core.outcomes import Outcome
+from fetcher.core.errors import StoreError, StoreWriteFailed
 
 DB_NAME = "fetcher.sqlite3"
 
@@ -43,16 +44,12 @@ FROM fetches f LEFT JOIN contents c ON c.sha256 = f.sha256
 """
 
 
-class StoreError(Exception):
-    """The store cannot be opened or used; the message is one line for the user."""
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _machine_trouble(method: F) -> F:
     """Writes that fail for reasons of our machine — disk full, I/O error, a
-    corrupt or locked database — become StoreError, which stops a run loudly.
+    corrupt or locked database — become StoreWriteFailed, which stops a run loudly.
     Other exceptions (a value SQLite refuses, a bug) stay as they are: they
     concern one source, and the pipeline stores them as that source's failure."""
 
@@ -63,7 +60,7 @@ def _machine_trouble(method: F) -> F:
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
             raise
         except (OSError, sqlite3.DatabaseError) as error:
-            raise StoreError(f"{self.directory}: cannot write to the store: {error}") from error
+            raise StoreWriteFailed(f"{self.directory}: cannot write to the store: {error}") from error
 
     return guarded  # type: ignore[return-value]
 

@@ -12,6 +12,7 @@ from typing import Any
 from fetcher.core.config import Config
 from fetcher.core.health import STATES, Health, classify
 from fetcher.core.models import Source
+from fetcher.core.timestamps import rfc3339
 from fetcher.store.sqlite import Store
 
 FAIL_ON = {
@@ -41,7 +42,7 @@ class AuditRow:
 
     def to_dict(self) -> dict[str, Any]:
         values = ((name, getattr(self, name)) for name in _ROW_FIELDS)
-        return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in values}
+        return {name: rfc3339(value) if isinstance(value, datetime) else value for name, value in values}
 
 
 _ROW_FIELDS = tuple(field.name for field in fields(AuditRow))

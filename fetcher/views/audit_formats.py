@@ -18,6 +18,7 @@ import re
 from datetime import datetime
 from urllib.parse import quote, urlsplit
 
+from fetcher.core.timestamps import rfc3339
 from fetcher.views.audit import STATES, Audit, AuditRow
 
 COLUMNS = (
@@ -33,7 +34,7 @@ COLOURS = {
 def to_json(audit: Audit, generated: datetime) -> str:
     return json.dumps(
         {
-            "generated_at": generated.isoformat(),
+            "generated_at": rfc3339(generated),
             "counts": audit.counts(),
             "sources": [row.to_dict() for row in audit.rows],
             "newly_broken": [row.resource_id for row in audit.newly_broken],

@@ -1,0 +1,149 @@
+"""The commands that fetch: `fetch` (one source now), `refresh` (the due
+sources, once) and `schedule` (the refresh on a cron, in the foreground)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+import click
+
+from fetcher.cli import logs
+from fetcher.cli.inputs import load, pick, resolve
+from fetcher.cli.output import print_json
+from fetcher.cli.running import run_cancellable, run_stoppable
+from fetcher.cli.terminal import RunProgress, print_summary
+from fetcher.core.config import Config
+from fetcher.core.errors import BadInput, Busy, StoreError
+from fetcher.core.models import Snapshot, Source
+from fetcher.core.sources import find_duplicates
+from fetcher.run.pipeline import FetchOptions, Pipeline
+from fetcher.run.refresh import run_once
+from fetcher.store.sqlite import Store
+from fetcher.views.preview import make_preview, render_text
+
+log = logging.getLogger("fetcher")
+
+EXIT_SOURCE_FAILED = 1
+
+_no_archive = click.option("--no-archive", is_flag=True, help="Never fall back to an archived copy.")
+_recheck_archive = click.option(
+    "--recheck-archive", is_flag=True, help="Ask the archives again instead of using cached lookups."
+)
+
+
+@click.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored snapshot as one JSON object.")
+@click.option("--archive-only", is_flag=True, help="Skip the live site: take the archived copy.")
+@_no_archive
+@_recheck_archive
+@click.pass_context
+def fetch(
+    context: click.Context, target: str, as_json: bool, archive_only: bool, no_archive: bool, recheck_archive: bool
+) -> None:
+    """Fetch one source now (a resource id or a URL), store it and print its preview.
+
+    When the live page is unusable (dead, erroring, a bot wall), the archived copy
+    closest to the last time it was alive stands in. Exits 1 when the fetch got
+    no usable content (the failure is stored too)."""
+    if archive_only and no_archive:
+        raise BadInput("--archive-only and --no-archive contradict each other")
+    config = load(context)
+    existing = Store.existing(config.storage_dir)
+    source = resolve(target, config, existing)
+    if existing is not None:
+        existing.close()
+    store = Store(config.storage_dir)
+    options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive)
+    snapshot = run_cancellable(_fetch_one(config, store, source, options))
+    if as_json:
+        print_json(snapshot.to_dict())
+    else:
+        content = snapshot if snapshot.has_content else store.latest_with_content(source.resource_id)
+        click.echo(render_text(make_preview(snapshot, content, config.preview_chars)))
+    if not snapshot.has_content:
+        sys.exit(EXIT_SOURCE_FAILED)
+
+
+async def _fetch_one(config: Config, store: Store, source: Source, options: FetchOptions) -> Snapshot:
+    async with Pipeline(config, store, processes=False) as pipeline:
+        return await pipeline.fetch(source, options)
+
+
+@click.command()
+@click.option("--only", "only", multiple=True, metavar="ID", help="Refresh only this resource id (repeatable).")
+@click.option("--all", "everything", is_flag=True, help="Refresh every source, due or not.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@_no_archive
+@_recheck_archive
+@click.pass_context
+def refresh(
+    context: click.Context, only: tuple[str, ...], everything: bool, as_json: bool, no_archive: bool,
+    recheck_archive: bool,
+) -> None:
+    """Fetch the sources that are due (all with --all, or --only some), concurrently
+    and politely, with archived copies standing in for dead pages.
+
+    A source is due when its refresh interval has passed since its last check;
+    failing sources are rechecked on a backoff. Exits 0 when the run completed,
+    whatever the health of the sources; 3 when another run holds the store."""
+    config = load(context)
+    sources = pick(config, only)
+    for first, later in find_duplicates(sources):
+        log.warning("%s looks like a duplicate of %s (both are fetched)", later.url, first.url)
+    store = Store(config.storage_dir)
+    options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
+    progress = RunProgress()
+    try:
+        summary = run_stoppable(
+            lambda stop: run_once(
+                config, store, sources, trigger="refresh", everything=everything or bool(only), options=options,
+                on_start=progress.start, on_done=progress.advance, stop=stop,
+            )
+        )
+    finally:
+        progress.stop()
+    if as_json:
+        print_json(summary.to_dict())
+    else:
+        print_summary(summary)
+
+
+@click.command()
+@click.option("--run-now", is_flag=True, help="Start one run at once, then keep to the schedule.")
+@click.pass_context
+def schedule(context: click.Context, run_now: bool) -> None:
+    """Run the refresh on the [schedule] cron, in the foreground, until SIGTERM/SIGINT.
+
+    Missed runs are coalesced, runs never overlap (with each other or a cron
+    `fetcher refresh`), and on SIGTERM the run in flight gets [schedule]
+    shutdown_grace seconds to finish before it is abandoned."""
+    from fetcher.run.schedule import Nightly, cron_trigger
+
+    config = load(context)
+    store = Store(config.storage_dir)
+
+    async def job() -> None:
+        try:
+            summary = await run_once(config, store, list(config.sources), trigger="schedule", stop=nightly.stopping)
+        except Busy as error:
+            log.warning("run skipped: %s", error)
+            return
+        except StoreError as error:  # our machine: the run is recorded as failed; the next may fare better
+            log.error("run failed: %s", error)
+            return
+        log.info("run summary: %s", json.dumps(summary.to_dict()), extra={logs.FIELDS: summary.to_dict()})
+
+    nightly = Nightly(cron_trigger(config.schedule.cron, config.schedule.timezone), job, config.schedule.shutdown_grace)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, nightly.stop)
+        await nightly.serve(run_now=run_now)
+
+    asyncio.run(serve())

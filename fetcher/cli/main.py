@@ -1,0 +1,169 @@
+"""The command line's entry point: the `fetcher` group and its global options,
+and the one place where an error becomes an exit code and at most one line on
+stderr. `fetcher.cli.main` is where `cli` (the click group, which tests drive
+with CliRunner) and `main` (the console script, and `python -m fetcher`) live.
+
+Exit codes (README "Exit codes"): 0 done; 1 a one-off fetch got no usable
+content, an audit's --fail-on matched, or the store could not be written (disk
+full): the run is recorded as failed; 2 bad input (config, target, store, a file
+that cannot be read or written); 3 another refresh holds the store; 130
+interrupted (SIGINT or SIGTERM); 141 the reader of stdout went away (`| head`),
+after the work was stored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+
+from fetcher.cli.auditing import audit, sources
+from fetcher.cli.fetching import fetch, refresh, schedule
+from fetcher.cli.inputs import Globals
+from fetcher.cli.reading import export, history, runs, show, status
+from fetcher.core.config import LOG_FORMATS, LOG_LEVELS, config_path
+from fetcher.core.errors import BadInput, Busy, FetcherError, Interrupted, StoreError, StoreWriteFailed
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_BUSY = 3
+EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE  # 141: what a shell reports for `cat big | head`
+
+# The exit code of each of our errors: the entry for the nearest class in the
+# error's MRO wins (StoreWriteFailed before StoreError, ConfigError via BadInput).
+EXIT_CODES: dict[type[BaseException], int] = {
+    FetcherError: EXIT_FAILED,  # a problem of our own machine
+    StoreWriteFailed: EXIT_FAILED,  # the run stopped and is recorded as failed
+    BadInput: EXIT_BAD_INPUT,
+    StoreError: EXIT_BAD_INPUT,  # not our store, or one we may not read
+    OSError: EXIT_BAD_INPUT,  # a file that cannot be read or written
+    Busy: EXIT_BUSY,
+    Interrupted: EXIT_INTERRUPTED,
+}
+
+
+class Failure(click.ClickException):
+    """One of our errors, ready to end the command: `error: …` (or
+    `interrupted: …`) on stderr, and its exit code."""
+
+    def __init__(self, message: str, exit_code: int, prefix: str = "error"):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.prefix = prefix
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"{self.prefix}: {self.format_message()}", err=True)
+
+
+class ClosedPipe(Exception):
+    """stdout's reader went away. Not an OSError, so that click's own handling
+    of EPIPE (a silent exit 1) lets it through to main()."""
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code for one of our errors or an OSError (see EXIT_CODES)."""
+    return next(EXIT_CODES[kind] for kind in type(error).__mro__ if kind in EXIT_CODES)
+
+
+def failure(error: FetcherError | OSError) -> Failure:
+    """The one translation of an error into what the user sees."""
+    if isinstance(error, FetcherError):
+        prefix = "interrupted" if isinstance(error, Interrupted) else "error"
+        return Failure(str(error), exit_code(error), prefix)
+    return Failure(_os_error(error), exit_code(error))
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Our errors and OSErrors become a Failure; a closed stdout becomes ClosedPipe."""
+    try:
+        yield
+    except BrokenPipeError as error:
+        raise ClosedPipe() from error
+    except (FetcherError, OSError) as error:
+        raise failure(error) from error
+
+
+def _os_error(error: OSError) -> str:
+    """`path: Permission denied`, or the error as Python words it."""
+    if error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
+
+
+class _Commands(click.Group):
+    """The command group: errors are translated here, on the way out of parsing
+    (--help, --version) and of every command, so that `cli` run by click (or by
+    a test's CliRunner) and `main()` end the same way."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _translated():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _translated():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    metavar="PATH",
+    help="Config file (default: $FETCHER_CONFIG, else ./config.toml).",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Overrides [log] level (default info).")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="Overrides [log] format: text or JSON lines.")
+@click.option("--log-file", metavar="PATH", help="Overrides [log] file (default: stderr).")
+@click.version_option(package_name="fetcher")
+@click.pass_context
+def cli(
+    context: click.Context, config_file: str | None, log_level: str | None, log_format: str | None, log_file: str | None
+) -> None:
+    """Keep dated, readable previews of the web sources a knowledge base cites."""
+    context.obj = Globals(config_path(config_file), log_level, log_format, log_file)
+
+
+for _command in (fetch, refresh, schedule, runs, status, audit, sources, show, history, export):
+    cli.add_command(_command)
+
+
+def main() -> NoReturn:
+    """Run the CLI. Every way it ends is an exit code and at most one line on
+    stderr: our errors as `_translated` made them; a closed stdout ends quietly
+    with 141 (the output was cut short; whatever was fetched is stored), as `cat`
+    or `grep` killed by SIGPIPE would."""
+    try:
+        code = cli.main(prog_name="fetcher", standalone_mode=False)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except (ClosedPipe, BrokenPipeError):
+        _stdout_to_devnull()
+        sys.exit(EXIT_CLOSED_PIPE)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second
+    BrokenPipeError ("Exception ignored ...") (the recipe in Python's signal docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+if __name__ == "__main__":
+    main()

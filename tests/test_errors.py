@@ -22,7 +22,7 @@ from fetcher.core.errors import (
 
 # Exceptions that are not ours to report, each for its reason (core/errors.py says which).
 OUTSIDE_THE_TREE = {
-    "fetcher.net.download._Limit", "fetcher.net.download._Incomplete",  # private to the download
+    "fetcher.net.inflate.OverCap", "fetcher.net.inflate.Incomplete",  # between the inflater and the download
     "fetcher.extract.pool.WorkerGone",  # private to the extraction pool
     "fetcher.net.connect.PrivateAddressRefused",  # must be an httpcore.ConnectError
     "fetcher.cli.main.ClosedPipe", "fetcher.cli.main.Failure",  # the edge's own: how the CLI ends

@@ -150,8 +150,8 @@ def test_once_an_archive_is_left_alone_no_later_source_waits_for_it(tmp_path, or
     """One request a minute to an archive that is down: the first sources pay the
     pacing until it is left alone (three failures in a row); the later ones pay
     nothing — before, each waited its minute for a turn it would not use. Time
-    runs 600 times faster than real (a minute is 0.1 s), so waits are real waits."""
-    clock = ScaledClock(speed=600)
+    runs 60 times faster than real (a minute is 1 s), so waits are real waits."""
+    clock = ScaledClock(speed=60)
     with FakeWayback("127.0.0.3", clock=clock.monotonic) as wayback:
         wayback.fail("/cdx/", 503, times=1000)
         archive = {**wayback.settings, "requests_per_minute": 1}

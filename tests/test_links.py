@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fetcher.core.config import ConfigError, load_config
-from fetcher.cli.documents import FoundLink, append_sources, links_in_file, links_in_files, new_sources, toml_string
+from fetcher.cli.config_file import append_sources, toml_string
+from fetcher.cli.documents import FoundLink, links_in_file, links_in_files, new_sources
 from fetcher.core.sources import make_source, resource_id
 
 WHEN = datetime(2026, 11, 23, 23, 30, tzinfo=timezone.utc)

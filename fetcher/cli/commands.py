@@ -28,7 +28,8 @@ from fetcher.views.audit import FAIL_ON, build_audit
 from fetcher.views.audit_formats import to_csv, to_html, to_json, to_markdown
 from fetcher.core.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, config_path, load_config
 from fetcher.store.files import write_atomically
-from fetcher.cli.documents import FoundLink, append_sources, links_in_files, new_sources
+from fetcher.cli.config_file import append_sources
+from fetcher.cli.documents import FoundLink, links_in_files, new_sources
 from fetcher.store.lock import Busy
 from fetcher.core.models import RunSummary, Snapshot, Source
 from fetcher.run.refresh import run_once

@@ -105,20 +105,23 @@ class _Links:
         return self.hits
 
     def _link(self, token: Token, prose: _Prose) -> None:
+        """An autolink, untitled; an inline link, titled by its text (as written, made
+        plain) or its title; a use of a reference, which is no hit of its own."""
         close: Token = token.meta["close"]
         if token.info == "auto":
-            prose.link(token, token.attrs["href"], None, token.meta["pos"])
+            prose.link(token, str(token.attrs["href"]), None, token.meta["pos"])
             return
-        text = prose.src[token.meta["pos"]:close.meta["pos"]]
+        text = prose.src[token.meta["pos"]:close.meta["pos"]]  # between `[` and `]`
         if self._used(token, text):
-            prose.link(token, "", None, None)
+            prose.gap(token)
         else:
             title = clean(text) or clean(str(token.attrs.get("title", "")))
             prose.link(token, str(token.attrs["href"]), title, close.meta["pos"] + 2)
 
     def _image(self, token: Token, prose: _Prose) -> None:
+        """An inline image, titled by its alt text (as written, made plain) or title."""
         if self._used(token, token.content) or not self.images:
-            prose.link(token, "", None, None)
+            prose.gap(token)
             return
         title = clean(token.content) or clean(str(token.attrs.get("title", "")))
         end = token.meta["pos"] + 2 + len(token.content)  # `![` alt `]`
@@ -163,14 +166,14 @@ class _Prose:
             part = token.content
         self._append(part, token.meta.get("pos", 0))
 
-    def link(self, token: Token, url: str, title: str | None, url_pos: int | None) -> None:
-        """A link or image: a gap in the prose, and a hit if url_pos is given."""
-        if url_pos is not None:
-            while url_pos < len(self.src) and self.src[url_pos] in " \t\n":
-                url_pos += 1  # `](` then white space, at most one line end
-                if self.src[url_pos - 1] == "\n":
-                    break
-            self._links.append((self._length, (self.line(url_pos), url, title)))
+    def link(self, token: Token, url: str, title: str | None, url_pos: int) -> None:
+        """A link or image: a gap in the prose, and a hit at the line of its URL, which
+        starts at url_pos after white space and at most one line end."""
+        while url_pos < len(self.src) and self.src[url_pos] in " \t\n":
+            url_pos += 1
+            if self.src[url_pos - 1] == "\n":
+                break
+        self._links.append((self._length, (self.line(url_pos), url, title)))
         self.gap(token)
 
     def gap(self, token: Token) -> None:
@@ -180,8 +183,9 @@ class _Prose:
     def hits(self) -> list[Hit]:
         """The links, and the URLs in the prose, in the order they are written."""
         prose = "".join(self._parts)
+        newlines = [match.start() for match in _NEWLINE.finditer(prose)]
         found: list[tuple[int, Hit]] = list(self._links)
-        found += [(at, (self._line_in_prose(prose, at), url, title)) for at, url, title in markup_urls(prose)]
+        found += [(at, (self._line_in_prose(newlines, at), url, title)) for at, url, title in markup_urls(prose)]
         return [hit for _, hit in sorted(found, key=lambda item: item[0])]
 
     def _append(self, part: str, pos: int) -> None:
@@ -190,9 +194,13 @@ class _Prose:
         self._lines.append(self.line(pos))
         self._length += len(part)
 
-    def _line_in_prose(self, prose: str, at: int) -> int:
+    def _line_in_prose(self, newlines: list[int], at: int) -> int:
+        """The line of an offset in the prose (whose line ends are at `newlines`): its
+        part's line, plus the part's own line ends before it (a raw HTML tag may span
+        lines)."""
         index = bisect.bisect_right(self._starts, at) - 1
-        return self._lines[index] + prose.count("\n", self._starts[index], at)
+        within = bisect.bisect_left(newlines, at) - bisect.bisect_left(newlines, self._starts[index])
+        return self._lines[index] + within
 
 
 def _flat(children: Sequence[Token]) -> list[Token]:

@@ -81,6 +81,7 @@ def _spans(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
 
 
 def _href_hit(text: str, masked: str, match: re.Match[str]) -> TextHit:
+    """An `href` value, titled by the text of its element."""
     group = next(number for number in range(1, 6) if match.group(number) is not None)
     value = text[match.start(group):match.end(group)].strip()
     if group <= 2:  # an HTML-style attribute; JSX expressions hold JavaScript strings

@@ -42,6 +42,9 @@ CSV = frozenset({".csv"})
 
 @dataclass(frozen=True)
 class FoundLink:
+    """A link in a document: the URL as written, its title if the document gives one,
+    and where it was found."""
+
     url: str
     title: str | None
     where: str  # "path:line", or "path" when no line is known

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fetcher.core.config import ConfigError, load_config
-from fetcher.cli.documents import FoundLink, append_sources, links_in_file, links_in_files, new_sources, toml_string
+from fetcher.cli.config_file import append_sources, toml_string
+from fetcher.cli.documents import FoundLink, links_in_file, links_in_files, new_sources
 from fetcher.core.sources import make_source, resource_id
 
 WHEN = datetime(2026, 11, 23, 23, 30, tzinfo=timezone.utc)
@@ -163,6 +164,72 @@ def test_link_text_does_not_run_across_paragraphs(tmp_path):
     assert links_in_file(path) == [
         FoundLink("https://example.com/x", None, f"{path}:3"),
         FoundLink("https://example.com/y", "real", f"{path}:3"),
+    ]
+
+
+def test_lines_are_where_the_url_is_written_across_line_breaks(tmp_path):
+    text = (
+        "A code span `over\nhttps://example.com/in-code` lines, then https://example.com/after\n"  # 1-2
+        "and [a link](\nhttps://example.com/next-line) and [a use] of a label.\n"  # 3-4
+        "\n"
+        "[a use]:\n"  # 6
+        "  https://example.com/definition\n"  # 7
+    )
+    path = write(tmp_path, "lines.md", text)
+    assert triples(links_in_file(path), path) == [
+        ("https://example.com/after", None, 2),
+        ("https://example.com/next-line", "a link", 4),
+        ("https://example.com/definition", "a use", 7),
+    ]
+
+
+def test_reference_titles_come_from_each_label_even_when_labels_are_code(tmp_path):
+    text = "See [`open`] and [`close`].\n\n[`open`]: https://example.com/open\n[`close`]: https://example.com/close\n"
+    path = write(tmp_path, "api.md", text)
+    assert triples(links_in_file(path), path) == [
+        ("https://example.com/open", "open", 3),
+        ("https://example.com/close", "close", 4),
+    ]
+
+
+def test_indented_code_is_code_in_markdown_but_not_in_mdx(tmp_path):
+    text = "Run this:\n\n    curl https://example.com/indented\n"
+    assert links_in_file(write(tmp_path, "run.md", text)) == []
+    mdx = write(tmp_path, "run.mdx", text)
+    assert links_in_file(mdx) == [FoundLink("https://example.com/indented", None, f"{mdx}:3")]
+
+
+def test_raw_html_blocks_and_footnotes(tmp_path):
+    text = (
+        '<div align="center">\n'
+        '<a href="https://example.com/home">Home</a> or https://example.com/bare.\n'
+        "</div>\n"
+        "\n"
+        "A claim.[^1]\n"
+        "\n"
+        "[^1]: https://example.com/footnote.\n"
+    )
+    path = write(tmp_path, "readme.md", text)
+    assert triples(links_in_file(path), path) == [
+        ("https://example.com/home", "Home", 2),
+        ("https://example.com/bare", None, 2),
+        ("https://example.com/footnote", None, 7),
+    ]
+
+
+def test_mdx_comments_over_blank_lines_esm_later_and_markdown_inside_jsx(tmp_path):
+    text = (
+        "{/*\nhttps://example.com/hidden\n\nhttps://example.com/hidden-too\n*/}\n"  # 1-5
+        "<Callout>\nSee [the docs](https://example.com/docs).\n</Callout>\n"  # 6-8
+        "\n"
+        "export const more = {\n  url: 'https://example.com/in-export',\n}\n"  # 10-12
+        "\n"
+        "https://example.com/last\n"  # 14
+    )
+    path = write(tmp_path, "page.mdx", text)
+    assert triples(links_in_file(path), path) == [
+        ("https://example.com/docs", "the docs", 7),
+        ("https://example.com/last", None, 14),
     ]
 
 

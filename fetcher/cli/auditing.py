@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from fetcher.cli.documents import FoundLink, append_sources, links_in_files, new_sources
+from fetcher.cli.config_file import append_sources
+from fetcher.cli.documents import FoundLink, links_in_files, new_sources
 from fetcher.cli.inputs import load
 from fetcher.cli.output import write_output
 from fetcher.cli.running import run_stoppable

@@ -19,7 +19,7 @@ from fetcher.run.pipeline import FetchOptions
 from fetcher.views.preview import make_preview, render_text
 from fetcher.core.sources import make_source
 from fetcher.store.sqlite import Store
-from tests.conftest import FakeClock, ScaledClock, corpus_pdfs, normalised, write_config
+from tests.conftest import FakeClock, ScaledClock, corpus_pdfs, fetch_count, normalised, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import Origin, html
 
@@ -143,7 +143,7 @@ def test_archive_chrome_is_rejected_as_bad_content(world, origin, wayback):
     snap = w.fetch(url)
     assert snap.origin == "live" and not snap.has_content
     assert snap.archive_outcome == "archive-error" and "bad-content" in snap.detail
-    assert w.store.count_fetches() == 1
+    assert fetch_count(w.store.directory) == 1
 
 
 @pytest.mark.parametrize("honour_filter", [True, False], ids=["archive-filters", "client-filters"])

@@ -34,6 +34,7 @@ from fetcher.core.models import RunSummary, Snapshot, Source
 from fetcher.run.refresh import run_once
 from fetcher.run.pipeline import FetchOptions, Pipeline, utc_now
 from fetcher.views.preview import latest_records, make_preview, record, render_markdown, render_text, status_lines
+from fetcher.views.runs import recorded_runs
 from fetcher.core.sources import BadURL, find_duplicates, looks_like_resource_id, make_source, resource_id
 from fetcher.store.sqlite import Store, StoreError
 from fetcher.cli.terminal import RunProgress, print_audit, print_history, print_runs, print_status, print_summary
@@ -361,7 +362,7 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
     """List recorded refresh runs, newest first (no network)."""
     config = _config(context)
     store = _existing_store(config)
-    records = store.runs(limit) if store else []
+    records = recorded_runs(store, limit)
     if as_json:
         _print_json([{**vars(run), "started_at": run.started_at.isoformat(),
                       "finished_at": run.finished_at.isoformat() if run.finished_at else None} for run in records])

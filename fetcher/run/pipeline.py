@@ -8,6 +8,7 @@ downloader keep each host's limits. Clock and sleep are injected for tests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, defaultdict
@@ -16,14 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from itertools import zip_longest
-from typing import Any
+from typing import ParamSpec, TypeVar
 
 from fetcher.net.archive import ArchiveClient, Lookup
 from fetcher.extract.soft404 import soft_404_reason
 from fetcher.core.config import Config
 from fetcher.net.download import Downloader, make_client, trusted_endpoints
 from fetcher.extract.extractor import Extractor
-from fetcher.core.health import Health
+from fetcher.core.health import Health, check_of, next_health
 from fetcher.net.hosts import Clock, HostSlots, RateLimiter, Sleep
 from fetcher.core.models import Download, Extracted, FetchResult, RunSummary, Snapshot, Source
 from fetcher.core.outcomes import Outcome
@@ -32,9 +33,12 @@ from fetcher.net.robots import RobotsGate
 from fetcher.run.probes import HostProbes
 from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
+from fetcher.core.states import Transition
 from fetcher.store.sqlite import Store, StoreError
 
 log = logging.getLogger("fetcher")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -201,8 +205,8 @@ class Pipeline:
                 misses.append(lookup.detail)
                 outcome = lookup.outcome if lookup.outcome is Outcome.ARCHIVE_ERROR else outcome
                 continue
-            if stored_sha is not None:  # replayed on an earlier run: captures never change
-                reused = Download(source.url, Outcome.OK, lookup.capture.raw_url, 200, lookup.capture.mime)
+            if stored_sha is not None:  # replayed on an earlier run: captures never change, none is asked for
+                reused = Download(source.url, Outcome.OK, lookup.capture.raw_url, None, lookup.capture.mime)
                 return self._from_archive(source, live, fetched_at, reused, None, lookup, stored_sha)
             download, served = await client.replay(lookup.capture)
             extracted = None
@@ -276,11 +280,12 @@ class Pipeline:
 
     async def _record(self, result: FetchResult, started: float) -> Snapshot:
         result = replace(result, elapsed_ms=int((self._clock() - started) * 1000))
-        return await self._in_store(self._store.record, result)
+        return await self._in_store(store_result, self._store, result)
 
-    async def _in_store(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def _in_store(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Store calls run one at a time on the store's own thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._store_thread, function, *args)
+        call = functools.partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, call)
 
     async def refresh(
         self,
@@ -311,27 +316,41 @@ class Pipeline:
         return tally.summary(self._wall_clock())
 
 
+def store_result(store: Store, result: FetchResult) -> Snapshot:
+    """Store one fetch, in this order: its new body file, then one transaction that
+    reads the source's health, folds the live check into it (fetcher.core.health)
+    and writes the fetch, its content and the new health. Returns it as stored."""
+    if result.new_content:
+        store.keep_body(result.download)
+    check = check_of(result)
+    with store.transaction() as writer:
+        health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)
+        fetch_id = writer.record(result, health, transition)
+    return store.fetched(fetch_id)
+
+
 class Tally:
     """What a run has done so far, source by source."""
 
     def __init__(self, started: datetime):
         self.started = started
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[Outcome] = Counter()
         self._marks: Counter[str] = Counter()
+        self._transitions: Counter[Transition | None] = Counter()
 
     def add(self, snapshot: Snapshot) -> None:
         self.counts[snapshot.live_outcome or snapshot.outcome] += 1
         if snapshot.has_content:
             self._marks["changed" if snapshot.changed else "unchanged"] += 1
             self._marks["archived"] += snapshot.origin == "archive"
-        self._marks[snapshot.transition or ""] += 1
+        self._transitions[snapshot.transition] += 1
 
     def summary(self, finished: datetime) -> RunSummary:
-        failed = sum(n for kind, n in self.counts.items() if not Outcome(kind).is_success)
-        marks = self._marks
+        failed = sum(n for kind, n in self.counts.items() if not kind.is_success)
+        marks, transitions = self._marks, self._transitions
         return RunSummary(
             self.started, finished, dict(self.counts), marks["changed"], marks["unchanged"], failed,
-            marks["archived"], marks["newly-failing"], marks["recovered"],
+            marks["archived"], transitions[Transition.NEWLY_FAILING], transitions[Transition.RECOVERED],
         )
 
 

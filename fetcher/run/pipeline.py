@@ -319,14 +319,14 @@ class Pipeline:
 def store_result(store: Store, result: FetchResult) -> Snapshot:
     """Store one fetch, in this order: its new body file, then one transaction that
     reads the source's health, folds the live check into it (fetcher.core.health)
-    and writes the fetch, its content and the new health. Returns it as stored."""
+    and writes the fetch, its content and the new health. Returns it as stored
+    (read back within the transaction: trouble there is trouble writing)."""
     if result.new_content:
         store.keep_body(result.download)
     check = check_of(result)
     with store.transaction() as writer:
         health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)
-        fetch_id = writer.record(result, health, transition)
-    return store.fetched(fetch_id)
+        return store.fetched(writer.record(result, health, transition))
 
 
 class Tally:

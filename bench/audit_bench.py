@@ -1,6 +1,6 @@
 """Benchmark: the broken-link audit over 20,000 sources.
 
-Builds a store in a temporary directory through pipeline.store_result() (synthetic
+Builds a store in a temporary directory through run.storing.store_result() (synthetic
 FetchResult values, no network: the health rows are exactly what a real refresh
 writes), over three recorded runs on day 0, 1 and 4, with a mix of states: ok,
 redirected, dead (404, 410 with an archived capture, DNS), failing, recovered,
@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from fetcher.core.health import state_counts
-from fetcher.run.pipeline import store_result
+from fetcher.run.storing import store_result
 from fetcher.views.audit import build_audit
 from fetcher.core.config import load_config
 from fetcher.core.models import Capture, Download, Extracted, FetchResult, Hop, RunSummary, Source

@@ -16,7 +16,7 @@ from fetcher.core.health import Check, Health, check_of, classify, next_health, 
 from fetcher.core.models import Capture, Download, Extracted, FetchResult, Hop, Snapshot, Source
 from fetcher.core.outcomes import Outcome
 from fetcher.core.states import STATES, State, Transition
-from fetcher.run.pipeline import store_result
+from fetcher.run.storing import store_result
 from fetcher.store.rows import RunRecord, snapshot_query
 from fetcher.store.sqlite import Store
 from fetcher.views.runs import recorded_runs, shown

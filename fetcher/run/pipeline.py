@@ -24,7 +24,7 @@ from fetcher.extract.soft404 import soft_404_reason
 from fetcher.core.config import Config
 from fetcher.net.download import Downloader, make_client, trusted_endpoints
 from fetcher.extract.extractor import Extractor
-from fetcher.core.health import Health, check_of, next_health
+from fetcher.core.health import Health
 from fetcher.net.hosts import Clock, HostSlots, RateLimiter, Sleep
 from fetcher.core.models import Download, Extracted, FetchResult, RunSummary, Snapshot, Source
 from fetcher.core.outcomes import Outcome
@@ -34,6 +34,7 @@ from fetcher.run.probes import HostProbes
 from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
 from fetcher.core.states import Transition
+from fetcher.run.storing import store_result
 from fetcher.store.sqlite import Store, StoreError
 
 log = logging.getLogger("fetcher")
@@ -314,19 +315,6 @@ class Pipeline:
 
         await asyncio.gather(*(worker() for _ in range(self._config.fetch.concurrency)))
         return tally.summary(self._wall_clock())
-
-
-def store_result(store: Store, result: FetchResult) -> Snapshot:
-    """Store one fetch, in this order: its new body file, then one transaction that
-    reads the source's health, folds the live check into it (fetcher.core.health)
-    and writes the fetch, its content and the new health. Returns it as stored
-    (read back within the transaction: trouble there is trouble writing)."""
-    if result.new_content:
-        store.keep_body(result.download)
-    check = check_of(result)
-    with store.transaction() as writer:
-        health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)
-        return store.fetched(writer.record(result, health, transition))
 
 
 class Tally:

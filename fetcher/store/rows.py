@@ -1,9 +1,10 @@
 """The store's rows as frozen values and back, by column name.
 
 Each value's field names are the column names it is read from (a query aliases
-the few that differ), so the column order is written nowhere but in the schema:
-reads go through `sqlite3.Row` by name, writes through named parameters built
-from a dict (`insert`)."""
+the few that differ), so no column order is written by hand: each query names
+its columns from the value's fields (`snapshot_query`, `HEALTH_QUERY`), rows are
+read back by those names, and writes go through named parameters built from a
+dict (`insert`)."""
 
 from __future__ import annotations
 
@@ -61,28 +62,34 @@ def snapshot_query(with_text: bool = True) -> str:
     return f"SELECT {', '.join(columns)} FROM fetches f LEFT JOIN contents c ON c.sha256 = f.sha256 "
 
 
+_SNAPSHOT_FIELDS = tuple(field.name for field in fields(Snapshot))
+
+
 def snapshot_from(row: sqlite3.Row) -> Snapshot:
-    values = dict(zip(row.keys(), row))
+    """A row of `snapshot_query` (its columns named after Snapshot's fields) as a Snapshot."""
+    values = dict(zip(_SNAPSHOT_FIELDS, row))
     return Snapshot(**{
         **values,
         "fetched_at": datetime.fromisoformat(values["fetched_at"]),
-        "outcome": Outcome(values["outcome"]),
+        "outcome": _OUTCOMES[values["outcome"]],
         "changed": bool(values["changed"]),
         "redirects": tuple(Hop(url, status) for url, status in json.loads(values["redirects"])),
         "content_first_seen": moment(values["content_first_seen"]),
         "live_outcome": outcome(values["live_outcome"]),
         "archive_outcome": outcome(values["archive_outcome"]),
         "captured_at": moment(values["captured_at"]),
-        "transition": Transition(values["transition"]) if values["transition"] else None,
+        "transition": TRANSITIONS[values["transition"]] if values["transition"] else None,
     })
 
 
 HEALTH_COLUMNS = tuple(field.name for field in fields(Health))
+HEALTH_QUERY = f"SELECT {', '.join(HEALTH_COLUMNS)} FROM health "  # append a WHERE clause, or none
 _HEALTH_MOMENTS = ("last_checked", "last_ok", "failing_since")
 
 
 def health_from(row: sqlite3.Row) -> Health:
-    values = {name: row[name] for name in HEALTH_COLUMNS}
+    """A row of HEALTH_QUERY (its columns named after Health's fields) as a Health."""
+    values = dict(zip(HEALTH_COLUMNS, row))
     for name in _HEALTH_MOMENTS:
         values[name] = moment(values[name])
     values["last_outcome"] = outcome(values["last_outcome"])
@@ -140,8 +147,12 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+_OUTCOMES = {kind.value: kind for kind in Outcome}  # a dict lookup: Outcome(value) costs ~10 times more
+TRANSITIONS = {kind.value: kind for kind in Transition}
+
+
 def outcome(value: str | None) -> Outcome | None:
-    return Outcome(value) if value else None
+    return _OUTCOMES[value] if value else None
 
 
 def text(value: Outcome | Transition | None) -> str | None:

@@ -29,8 +29,8 @@ from fetcher.core.models import Capture, Download, Snapshot, Source
 from fetcher.core.states import Transition
 from fetcher.store.files import remove_stale_temporaries, write_atomically
 from fetcher.store.rows import (
-    CAPTURE_COLUMNS, CachedLookup, RunRecord, capture_from, health_from, moment, run_from, snapshot_from,
-    snapshot_query,
+    CAPTURE_COLUMNS, HEALTH_QUERY, TRANSITIONS, CachedLookup, RunRecord, capture_from, health_from, moment, run_from,
+    snapshot_from, snapshot_query,
 )
 from fetcher.store.schema import SCHEMA, SCHEMA_VERSION
 from fetcher.store.writing import Writer
@@ -179,11 +179,11 @@ class Store:
         return CachedLookup(datetime.fromisoformat(row["looked_up_at"]), capture, row["sha256"])
 
     def health(self, resource_id: str) -> Health:
-        row = self._db.execute("SELECT * FROM health WHERE resource_id = ?", (resource_id,)).fetchone()
+        row = self._db.execute(HEALTH_QUERY + "WHERE resource_id = ?", (resource_id,)).fetchone()
         return health_from(row) if row else Health(resource_id)
 
     def all_health(self) -> dict[str, Health]:
-        return {row["resource_id"]: health_from(row) for row in self._db.execute("SELECT * FROM health")}
+        return {row["resource_id"]: health_from(row) for row in self._db.execute(HEALTH_QUERY)}
 
     def stand_ins(self) -> dict[str, Capture]:
         """Per source, the best archived copy known: one already replayed and
@@ -210,7 +210,7 @@ class Store:
             " AND fetched_at >= ? AND fetched_at <= ? ORDER BY id",
             (run["started_at"], run["finished_at"]),
         )
-        return {row["resource_id"]: Transition(row["transition"]) for row in rows}
+        return {row["resource_id"]: TRANSITIONS[row["transition"]] for row in rows}
 
     def last_alive(self, resource_id: str) -> datetime | None:
         """When the source last gave content live."""

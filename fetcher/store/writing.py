@@ -15,7 +15,7 @@ from typing import Any
 from fetcher.core.health import Health
 from fetcher.core.models import Capture, FetchResult, Source
 from fetcher.core.states import Transition
-from fetcher.store.rows import capture_row, health_from, health_row, insert, text
+from fetcher.store.rows import HEALTH_QUERY, capture_row, health_from, health_row, insert, text
 
 
 class Writer:
@@ -26,7 +26,7 @@ class Writer:
 
     def health(self, resource_id: str) -> Health:
         """The source's health as this transaction sees it (fresh: none yet)."""
-        row = self._db.execute("SELECT * FROM health WHERE resource_id = ?", (resource_id,)).fetchone()
+        row = self._db.execute(HEALTH_QUERY + "WHERE resource_id = ?", (resource_id,)).fetchone()
         return health_from(row) if row else Health(resource_id)
 
     def record(self, result: FetchResult, health: Health | None, transition: Transition | None) -> int:

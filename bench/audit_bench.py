@@ -1,6 +1,6 @@
 """Benchmark: the broken-link audit over 20,000 sources.
 
-Builds a store in a temporary directory through Store.record() (synthetic
+Builds a store in a temporary directory through run.storing.store_result() (synthetic
 FetchResult values, no network: the health rows are exactly what a real refresh
 writes), over three recorded runs on day 0, 1 and 4, with a mix of states: ok,
 redirected, dead (404, 410 with an archived capture, DNS), failing, recovered,
@@ -33,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from fetcher.core.health import state_counts
+from fetcher.run.storing import store_result
 from fetcher.views.audit import build_audit
 from fetcher.core.config import load_config
 from fetcher.core.models import Capture, Download, Extracted, FetchResult, Hop, RunSummary, Source
@@ -128,16 +129,16 @@ def build_store(config_path: Path) -> dict[str, float]:
         for night, day in enumerate(NIGHTS):
             started = start + timedelta(days=day)
             run_id = store.start_run(started, "refresh")
-            counts: dict[str, int] = {}
+            counts: dict[Outcome, int] = {}
             for index, source in enumerate(sources):
                 kind = kind_of(index)
                 when = started + timedelta(milliseconds=index)  # one source after another, within the run
                 result = result_for(kind, night, source, when)
                 if result is None:
                     continue
-                store.record(result)
+                store_result(store, result)
                 records += 1
-                counts[result.live_outcome.value] = counts.get(result.live_outcome.value, 0) + 1
+                counts[result.live_outcome] = counts.get(result.live_outcome, 0) + 1
                 if kind == "dead-410-archived" and night == 0:
                     stamp = f"{2023 + index % 3}0{1 + index % 9}15120000"
                     captured = datetime.strptime(stamp, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
@@ -146,7 +147,7 @@ def build_store(config_path: Path) -> dict[str, float]:
                     store.remember_lookup(source, "Wayback Machine", when, capture)
             finished = started + timedelta(milliseconds=len(sources) + 1)
             summary = RunSummary(started, finished, counts)
-            summary = replace(summary, health=state_counts(sources, store.all_health(), config))
+            summary = replace(summary, health=state_counts(sources, store.all_health(), config.refresh))
             store.finish_run(run_id, finished, "completed", summary.to_dict())
     finally:
         store.close()

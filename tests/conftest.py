@@ -263,3 +263,17 @@ def assert_sound_store(storage: Path) -> list[tuple[str, str]]:
         assert body.is_file(), f"missing body {body}"
         assert hashlib.sha256(gzip.decompress(body.read_bytes())).hexdigest() == sha, f"{body} does not hash to its name"
     return fetches
+
+
+def stored_body(store: Store, sha: str) -> bytes:
+    """A stored body, as a user would read it: its gzip file under snapshots/bodies."""
+    return gzip.decompress(store.body_path(sha).read_bytes())
+
+
+def fetch_count(storage: Path) -> int:
+    """How many fetches the store's database holds, read with sqlite3 itself."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(storage / "fetcher.sqlite3")) as db:
+        return db.execute("SELECT COUNT(*) FROM fetches").fetchone()[0]

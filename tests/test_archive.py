@@ -19,7 +19,7 @@ from fetcher.run.pipeline import FetchOptions
 from fetcher.views.preview import make_preview, render_text
 from fetcher.core.sources import make_source
 from fetcher.store.sqlite import Store
-from tests.conftest import FakeClock, ScaledClock, corpus_pdfs, normalised, write_config
+from tests.conftest import FakeClock, ScaledClock, corpus_pdfs, fetch_count, normalised, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import Origin, html
 
@@ -143,7 +143,7 @@ def test_archive_chrome_is_rejected_as_bad_content(world, origin, wayback):
     snap = w.fetch(url)
     assert snap.origin == "live" and not snap.has_content
     assert snap.archive_outcome == "archive-error" and "bad-content" in snap.detail
-    assert w.store.count_fetches() == 1
+    assert fetch_count(w.store.directory) == 1
 
 
 @pytest.mark.parametrize("honour_filter", [True, False], ids=["archive-filters", "client-filters"])
@@ -352,3 +352,22 @@ def test_parse_cdx_reads_both_dialects():
     assert parse_cdx(pywb)[0]["url"] == "https://x.org/"
     with pytest.raises(ValueError):
         parse_cdx(b"<html>503 Service Unavailable</html>")
+
+
+def test_a_capture_already_stored_is_reused_with_no_http_status_of_its_own(tmp_path, origin, wayback):
+    """A capture replayed on an earlier fetch is not asked for again: the new fetch
+    row has no HTTP status (none was received); the preview shows the live status."""
+    config = write_config(tmp_path, archive={**wayback.settings, "requests_per_minute": 6000})
+    url = origin.route("/gone", html("gone", status=404))
+    wayback.add(url, "20240101000000", article())
+    runner = CliRunner()
+    first = json.loads(runner.invoke(cli, ["--config", str(config), "fetch", url, "--json"]).stdout)
+    again = runner.invoke(cli, ["--config", str(config), "fetch", url])
+    second = json.loads(runner.invoke(cli, ["--config", str(config), "show", url, "--format", "json"]).stdout)
+    assert wayback.count("replay") == 1  # the second fetch replayed nothing
+    assert (first["origin"], first["http_status"], first["live_status"]) == ("archive", 200, 404)
+    assert (second["origin"], second["http_status"], second["live_status"]) == ("archive", None, 404)
+    assert again.exit_code == 0 and "HTTP 404 → archived copy · Captured Jan 1, 2024 (Wayback Machine)" in again.output
+    history = json.loads(runner.invoke(cli, ["--config", str(config), "history", url, "--json"]).stdout)
+    assert [(h["http_status"], h["attempts"], h["sha256"]) for h in history] == [
+        (None, 0, first["sha256"]), (200, 1, first["sha256"])]

@@ -15,7 +15,7 @@ import pytest
 
 from fetcher.net.client import HostPools
 from fetcher.net.inflate import Incomplete as _Incomplete, Inflater
-from tests.conftest import corpus_pdfs, normalised
+from tests.conftest import corpus_pdfs, normalised, stored_body
 from tests.origin import Origin, gzip_bomb, gzipped, html, redirect, respond, sequence, trickle, truncated
 
 ARTICLE = "<html><head><title>T</title></head><body><article><h1>Report</h1><p>{}</p></article></body></html>"
@@ -211,7 +211,7 @@ def test_a_gzip_body_of_several_members_is_inflated_whole(origin, run):
     r = run()
     snap = r.fetch(url)
     assert snap.outcome == "ok" and snap.size_bytes == len(first) + len(second)
-    assert r.store.read_body(snap.sha256) == (first + second).encode()
+    assert stored_body(r.store, snap.sha256) == (first + second).encode()
 
 
 def test_inflater_takes_members_split_anywhere_and_keeps_a_single_member_as_sent():

@@ -27,14 +27,14 @@ from click.testing import CliRunner
 from fetcher.cli.main import cli
 from fetcher.core.config import Config, load_config
 from fetcher.extract.extractor import Extractor
-from fetcher.core.health import state
+from fetcher.core.health import classify as state
 from fetcher.store.lock import Busy, RunLock
 from fetcher.core.models import RunSummary
 from fetcher.run.refresh import run_once
 from fetcher.run.schedule import Nightly, cron_trigger, next_fire
 from fetcher.core.sources import resource_id
 from fetcher.store.sqlite import DB_NAME, Store
-from tests.conftest import FakeClock, fetcher_command, run_fetcher, write_config
+from tests.conftest import FakeClock, fetch_count, fetcher_command, run_fetcher, write_config
 from tests.origin import SOFT_404_PROBE, Origin, conditional, html
 
 UTC = timezone.utc
@@ -441,7 +441,7 @@ def test_a_run_while_another_holds_the_lock_raises_busy_and_records_nothing(nigh
     message = str(busy.value)
     assert str(n.config.storage_dir / "refresh.lock") in message
     assert f"pid {os.getpid()} (schedule)" in message and "2026-11-23T02:59:00Z" in message
-    assert (origin.requests, n.store.runs(), n.store.count_fetches()) == ([], [], 0)
+    assert (origin.requests, n.store.runs(), fetch_count(n.store.directory)) == ([], [], 0)
 
     summary, fetched = n.run()  # once released, the next run goes ahead
     assert fetched == {"/notice"} and summary.counts == {"ok": 1}

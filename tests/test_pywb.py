@@ -23,7 +23,7 @@ from fetcher.core.config import load_config
 from fetcher.run.pipeline import FetchOptions
 from fetcher.core.sources import make_source
 from fetcher.store.sqlite import Store
-from tests.conftest import FakeClock, corpus_pages, corpus_pdfs, normalised, write_config
+from tests.conftest import FakeClock, corpus_pages, corpus_pdfs, normalised, stored_body, write_config
 from tests.origin import Origin, html, respond
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,14 +122,14 @@ def test_fallback_through_real_pywb_gives_the_origin_bytes(tmp_path, pywb_bin):
             server.wait(timeout=10)
 
     assert (article.origin, article.live_status, article.archive_name) == ("archive", 404, "pywb")
-    assert store.read_body(article.sha256) == page.html  # the capture's bytes, exactly
+    assert stored_body(store, article.sha256) == page.html  # the capture's bytes, exactly
     assert article.captured_at.isoformat() == "2024-04-08T19:43:23+00:00"
     assert article.archive_url == f"{base}/20240408194323id_/{page_url}"
     first_paragraph = next(p for p in page.gold.split("\n") if len(p) > 80)
     assert first_paragraph[:80] in article.text
 
     assert (paper.origin, paper.live_status) == ("archive", 410)
-    assert store.read_body(paper.sha256) == pdf
+    assert stored_body(store, paper.sha256) == pdf
     assert paper.captured_at.isoformat() == "2025-01-02T03:04:05+00:00"
     for sentence in sentences:
         assert normalised(sentence) in normalised(paper.text)

@@ -15,6 +15,7 @@ from fetcher.core.errors import BadInput
 from fetcher.core.timestamps import rfc3339
 from fetcher.run.pipeline import utc_now
 from fetcher.store.sqlite import Store
+from fetcher.views.runs import recorded_runs
 from fetcher.views.preview import latest_records, make_preview, record, render_markdown, render_text, status_lines
 
 
@@ -26,7 +27,7 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
     """List recorded refresh runs, newest first (no network)."""
     config = load(context)
     store = Store.existing(config.storage_dir)
-    records = store.runs(limit) if store else []
+    records = recorded_runs(store, limit)
     if as_json:
         print_json([{**vars(run), "started_at": rfc3339(run.started_at), "finished_at": rfc3339(run.finished_at)}
                     for run in records])

@@ -75,9 +75,9 @@ class RunProgress:
         if snapshot.origin == "archive" and snapshot.has_content:
             size = f"archived copy, {size}"
         fields = {
-            "event": "fetched", "resource_id": snapshot.resource_id, "url": snapshot.url, "outcome": kind,
+            "event": "fetched", "resource_id": snapshot.resource_id, "url": snapshot.url, "outcome": kind.value,
             "http_status": status, "origin": snapshot.origin, "text_chars": snapshot.text_chars,
-            "changed": snapshot.changed, "transition": snapshot.transition,
+            "changed": snapshot.changed, "transition": snapshot.transition.value if snapshot.transition else None,
         }
         log.info("%-16s %-4s %s %s (%s)", kind, status or "-", snapshot.resource_id, snapshot.url, size,
                  extra={FIELDS: fields})

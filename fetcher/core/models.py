@@ -11,6 +11,7 @@ from typing import Any
 
 from fetcher.core.outcomes import Outcome
 from fetcher.core.timestamps import rfc3339
+from fetcher.core.states import State, Transition
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,16 @@ class FetchResult:
         return self.download.outcome
 
     @property
+    def new_content(self) -> bool:
+        """The body is content to keep that the store does not hold yet."""
+        return self.reused_sha256 is None and self.extracted is not None and self.outcome.is_success
+
+    @property
+    def content_sha256(self) -> str | None:
+        """The content this fetch yields (new or already held), if any."""
+        return self.download.sha256 if self.new_content else self.reused_sha256
+
+    @property
     def own_detail(self) -> str:
         """What went wrong with this attempt: the extraction's word, else the download's."""
         if self.extracted is not None and self.extracted.detail:
@@ -116,7 +127,8 @@ class FetchResult:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One stored fetch of a source, joined with the content it yielded."""
+    """One stored fetch of a source, joined with the content it yielded (the field
+    names are the store's column names)."""
 
     fetch_id: int
     resource_id: str
@@ -124,8 +136,8 @@ class Snapshot:
     final_url: str
     fetched_at: datetime
     origin: str
-    http_status: int | None
-    outcome: str
+    http_status: int | None  # None: no HTTP answer, or none asked for (an archived copy already held)
+    outcome: Outcome
     detail: str
     attempts: int
     elapsed_ms: int
@@ -141,12 +153,12 @@ class Snapshot:
     published: str | None = None
     content_first_seen: datetime | None = None
     live_status: int | None = None
-    live_outcome: str | None = None
-    archive_outcome: str | None = None
+    live_outcome: Outcome | None = None
+    archive_outcome: Outcome | None = None
     archive_name: str | None = None
     archive_url: str | None = None
     captured_at: datetime | None = None
-    transition: str | None = None  # "newly-failing" or "recovered": what this check changed
+    transition: Transition | None = None  # what this check changed in the source's health
 
     @property
     def has_content(self) -> bool:
@@ -158,6 +170,8 @@ class Snapshot:
         data["content_first_seen"] = rfc3339(self.content_first_seen)
         data["captured_at"] = rfc3339(self.captured_at)
         data["redirects"] = [{"url": h.url, "status": h.status} for h in self.redirects]
+        for key in ("outcome", "live_outcome", "archive_outcome", "transition"):
+            data[key] = _text(data[key])
         if not with_text:
             data.pop("text")
         return data
@@ -167,7 +181,7 @@ class Snapshot:
 class RunSummary:
     started_at: datetime
     finished_at: datetime
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[Outcome, int] = field(default_factory=dict)  # by live outcome (the sources' health)
     changed: int = 0
     unchanged: int = 0
     failed: int = 0
@@ -175,7 +189,7 @@ class RunSummary:
     newly_failing: int = 0
     recovered: int = 0
     not_due: int = 0
-    health: dict[str, int] = field(default_factory=dict)  # states of all sources after the run
+    health: dict[State, int] = field(default_factory=dict)  # states of all sources after the run, worst first
     interrupted: bool = False  # stopped by a signal: the counts are what was done before it
 
     @property
@@ -196,6 +210,10 @@ class RunSummary:
             "recovered": self.recovered,
             "not_due": self.not_due,
             "interrupted": self.interrupted,
-            "health": self.health,
-            "counts": dict(sorted(self.counts.items())),
+            "health": {state.value: n for state, n in self.health.items()},
+            "counts": {outcome.value: n for outcome, n in sorted(self.counts.items())},
         }
+
+
+def _text(value: Outcome | Transition | None) -> str | None:
+    return value.value if value is not None else None

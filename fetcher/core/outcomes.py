@@ -2,8 +2,9 @@
 
 Problems with the web are values, not exceptions. Each kind says whether it is
 a success, whether a retry may help and whether an archived copy should stand
-in. (The audit's states — dead, failing, blocked… — are built on these in
-fetcher/audit.py.)
+in. (A source's states — dead, failing, blocked… — are built on these in
+fetcher/core/health.py.) A StrEnum: each kind is its string value wherever it
+is printed or written as JSON.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import enum
 
 
-class Outcome(enum.Enum):
+class Outcome(enum.StrEnum):
     OK = "ok"
     NOT_MODIFIED = "not-modified"
     DNS_ERROR = "dns-error"

@@ -8,6 +8,7 @@ downloader keep each host's limits. Clock and sleep are injected for tests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, defaultdict
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from itertools import zip_longest
-from typing import Any
+from typing import ParamSpec, TypeVar
 
 from fetcher.net.archive import ArchiveClient, Lookup
 from fetcher.extract.soft404 import soft_404_reason
@@ -33,9 +34,13 @@ from fetcher.net.robots import RobotsGate
 from fetcher.run.probes import HostProbes
 from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
+from fetcher.core.states import Transition
+from fetcher.run.storing import store_result
 from fetcher.store.sqlite import Store, StoreError
 
 log = logging.getLogger("fetcher")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -202,8 +207,8 @@ class Pipeline:
                 misses.append(lookup.detail)
                 outcome = lookup.outcome if lookup.outcome is Outcome.ARCHIVE_ERROR else outcome
                 continue
-            if stored_sha is not None:  # replayed on an earlier run: captures never change
-                reused = Download(source.url, Outcome.OK, lookup.capture.raw_url, 200, lookup.capture.mime)
+            if stored_sha is not None:  # replayed on an earlier run: captures never change, none is asked for
+                reused = Download(source.url, Outcome.OK, lookup.capture.raw_url, None, lookup.capture.mime)
                 return self._from_archive(source, live, fetched_at, reused, None, lookup, stored_sha)
             download, served = await client.replay(lookup.capture)
             extracted = None
@@ -277,11 +282,12 @@ class Pipeline:
 
     async def _record(self, result: FetchResult, started: float) -> Snapshot:
         result = replace(result, elapsed_ms=int((self._clock() - started) * 1000))
-        return await self._in_store(self._store.record, result)
+        return await self._in_store(store_result, self._store, result)
 
-    async def _in_store(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def _in_store(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Store calls run one at a time on the store's own thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._store_thread, function, *args)
+        call = functools.partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, call)
 
     async def refresh(
         self,
@@ -317,22 +323,23 @@ class Tally:
 
     def __init__(self, started: datetime):
         self.started = started
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[Outcome] = Counter()
         self._marks: Counter[str] = Counter()
+        self._transitions: Counter[Transition | None] = Counter()
 
     def add(self, snapshot: Snapshot) -> None:
         self.counts[snapshot.live_outcome or snapshot.outcome] += 1
         if snapshot.has_content:
             self._marks["changed" if snapshot.changed else "unchanged"] += 1
             self._marks["archived"] += snapshot.origin == "archive"
-        self._marks[snapshot.transition or ""] += 1
+        self._transitions[snapshot.transition] += 1
 
     def summary(self, finished: datetime) -> RunSummary:
-        failed = sum(n for kind, n in self.counts.items() if not Outcome(kind).is_success)
-        marks = self._marks
+        failed = sum(n for kind, n in self.counts.items() if not kind.is_success)
+        marks, transitions = self._marks, self._transitions
         return RunSummary(
             self.started, finished, dict(self.counts), marks["changed"], marks["unchanged"], failed,
-            marks["archived"], marks["newly-failing"], marks["recovered"],
+            marks["archived"], transitions[Transition.NEWLY_FAILING], transitions[Transition.RECOVERED],
         )
 
 

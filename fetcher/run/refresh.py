@@ -13,9 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from fetcher.core.health import state_counts
 from fetcher.core.config import Config
-from fetcher.core.health import due_sources
+from fetcher.core.health import due_sources, state_counts
 from fetcher.store.lock import RunLock
 from fetcher.core.models import RunSummary, Snapshot, Source
 from fetcher.run.pipeline import FetchOptions, Pipeline, Tally, WallClock, utc_now
@@ -59,7 +58,7 @@ async def run_once(
                     stop, config.schedule.shutdown_grace,
                 ) or tally.summary(wall_clock())
             status = "interrupted" if pipeline.stopping else "completed"
-            health = state_counts(list(config.sources), store.all_health(), config)
+            health = state_counts(list(config.sources), store.all_health(), config.refresh)
             summary = replace(summary, not_due=len(sources) - len(chosen), health=health,
                               interrupted=pipeline.stopping)
             return summary

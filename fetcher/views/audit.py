@@ -5,20 +5,25 @@ handful of queries whatever the number of sources."""
 from __future__ import annotations
 
 from collections import Counter
+import enum
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from fetcher.core.config import Config
-from fetcher.core.health import STATES, Health, classify
-from fetcher.core.models import Source
+from fetcher.core.health import Health, classify
+from fetcher.core.models import Capture, Source
+from fetcher.core.outcomes import Outcome
+from fetcher.core.states import STATES, State, Transition
 from fetcher.core.timestamps import rfc3339
 from fetcher.store.sqlite import Store
 
+__all__ = ["FAIL_ON", "STATES", "Audit", "AuditRow", "build_audit"]
+
 FAIL_ON = {
-    "dead": frozenset({"dead"}),
-    "failing": frozenset({"dead", "failing", "soft-404"}),
-    "any": frozenset(STATES) - {"ok", "unchecked"},
+    "dead": frozenset({State.DEAD}),
+    "failing": frozenset({State.DEAD, State.FAILING, State.SOFT_404}),
+    "any": frozenset(STATES) - {State.OK, State.UNCHECKED},
 }
 
 
@@ -27,8 +32,8 @@ class AuditRow:
     resource_id: str
     url: str
     title: str | None
-    state: str
-    outcome: str | None
+    state: State
+    outcome: Outcome | None
     http_status: int | None
     detail: str
     last_checked: datetime | None
@@ -41,8 +46,8 @@ class AuditRow:
     stand_in_archive: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        values = ((name, getattr(self, name)) for name in _ROW_FIELDS)
-        return {name: rfc3339(value) if isinstance(value, datetime) else value for name, value in values}
+        """The row as JSON-ready values: dates as ISO text, state and outcome as their strings."""
+        return {name: _plain(getattr(self, name)) for name in _ROW_FIELDS}
 
 
 _ROW_FIELDS = tuple(field.name for field in fields(AuditRow))
@@ -53,9 +58,9 @@ class Audit:
     rows: list[AuditRow]
     newly_broken: list[AuditRow]
     recovered: list[AuditRow]
-    history: list[tuple[datetime, dict[str, int]]]  # per recorded run: health counts after it
+    history: list[tuple[datetime, dict[str, int]]]  # per recorded run: health counts after it (as stored)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[State, int]:
         found = Counter(row.state for row in self.rows)
         return {name: found[name] for name in STATES if found[name]}
 
@@ -76,14 +81,14 @@ def build_audit(config: Config, store: Store | None, sources: list[Source]) -> A
                if run.summary and run.summary.get("health")]
     return Audit(
         rows=rows,
-        newly_broken=[by_id[rid] for rid, change in changes.items() if change == "newly-failing" and rid in by_id],
-        recovered=[by_id[rid] for rid, change in changes.items() if change == "recovered" and rid in by_id],
+        newly_broken=[by_id[rid] for rid, change in changes.items() if change is Transition.NEWLY_FAILING and rid in by_id],
+        recovered=[by_id[rid] for rid, change in changes.items() if change is Transition.RECOVERED and rid in by_id],
         history=history,
     )
 
 
-def _row(source: Source, health: Health | None, stand_in: Any, config: Config) -> AuditRow:
-    kind = classify(health, config)
+def _row(source: Source, health: Health | None, stand_in: Capture | None, config: Config) -> AuditRow:
+    kind = classify(health, config.refresh)
     failing = health is not None and health.failures_in_a_row > 0
     return AuditRow(
         resource_id=source.resource_id,
@@ -102,3 +107,9 @@ def _row(source: Source, health: Health | None, stand_in: Any, config: Config) -
         stand_in_captured_at=stand_in.captured_at if stand_in else None,
         stand_in_archive=stand_in.archive if stand_in else None,
     )
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    return value.value if isinstance(value, enum.Enum) else value

@@ -18,16 +18,17 @@ import re
 from datetime import datetime
 from urllib.parse import quote, urlsplit
 
+from fetcher.core.states import STATES, State
 from fetcher.core.timestamps import rfc3339
-from fetcher.views.audit import STATES, Audit, AuditRow
+from fetcher.views.audit import Audit, AuditRow
 
 COLUMNS = (
     "state", "resource_id", "url", "title", "outcome", "http_status", "detail", "last_checked", "first_failure",
     "last_failure", "last_good", "moved_to", "stand_in_url", "stand_in_captured_at", "stand_in_archive",
 )
 COLOURS = {
-    "ok": "#2e7d32", "redirected": "#0277bd", "unchecked": "#9e9e9e", "blocked": "#f9a825",
-    "failing": "#ef6c00", "soft-404": "#8e24aa", "dead": "#c62828",
+    State.OK: "#2e7d32", State.REDIRECTED: "#0277bd", State.UNCHECKED: "#9e9e9e", State.BLOCKED: "#f9a825",
+    State.FAILING: "#ef6c00", State.SOFT_404: "#8e24aa", State.DEAD: "#c62828",
 }
 
 
@@ -35,7 +36,7 @@ def to_json(audit: Audit, generated: datetime) -> str:
     return json.dumps(
         {
             "generated_at": rfc3339(generated),
-            "counts": audit.counts(),
+            "counts": {state.value: n for state, n in audit.counts().items()},
             "sources": [row.to_dict() for row in audit.rows],
             "newly_broken": [row.resource_id for row in audit.newly_broken],
             "recovered": [row.resource_id for row in audit.recovered],
@@ -61,7 +62,7 @@ def to_markdown(audit: Audit, generated: datetime) -> str:
                           ("Recovered since the last run", audit.recovered)):
         if rows:
             lines += [f"### {heading}", ""] + [f"- {_md_link(row)} ({row.outcome})" for row in rows] + [""]
-    broken = [row for row in audit.rows if row.state not in ("ok", "unchecked")]
+    broken = [row for row in audit.rows if row.state not in (State.OK, State.UNCHECKED)]
     if broken:
         lines += ["| state | source | outcome | failing since | archived copy |", "| --- | --- | --- | --- | --- |"]
         for row in broken:

@@ -10,10 +10,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fetcher.core.config import Config
-from fetcher.core.health import Health, is_due, state
+from fetcher.core.health import Health, classify, is_due
 from fetcher.core.health import next_due as next_due_at
 from fetcher.core.models import Snapshot
+from fetcher.core.states import State
 from fetcher.store.sqlite import Store
+from fetcher.views.runs import recorded_runs
 
 _CUT_BACK = 200  # look this far back for a word boundary when cutting the preview
 
@@ -123,7 +125,7 @@ def status_lines(
     config: Config, store: Store | None, now: datetime, next_run: datetime | None
 ) -> list[tuple[str, str]]:
     """`fetcher status`: the last run, the sources' health, what is due and when."""
-    runs = store.runs(1) if store else []
+    runs = recorded_runs(store, 1)
     healths = store.all_health() if store else {}
     lines = [("config", str(config.path)), ("store", str(config.storage_dir))]
     if runs:
@@ -133,18 +135,19 @@ def status_lines(
         lines.append(("last run", f"#{run.id} {run.status} ({run.trigger}), started {_when(run.started_at)}{done}"))
     else:
         lines.append(("last run", "none yet"))
-    states: Counter[str] = Counter()
+    states: Counter[State] = Counter()
     next_due: list[datetime] = []
     due_now = 0
     for source in config.sources:
         health = healths.get(source.resource_id, Health(source.resource_id))
-        states[state(health, config.refresh)] += 1
+        states[classify(health, config.refresh)] += 1
         every = source.refresh_every or config.refresh.every
         if is_due(health, every, config.refresh, now):
             due_now += 1
         else:
             next_due.append(next_due_at(health, every, config.refresh))
-    lines.append(("sources", f"{len(config.sources)}: " + " · ".join(f"{k} {n}" for k, n in sorted(states.items()))))
+    counts = " · ".join(f"{state.value} {n}" for state, n in sorted(states.items(), key=lambda item: item[0].value))
+    lines.append(("sources", f"{len(config.sources)}: {counts}"))
     lines.append(("due now", str(due_now)))
     lines.append(("next due", _when(min(next_due)) if next_due else "-"))
     lines.append(("next scheduled run", f"{_when(next_run)} ({config.schedule.cron}, {config.schedule.timezone})"))

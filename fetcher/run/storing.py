@@ -1,0 +1,23 @@
+"""The engine's order for storing one fetch (fetcher.run.pipeline stores every
+result through here): the body file first, then one transaction for the rest.
+Apart from the pipeline, so that a tool that only writes results (the audit
+benchmark) need not load the network and extraction layers."""
+
+from __future__ import annotations
+
+from fetcher.core.health import check_of, next_health
+from fetcher.core.models import FetchResult, Snapshot
+from fetcher.store.sqlite import Store
+
+
+def store_result(store: Store, result: FetchResult) -> Snapshot:
+    """Store one fetch, in this order: its new body file, then one transaction that
+    reads the source's health, folds the live check into it (fetcher.core.health)
+    and writes the fetch, its content and the new health. Returns it as stored
+    (read back within the transaction: trouble there is trouble writing)."""
+    if result.new_content:
+        store.keep_body(result.download)
+    check = check_of(result)
+    with store.transaction() as writer:
+        health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)
+        return store.fetched(writer.record(result, health, transition))

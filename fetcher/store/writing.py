@@ -1,0 +1,116 @@
+"""The store's writes, within one transaction (`Store.transaction()`): a fetch with
+its content and the source's new health row, an archive lookup, a run's record.
+
+The store decides nothing here: the engine hands it the health row to write
+(fetcher.core.health.next_health) and this module writes what it is given."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from fetcher.core.health import Health
+from fetcher.core.models import Capture, FetchResult, Source
+from fetcher.core.states import Transition
+from fetcher.store.rows import HEALTH_QUERY, capture_row, health_from, health_row, insert, text
+
+
+class Writer:
+    """Writes (and the reads a write depends on) inside one open transaction."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def health(self, resource_id: str) -> Health:
+        """The source's health as this transaction sees it (fresh: none yet)."""
+        row = self._db.execute(HEALTH_QUERY + "WHERE resource_id = ?", (resource_id,)).fetchone()
+        return health_from(row) if row else Health(resource_id)
+
+    def record(self, result: FetchResult, health: Health | None, transition: Transition | None) -> int:
+        """Store one fetch, its content if new (its body file already written) and,
+        after a live check, the source's new health. Returns the fetch's id."""
+        self._remember(result.source, result.fetched_at)
+        sha = result.content_sha256
+        previous = self._last_sha(result.source.resource_id)
+        if result.new_content:
+            self._keep_content(result)
+        if health is not None:
+            insert(self._db, "health", health_row(health), verb="INSERT OR REPLACE")
+        fetch_id = insert(self._db, "fetches", _fetch_row(result, sha is not None and sha != previous, transition))
+        capture = result.capture
+        if capture is not None and sha is not None:
+            self._db.execute(
+                "UPDATE captures SET sha256 = ?, timestamp = ?, raw_url = ?, captured_at = ?"
+                " WHERE resource_id = ? AND archive = ?",
+                (sha, capture.timestamp, capture.raw_url, capture.captured_at.isoformat(),
+                 result.source.resource_id, capture.archive),
+            )
+        return fetch_id
+
+    def remember_lookup(self, source: Source, archive: str, when: datetime, capture: Capture | None) -> None:
+        """What an archive lookup found (a capture, or none), for later runs."""
+        self._remember(source, when)
+        row = {"resource_id": source.resource_id, "archive": archive, "looked_up_at": when.isoformat(),
+               **capture_row(capture), "sha256": None}
+        insert(self._db, "captures", row, verb="INSERT OR REPLACE")
+
+    def start_run(self, started_at: datetime, trigger: str) -> int:
+        """A run record, `running` under this process's id until finish_run."""
+        row = {"started_at": started_at.isoformat(), "status": "running", "trigger": trigger, "pid": os.getpid()}
+        return insert(self._db, "runs", row)
+
+    def finish_run(self, run_id: int, finished_at: datetime, status: str, summary: dict[str, Any] | None) -> None:
+        self._db.execute(
+            "UPDATE runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+            (finished_at.isoformat(), status, json.dumps(summary) if summary else None, run_id),
+        )
+
+    def _remember(self, source: Source, when: datetime) -> None:
+        self._db.execute(
+            "INSERT INTO resources (resource_id, url, title, first_seen) VALUES (?,?,?,?)"
+            " ON CONFLICT(resource_id) DO UPDATE SET title = COALESCE(excluded.title, resources.title)",
+            (source.resource_id, source.url, source.title, when.isoformat()),
+        )
+
+    def _last_sha(self, resource_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT sha256 FROM fetches WHERE resource_id = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (resource_id,),
+        ).fetchone()
+        return row["sha256"] if row else None
+
+    def _keep_content(self, result: FetchResult) -> None:
+        extracted, download = result.extracted, result.download
+        assert extracted is not None  # new_content says so
+        insert(self._db, "contents", {
+            "sha256": download.sha256, "kind": extracted.kind, "size_bytes": len(download.body),
+            "text_chars": len(extracted.text), "title": extracted.title, "language": extracted.language,
+            "published": extracted.published, "text": extracted.text, "first_seen": result.fetched_at.isoformat(),
+        }, verb="INSERT OR IGNORE")
+
+
+def _fetch_row(result: FetchResult, changed: bool, transition: Transition | None) -> dict[str, Any]:
+    """The `fetches` row of a result."""
+    download, capture = result.download, result.capture
+    return {
+        "resource_id": result.source.resource_id, "url": result.source.url, "final_url": download.final_url,
+        "fetched_at": result.fetched_at.isoformat(), "origin": result.origin, "http_status": download.http_status,
+        "outcome": result.outcome.value, "detail": _detail(result), "attempts": result.attempts,
+        "elapsed_ms": result.elapsed_ms, "redirects": json.dumps([[h.url, h.status] for h in download.redirects]),
+        "content_type": download.content_type, "sha256": result.content_sha256, "changed": int(changed),
+        "etag": download.etag, "last_modified": download.last_modified, "live_status": result.live_status,
+        "live_outcome": text(result.live_outcome), "archive_outcome": text(result.archive_outcome),
+        "archive_name": capture.archive if capture else None, "archive_url": capture.raw_url if capture else None,
+        "captured_at": capture.captured_at.isoformat() if capture else None, "transition": text(transition),
+    }
+
+
+def _detail(result: FetchResult) -> str:
+    """The fetch row's detail; an archived copy's row also says what the live attempt got."""
+    own = result.own_detail
+    if result.origin == "archive" and result.live_detail:
+        return f"live: {result.live_detail}" + (f"; {own}" if own else "")
+    return own

@@ -56,9 +56,12 @@ def audit(
     Exits 1 when --fail-on matches, so CI can gate on it."""
     config = load(context)
     sources = _sources_in(documents) if documents else list(config.sources)
-    store = Store(config.storage_dir) if check else Store.existing(config.storage_dir)
+    store: Store | None
     if check:
-        run_stoppable(lambda stop: run_once(config, store, sources, trigger="audit", everything=True, stop=stop))
+        writable = store = Store(config.storage_dir)
+        run_stoppable(lambda stop: run_once(config, writable, sources, trigger="audit", everything=True, stop=stop))
+    else:
+        store = Store.existing(config.storage_dir)
     result = build_audit(config, store, sources)
     if only_broken:
         result = replace(result, rows=[row for row in result.rows if row.state not in ("ok", "unchecked")])
@@ -109,6 +112,8 @@ def import_sources(context: click.Context, files: tuple[Path, ...], write: bool)
         if fresh:
             click.echo(f"nothing written: add --write to append them to {config.path}", err=True)
         return
+    if config.path is None:  # a config always comes from a file on the command line
+        raise BadInput("no config file to add the sources to")
     added = append_sources(config.path, fresh)
     click.echo(f"added {added} sources to {config.path}", err=True)
 

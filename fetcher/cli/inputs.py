@@ -46,9 +46,11 @@ def resolve(target: str, config: Config, store: Store | None) -> Source:
     if looks_like_resource_id(target):
         source = config.source_by_id(target)
         url = store.url_of(target) if store and source is None else None
-        if source is None and url is None:
+        if source is not None:
+            return source
+        if url is None:
             raise BadInput(f"no source with resource id {target} in {config.path} or the store")
-        return source or make_source(url)
+        return make_source(url)
     try:
         source = make_source(target)
     except BadURL as error:

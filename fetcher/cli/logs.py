@@ -37,9 +37,9 @@ class Text(logging.Formatter):
 
 def configure(level: str, fmt: str, file: str | None) -> None:
     logger = logging.getLogger("fetcher")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
     handler: logging.Handler = logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines() if fmt == "json" else Text())
     logger.addHandler(handler)

@@ -54,7 +54,7 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int, prefix: str = "error"):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class; ours varies
         self.prefix = prefix
 
     def show(self, file: Any = None) -> None:

@@ -67,7 +67,7 @@ def show(context: click.Context, target: str, fmt: str) -> None:
     store = Store.existing(config.storage_dir)
     source = resolve(target, config, store)
     latest = store.latest(source.resource_id) if store else None
-    if latest is None:
+    if store is None or latest is None:
         raise BadInput(f"{source.resource_id} ({source.url}) has not been fetched yet: run `fetcher fetch {target}`")
     content = latest if latest.has_content else store.latest_with_content(source.resource_id)
     if fmt == "json":

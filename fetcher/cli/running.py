@@ -20,7 +20,7 @@ def run_cancellable(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run to completion; SIGTERM or SIGINT cancels it cleanly (exit 130)."""
 
     async def cancellable() -> T:
-        task = asyncio.current_task()
+        task = _this_task()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)
@@ -38,7 +38,7 @@ def run_stoppable(make_run: Callable[[asyncio.Event], Coroutine[Any, Any, RunSum
     at once. Either way the run is recorded, and the command exits 130."""
 
     async def stoppable() -> RunSummary:
-        task = asyncio.current_task()
+        task = _this_task()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -60,3 +60,10 @@ def run_stoppable(make_run: Callable[[asyncio.Event], Coroutine[Any, Any, RunSum
             f"stopped by a signal after {summary.total} sources; they are stored, the rest are still due"
         )
     return summary
+
+
+def _this_task() -> asyncio.Task[Any]:
+    """The task running now (there always is one inside asyncio.run)."""
+    task = asyncio.current_task()
+    assert task is not None
+    return task

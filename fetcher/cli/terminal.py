@@ -108,7 +108,7 @@ def print_history(title: str, rows: list[Snapshot]) -> None:
         origin = row.origin
         if row.captured_at:
             origin = f"archive ({row.archive_name}, captured {row.captured_at:%Y-%m-%d})"
-        outcome = row.outcome
+        outcome = str(row.outcome)
         if row.live_outcome and row.live_outcome != row.outcome:
             outcome = f"{row.live_outcome} → {row.outcome}"
         _add_row(

@@ -193,7 +193,7 @@ def _settings(cls: type[S], table: dict[str, Any], label: str, where: str) -> S:
             setting.name: _value(
                 table, setting.name, setting.metadata["kind"], setting.metadata["min"], label, where, setting.default
             )
-            for setting in fields(cls)
+            for setting in fields(cls)  # type: ignore[arg-type]
         }
     )
 

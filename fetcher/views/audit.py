@@ -65,7 +65,7 @@ class Audit:
         return {name: found[name] for name in STATES if found[name]}
 
     def fails(self, fail_on: str | None) -> bool:
-        return bool(fail_on) and any(row.state in FAIL_ON[fail_on] for row in self.rows)
+        return fail_on is not None and any(row.state in FAIL_ON[fail_on] for row in self.rows)
 
 
 def build_audit(config: Config, store: Store | None, sources: list[Source]) -> Audit:
@@ -89,7 +89,7 @@ def build_audit(config: Config, store: Store | None, sources: list[Source]) -> A
 
 def _row(source: Source, health: Health | None, stand_in: Capture | None, config: Config) -> AuditRow:
     kind = classify(health, config.refresh)
-    failing = health is not None and health.failures_in_a_row > 0
+    failing = health if health is not None and health.failures_in_a_row > 0 else None
     return AuditRow(
         resource_id=source.resource_id,
         url=source.url,
@@ -99,8 +99,8 @@ def _row(source: Source, health: Health | None, stand_in: Capture | None, config
         http_status=health.last_status if health else None,
         detail=health.last_detail if health else "",
         last_checked=health.last_checked if health else None,
-        first_failure=health.failing_since if failing else None,
-        last_failure=health.last_checked if failing else None,
+        first_failure=failing.failing_since if failing else None,
+        last_failure=failing.last_checked if failing else None,
         last_good=health.last_ok if health else None,
         moved_to=health.moved_to if health else None,
         stand_in_url=stand_in.raw_url if stand_in else None,

@@ -86,7 +86,7 @@ def _md_url_link(text: str, url: str | None) -> str:
     """`[text](url)` with the text escaped and the URL percent-encoded; only the
     text when the URL is not http(s)."""
     label = _md_text(text)
-    return f"[{label}]({_md_target(url)})" if _is_web(url) else label
+    return f"[{label}]({_md_target(url)})" if url is not None and _is_web(url) else label
 
 
 def _md_text(text: str) -> str:
@@ -100,8 +100,10 @@ def _md_target(url: str) -> str:
 
 
 def _is_web(url: str | None) -> bool:
+    if not url:
+        return False
     try:
-        return bool(url) and urlsplit(url.strip()).scheme.lower() in ("http", "https")
+        return urlsplit(url.strip()).scheme.lower() in ("http", "https")
     except ValueError:
         return False
 
@@ -155,7 +157,7 @@ def _chart(history: list[tuple[datetime, dict[str, int]]]) -> str:
     top = max(sum(counts.values()) for _, counts in history) or 1
     parts = []
     for index, (when, counts) in enumerate(history):
-        x, y = index * (bar + gap), height
+        x, y = index * (bar + gap), float(height)
         for name in reversed(STATES):
             size = counts.get(name, 0) * height / top
             if size:

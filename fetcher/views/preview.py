@@ -144,8 +144,8 @@ def status_lines(
         every = source.refresh_every or config.refresh.every
         if is_due(health, every, config.refresh, now):
             due_now += 1
-        else:
-            next_due.append(next_due_at(health, every, config.refresh))
+        elif (due := next_due_at(health, every, config.refresh)) is not None:
+            next_due.append(due)
     counts = " · ".join(f"{state.value} {n}" for state, n in sorted(states.items(), key=lambda item: item[0].value))
     lines.append(("sources", f"{len(config.sources)}: {counts}"))
     lines.append(("due now", str(due_now)))

@@ -107,8 +107,11 @@ class Pipeline:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._stopping:  # Save Page Now requests still waiting their turn are not worth a stop's grace
+            for save in self._saves:
+                save.cancel()
         try:
-            await asyncio.gather(*self._saves)
+            await asyncio.gather(*self._saves, return_exceptions=self._stopping)
         finally:
             await self._client.aclose()
             self._extractor.close()

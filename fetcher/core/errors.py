@@ -32,8 +32,8 @@ one place, and core is below every layer, so each layer may raise any of them.
 The modules that raised them before import them from here, so their old names
 (`fetcher.store.sqlite.StoreError`, `fetcher.store.lock.Busy`, …) still work.
 
-Outside the tree on purpose: exceptions private to one module (download's
-_Limit and _Incomplete, the extraction pool's WorkerGone), and
+Outside the tree on purpose: exceptions private to one layer (the inflater's
+OverCap and Incomplete, caught by the download; the extraction pool's WorkerGone), and
 net/connect.PrivateAddressRefused, which must be an httpcore.ConnectError for
 httpx to report it as a connection failure."""
 

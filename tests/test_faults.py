@@ -9,9 +9,6 @@ tests/origin.py (an HTTP origin that misbehaves on demand).
 from __future__ import annotations
 
 import asyncio
-import gzip
-import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -27,7 +24,7 @@ from fetcher.store.sqlite import Store
 from tests import hostile
 from tests.conftest import FakeSleep, assert_sound_store, run_fetcher, write_config
 from tests.hostile import PAGE, RawServer
-from tests.origin import Origin, gzip_bomb, html, redirect, respond, sequence, trickle, truncated
+from tests.origin import Origin, gzip_bomb, html, respond, sequence, trickle, truncated
 
 PDF = (Path(__file__).parent / "fixtures" / "pdf" / "002-trivial-libre-office-writer.pdf").read_bytes()
 # A source limit well above two attempts, so whether a retry fits never depends on the backoff's jitter.

@@ -11,8 +11,6 @@ import json
 import logging
 import signal
 import time
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -21,9 +19,9 @@ from fetcher.cli.main import cli
 from fetcher.core.config import load_config
 from fetcher.extract.extractor import Extractor
 from fetcher.core.health import due_sources
+from fetcher.core.sources import resource_id
 from fetcher.run.refresh import run_once
-from fetcher.core.sources import make_source, resource_id
-from fetcher.store.sqlite import Store, StoreError
+from fetcher.store.sqlite import Store
 from tests import hostile
 from tests.conftest import FakeClock, ScaledClock, assert_sound_store, run_fetcher, write_config
 from tests.fake_wayback import FakeWayback

@@ -18,7 +18,6 @@ import ssl
 import subprocess
 import threading
 from ipaddress import IPv4Address, ip_address
-from pathlib import Path
 from typing import Any
 
 import httpx

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 _PLAIN_WIDTH = 100_000  # wide enough that nothing in a plain table ever wraps
+_URL_ROOM = 50  # the width a URL column is given before lesser columns are kept
 
 
 class PipeConsole(Console):
@@ -53,19 +54,39 @@ def show(columns: Sequence[Column], rows: Sequence[Sequence[Text]], title: str |
     if not console.is_terminal:
         _print_plain(before, _table(columns, rows, title, boxed=False, headless=headless))
         return
-    kept = list(columns)
-    for column in sorted((c for c in columns if c.drop and not c.url), key=lambda c: -c.drop):
-        wanted = _table(kept, _cells(columns, kept, rows), title, not headless, headless)
-        if Measurement.get(console, console.options.update_width(_PLAIN_WIDTH), wanted).maximum <= console.width:
-            break
-        kept.remove(column)
+    kept = _fit(console, columns, rows, title, headless)
     for line in before:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)  # the terminal wraps it: a URL stays one line
     console.print(_table(kept, _cells(columns, kept, rows), title, not headless, headless))
-    left_out = [column.name for column in columns if column not in kept]
+    left_out = [column.name for column in columns if column not in kept and _filled(columns, column, rows)]
     if left_out:
         console.print(Text(f"left out at this width: {', '.join(left_out)} (a wider terminal, or a pipe, shows them)",
                            style="dim"))
+
+
+def _fit(console: Console, columns: Sequence[Column], rows: Sequence[Sequence[Text]], title: str | None,
+         headless: bool) -> list[Column]:
+    """The columns kept on this terminal: the empty ones and then the lesser ones
+    are left out until the table fits with _URL_ROOM characters a line for each URL."""
+    empty = [c for c in columns if not _filled(columns, c, rows)]
+    lesser = sorted((c for c in columns if c.drop and not c.url and c not in empty), key=lambda c: -c.drop)
+    kept = list(columns)
+    wide = console.options.update_width(_PLAIN_WIDTH)
+    for column in empty + lesser:
+        probe = [[_clip(cell) if c.url else cell for c, cell in zip(kept, row)] for row in _cells(columns, kept, rows)]
+        if Measurement.get(console, wide, _table(kept, probe, title, not headless, headless)).maximum <= console.width:
+            break
+        kept.remove(column)
+    return kept
+
+
+def _filled(columns: Sequence[Column], column: Column, rows: Sequence[Sequence[Text]]) -> bool:
+    index = columns.index(column)
+    return any(row[index].plain.strip() for row in rows)
+
+
+def _clip(cell: Text) -> Text:
+    return Text("\n").join(line[:_URL_ROOM] for line in cell.split("\n"))
 
 
 def _cells(columns: Sequence[Column], kept: Sequence[Column], rows: Sequence[Sequence[Text]]) -> list[list[Text]]:

@@ -1,5 +1,6 @@
 """What the CLI shows on a terminal, with rich: the progress bar, the run
-summary, history, runs and status tables.
+summary, the audit, history, runs and status tables (laid out by
+fetcher.cli.tables: fitted to a terminal, plain and complete when piped).
 
 Text from the web (URLs, titles, details) and from the config (archive names,
 paths) reaches rich only as `rich.text.Text`, never as a markup string: a URL
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
+from rich import table as rich_table
 from rich.text import Text
 
 from fetcher.cli.tables import Column, PipeConsole, show
@@ -66,6 +68,15 @@ class _Left(TimeRemainingColumn):
         return Text.assemble(super().render(task), " left")
 
 
+class _Elapsed(TimeElapsedColumn):
+    def render(self, task: Task) -> Text:
+        return Text.assemble(super().render(task), " elapsed")
+
+
+def _whole() -> rich_table.Column:
+    return rich_table.Column(no_wrap=True)  # a figure is never wrapped onto a second line
+
+
 class RunProgress:
     """On a terminal, a progress bar: done/total, failures so far, rate and time
     left, with the log lines printed above it while it is shown. Otherwise (cron,
@@ -80,9 +91,12 @@ class RunProgress:
     def start(self, total: int) -> None:
         if self._console.is_terminal and total:
             self._bar = Progress(
-                TextColumn("refresh"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[failed]} failed", style="red"), _Rate(), _Left(), TimeElapsedColumn(),
-                console=self._console,
+                TextColumn("refresh", table_column=_whole()),
+                BarColumn(bar_width=None, table_column=rich_table.Column(ratio=1)),  # the bar takes what the figures leave
+                MofNCompleteColumn(table_column=_whole()),
+                TextColumn("{task.fields[failed]} failed", style="red", table_column=_whole()),
+                _Rate(table_column=_whole()), _Left(table_column=_whole()), _Elapsed(table_column=_whole()),
+                console=self._console, expand=True,
             )
             self._task = self._bar.add_task("refresh", total=total, failed=0)
             self._route_logs(self._bar.console)

@@ -149,10 +149,11 @@ def _html_row(row: AuditRow) -> str:
 
 
 def _source(row: AuditRow) -> str:
-    """The source's title linked to its URL, with the URL itself under it; or the linked URL alone."""
+    """The source's title linked to its URL, with the URL itself (as text) under
+    it; or the linked URL alone."""
     if not row.title:
         return _a(row.url, row.url)
-    return f'{_a(row.url, row.title)}<div class="url">{_a(row.url, row.url)}</div>'
+    return f'{_a(row.url, row.title)}<div class="url">{_e(row.url)}</div>'
 
 
 def _chart(history: list[tuple[datetime, dict[str, int]]]) -> str:
@@ -195,7 +196,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
 .cards {{ display: flex; gap: .6em; flex-wrap: wrap; }} .card {{ border-left: 6px solid; padding: .4em .8em; background: #f5f5f5; }}
 table {{ border-collapse: collapse; width: 100%; margin-top: 1em; }} th, td {{ text-align: left; padding: .3em .5em; border-bottom: 1px solid #ddd; vertical-align: top; }}
 th {{ cursor: pointer; user-select: none; background: #fafafa; }} th.sorted::after {{ content: " ▾"; }} th.sorted.up::after {{ content: " ▴"; }}
-.url {{ font-size: 12px; overflow-wrap: anywhere; }} .url a {{ color: #555; }}
+.url {{ font-size: 12px; color: #555; overflow-wrap: anywhere; }}
 .state {{ color: #fff; border-radius: 3px; padding: 0 .4em; font-size: 12px; }} .id {{ color: #888; font: 11px monospace; }}
 .legend {{ font-size: 12px; margin: .3em 0 1em; }} #shown {{ color: #666; }}
 </style></head>

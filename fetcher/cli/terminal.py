@@ -1,5 +1,6 @@
 """What the CLI shows on a terminal, with rich: the progress bar, the run
-summary, history, runs and status tables.
+summary, the audit, history, runs and status tables (laid out by
+fetcher.cli.tables: fitted to a terminal, plain and complete when piped).
 
 Text from the web (URLs, titles, details) and from the config (archive names,
 paths) reaches rich only as `rich.text.Text`, never as a markup string: a URL
@@ -9,17 +10,20 @@ cursor or recolour the terminal."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 from datetime import datetime
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from rich import table as rich_table
 from rich.text import Text
 
+from fetcher.cli.tables import Column, PipeConsole, show
 from fetcher.views.audit import Audit
+from fetcher.cli import logs
 from fetcher.cli.logs import FIELDS
 from fetcher.core.models import RunSummary, Snapshot
 from fetcher.views.preview import human_size
@@ -37,39 +41,92 @@ def plain(text: object) -> Text:
     return Text(_CONTROL.sub("?", _SPACE_LIKE.sub(" ", str(text))))
 
 
-class PipeConsole(Console):
-    """A rich Console that reports a closed pipe as BrokenPipeError, for the CLI
-    to end quietly, instead of rich's own `SystemExit(1)`."""
+class _AboveTheBar(logging.Handler):
+    """Log records printed through the progress bar's console: each on its own
+    lines above the bar, which is drawn again below them."""
 
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+    def __init__(self, console: Console, like: logging.Handler | None) -> None:
+        super().__init__(like.level if like else logging.NOTSET)
+        self.console = console
+        self.setFormatter(like.formatter if like and like.formatter else logs.Text())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.print(Text(self.format(record)), soft_wrap=True, highlight=False, markup=False)
+        except Exception:  # as logging's own handlers do: a failed log line does not stop the run
+            self.handleError(record)
+
+
+class _Rate(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} sources/s" if speed else "- sources/s", style="progress.data.speed")
+
+
+class _Left(TimeRemainingColumn):
+    def render(self, task: Task) -> Text:
+        return Text.assemble(super().render(task), " left")
+
+
+class _Elapsed(TimeElapsedColumn):
+    def render(self, task: Task) -> Text:
+        return Text.assemble(super().render(task), " elapsed")
+
+
+def _whole() -> rich_table.Column:
+    return rich_table.Column(no_wrap=True)  # a figure is never wrapped onto a second line
 
 
 class RunProgress:
-    """A progress bar on a terminal; otherwise one log line per source (for cron)."""
+    """On a terminal, a progress bar: done/total, failures so far, rate and time
+    left, with the log lines printed above it while it is shown. Otherwise (cron,
+    a pipe, a file) no bar: one log line per source."""
 
-    def __init__(self) -> None:
-        self._console = PipeConsole(stderr=True)
+    def __init__(self, console: Console | None = None) -> None:
+        self._console = console or PipeConsole(stderr=True)
         self._bar: Progress | None = None
+        self._failed = 0
+        self._moved: list[logging.Handler] = []
 
     def start(self, total: int) -> None:
         if self._console.is_terminal and total:
             self._bar = Progress(
-                TextColumn("refresh"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self._console
+                TextColumn("refresh", table_column=_whole()),
+                BarColumn(bar_width=None, table_column=rich_table.Column(ratio=1)),  # the bar takes what the figures leave
+                MofNCompleteColumn(table_column=_whole()),
+                TextColumn("{task.fields[failed]} failed", style="red", table_column=_whole()),
+                _Rate(table_column=_whole()), _Left(table_column=_whole()), _Elapsed(table_column=_whole()),
+                console=self._console, expand=True,
             )
-            self._task = self._bar.add_task("refresh", total=total)
+            self._task = self._bar.add_task("refresh", total=total, failed=0)
+            self._route_logs(self._bar.console)
             self._bar.start()
+
+    def _route_logs(self, console: Console) -> None:
+        """The logger's stream handlers (stderr, where the bar is) give way to one
+        that prints through the bar's console; log files are left as they are."""
+        logger = logging.getLogger("fetcher")
+        self._moved = [h for h in logger.handlers if type(h) is logging.StreamHandler]
+        for handler in self._moved:
+            logger.removeHandler(handler)
+        self._above = _AboveTheBar(console, self._moved[0] if self._moved else None)
+        logger.addHandler(self._above)
 
     def stop(self) -> None:
         if self._bar:
             self._bar.stop()
+            logger = logging.getLogger("fetcher")
+            logger.removeHandler(self._above)
+            for handler in self._moved:
+                logger.addHandler(handler)
+            self._bar = None
 
     def advance(self, snapshot: Snapshot) -> None:
-        if self._bar:
-            self._bar.advance(self._task)
-            return
         kind = snapshot.live_outcome or snapshot.outcome
+        if self._bar:
+            self._failed += not kind.is_success
+            self._bar.update(self._task, advance=1, failed=self._failed)
+            return
         status = snapshot.live_status if snapshot.origin == "archive" else snapshot.http_status
         size = human_size(snapshot.text_chars) if snapshot.has_content else snapshot.detail
         if snapshot.origin == "archive" and snapshot.has_content:
@@ -94,15 +151,11 @@ def print_summary(summary: RunSummary) -> None:
     )
 
 
-def _add_row(table: Table, *cells: object) -> None:
-    table.add_row(*(plain(cell) for cell in cells))
-
-
 def print_history(title: str, rows: list[Snapshot]) -> None:
-    """The heading (id and URL, on one line however long) and the table of fetches."""
-    table = Table()
-    for column in ("fetched (UTC)", "origin", "HTTP", "outcome", "text", "change", "sha256"):
-        table.add_column(column)
+    """The heading (id and URL, whole) and the table of fetches."""
+    columns = (Column("fetched (UTC)"), Column("origin", drop=3), Column("HTTP"), Column("outcome"),
+               Column("text", drop=2), Column("change", drop=4), Column("sha256", drop=5))
+    cells = []
     for row in rows:
         change = "new content" if row.changed else ("unchanged" if row.has_content else "-")
         origin = row.origin
@@ -111,77 +164,56 @@ def print_history(title: str, rows: list[Snapshot]) -> None:
         outcome = str(row.outcome)
         if row.live_outcome and row.live_outcome != row.outcome:
             outcome = f"{row.live_outcome} → {row.outcome}"
-        _add_row(
-            table,
-            row.fetched_at.strftime("%Y-%m-%d %H:%M:%S"),
-            origin,
-            str(row.http_status or "-"),
-            outcome,
-            human_size(row.text_chars) if row.has_content else "-",
-            change,
-            (row.sha256 or "-")[:12],
-        )
-    console = _wide()
-    console.print(plain(title), soft_wrap=True)
-    console.print(table)
+        cells.append(_row(
+            row.fetched_at.strftime("%Y-%m-%d %H:%M:%S"), origin, str(row.http_status or "-"), outcome,
+            human_size(row.text_chars) if row.has_content else "-", change, (row.sha256 or "-")[:12],
+        ))
+    show(columns, cells, before=[plain(title)])
 
 
 def print_runs(runs: list[RunRecord]) -> None:
-    table = Table(title="refresh runs, newest first")
-    for column in ("run", "started (UTC)", "seconds", "trigger", "status", "sources", "changed", "archived",
-                   "newly failing", "recovered"):
-        table.add_column(column)
+    columns = (Column("run"), Column("started (UTC)"), Column("seconds", drop=3), Column("trigger", drop=4),
+               Column("status"), Column("sources"), Column("changed", drop=2), Column("archived", drop=5),
+               Column("newly failing", drop=1), Column("recovered", drop=1))
+    cells = []
     for run in runs:
         summary = run.summary or {}
-        status = run.status
         seconds = f"{(run.finished_at - run.started_at).total_seconds():.1f}" if run.finished_at else "-"
-        _add_row(
-            table, str(run.id), f"{run.started_at:%Y-%m-%d %H:%M:%S}", seconds, run.trigger, status,
+        cells.append(_row(
+            str(run.id), f"{run.started_at:%Y-%m-%d %H:%M:%S}", seconds, run.trigger, run.status,
             *(str(summary.get(key, "-")) for key in ("total", "changed", "archived", "newly_failing", "recovered")),
-        )
-    _wide().print(table)
+        ))
+    show(columns, cells, title="refresh runs, newest first")
 
 
 def print_status(lines: list[tuple[str, str]]) -> None:
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")  # a long path is wrapped, never cut short
-    for label, value in lines:
-        _add_row(table, label, value)
-    _wide().print(table)
+    """Label and value, one a line; a long path or URL is folded on a terminal, never cut."""
+    show((Column(""), Column("", url=True)), [_row(label, value) for label, value in lines], headless=True)
 
 
-def _wide() -> Console:
-    """A console that does not squeeze tables to 80 columns when piped or in cron mail."""
-    console = PipeConsole()
-    return console if console.is_terminal else PipeConsole(width=200)
+def _row(*cells: object) -> list[Text]:
+    return [plain(cell) for cell in cells]
 
 
 def when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
 
 
-_URL_COLUMNS = ("source", "archived copy / moved to")  # wrapped, never cut short with "…"
-
-
 def print_audit(audit: Audit) -> None:
-    """The audit as a terminal table, worst first, with what changed since the last run."""
-    console = _wide()
-    console.print(plain(" · ".join(f"{name} {n}" for name, n in audit.counts().items()) or "no sources"))
+    """The audit as a table, worst first, with what changed since the last run."""
+    before = [plain(" · ".join(f"{name} {n}" for name, n in audit.counts().items()) or "no sources")]
     for heading, rows in (("newly broken since the last run", audit.newly_broken),
                           ("recovered since the last run", audit.recovered)):
         if rows:
-            console.print(Text.assemble((heading, "bold"), ": ", plain(", ".join(row.url for row in rows))),
-                          highlight=False)
-    table = Table()
-    for column in ("state", "source", "outcome", "failing since", "last good", "archived copy / moved to"):
-        table.add_column(column, overflow="fold" if column in _URL_COLUMNS else "ellipsis")
+            before.append(Text.assemble((heading, "bold"), ": ", plain(", ".join(row.url for row in rows))))
+    columns = (Column("state"), Column("source", url=True), Column("outcome", drop=1),
+               Column("failing since", drop=2), Column("last good", drop=3),
+               Column("archived copy / moved to", url=True))
+    cells = []
     for row in audit.rows:
         stand_in = row.moved_to or (f"{row.stand_in_captured_at:%Y-%m-%d} {row.stand_in_url}" if row.stand_in_url else "")
         source = Text("\n").join(plain(part) for part in (row.title, row.url) if part)
-        table.add_row(
-            plain(row.state), source, plain(row.outcome or ""),
-            plain(f"{row.first_failure:%Y-%m-%d}" if row.first_failure else ""),
-            plain(f"{row.last_good:%Y-%m-%d}" if row.last_good else ""), plain(stand_in),
-        )
-    console.print(table)
+        cells.append([plain(row.state), source, plain(row.outcome or ""),
+                      plain(f"{row.first_failure:%Y-%m-%d}" if row.first_failure else ""),
+                      plain(f"{row.last_good:%Y-%m-%d}" if row.last_good else ""), plain(stand_in)])
+    show(columns, cells, before=before)

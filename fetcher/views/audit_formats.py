@@ -119,7 +119,7 @@ def to_html(audit: Audit, generated: datetime) -> str:
     )
     rows = "".join(_html_row(row) for row in audit.rows)
     changes = "".join(
-        f"<h2>{title}</h2><ul>" + "".join(f"<li>{_a(r.url, r.title or r.url)} ({_e(r.outcome)})</li>"
+        f"<h2>{title}</h2><ul>" + "".join(f"<li>{_source(r)} ({_e(r.outcome)})</li>"
                                           for r in rows_) + "</ul>"
         for title, rows_ in (("Newly broken since the last run", audit.newly_broken),
                              ("Recovered since the last run", audit.recovered)) if rows_
@@ -137,7 +137,7 @@ def _html_row(row: AuditRow) -> str:
         archived = f"moved to {_a(row.moved_to, row.moved_to)}"
     cells = (
         f'<td><span class="state" style="background:{COLOURS[row.state]}">{row.state}</span></td>',
-        f'<td>{_a(row.url, row.title or row.url)}<div class="id">{_e(row.resource_id)}</div></td>',
+        f'<td>{_source(row)}<div class="id">{_e(row.resource_id)}</div></td>',
         f"<td>{_e(row.outcome or '')}</td>",
         f"<td>{_day(row.first_failure)}</td>",
         f"<td>{_day(row.last_good)}</td>",
@@ -146,6 +146,14 @@ def _html_row(row: AuditRow) -> str:
     rank = STATES.index(row.state)
     search = _e(" ".join(filter(None, (row.url, row.title, row.outcome, row.state, row.resource_id))).lower())
     return f'<tr data-state="{row.state}" data-rank="{rank}" data-search="{search}">{"".join(cells)}</tr>'
+
+
+def _source(row: AuditRow) -> str:
+    """The source's title linked to its URL, with the URL itself (as text) under
+    it; or the linked URL alone."""
+    if not row.title:
+        return _a(row.url, row.url)
+    return f'{_a(row.url, row.title)}<div class="url">{_e(row.url)}</div>'
 
 
 def _chart(history: list[tuple[datetime, dict[str, int]]]) -> str:
@@ -188,6 +196,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
 .cards {{ display: flex; gap: .6em; flex-wrap: wrap; }} .card {{ border-left: 6px solid; padding: .4em .8em; background: #f5f5f5; }}
 table {{ border-collapse: collapse; width: 100%; margin-top: 1em; }} th, td {{ text-align: left; padding: .3em .5em; border-bottom: 1px solid #ddd; vertical-align: top; }}
 th {{ cursor: pointer; user-select: none; background: #fafafa; }} th.sorted::after {{ content: " ▾"; }} th.sorted.up::after {{ content: " ▴"; }}
+.url {{ font-size: 12px; color: #555; overflow-wrap: anywhere; }}
 .state {{ color: #fff; border-radius: 3px; padding: 0 .4em; font-size: 12px; }} .id {{ color: #888; font: 11px monospace; }}
 .legend {{ font-size: 12px; margin: .3em 0 1em; }} #shown {{ color: #666; }}
 </style></head>

@@ -336,7 +336,9 @@ def test_show_markdown_and_json(site):
 
 def test_show_of_a_never_fetched_configured_source_exits_2(site):
     url = site.origin.route("/article", html(ARTICLE.html))
-    site.configure([url])
+    other = site.origin.route("/other", html(OTHER.html))
+    site.configure([url, other])
+    assert site.run("fetch", other).exit_code == 0  # a store exists; /article is not in it
     for target in (rid(url), url):
         result = site.run("show", target)
         assert result.exit_code == 2
@@ -389,8 +391,11 @@ def test_history_lists_newest_first(site):
     assert table.index("new content") < table.index("404") < table.rindex("new content")
 
 
-def test_history_of_a_url_never_fetched_is_empty(site):
+def test_history_of_a_configured_source_never_fetched_is_empty(site):
     url = site.origin.url("/never")
+    other = site.origin.route("/other", html(OTHER.html))
+    site.configure([url, other])
+    assert site.run("fetch", other).exit_code == 0
     assert site.json("history", url, "--json") == []
     result = site.run("history", url)
     assert result.exit_code == 0 and "not been fetched" in result.stdout
@@ -428,9 +433,13 @@ def test_export_writes_one_record_per_stored_resource(site):
     assert json.loads(array.stdout) == records
 
 
-def test_export_of_an_empty_store_is_an_empty_array(site):
-    result = site.run("export")
-    assert result.exit_code == 0 and json.loads(result.stdout) == []
+def test_export_with_no_store_says_so_and_writes_nothing(site):
+    out = site.directory / "site.json"
+    for args in (("export",), ("export", "-o", str(out))):
+        result = site.run(*args)
+        assert result.exit_code == 2 and result.stdout == ""
+        assert "no store yet" in error_line(result.stderr)
+    assert not out.exists()
 
 
 # -- refresh -------------------------------------------------------------------

@@ -68,5 +68,5 @@ def test_the_check_sees_a_missing_option():
     rows = readme_rows()
     assert rows[("fetch",)] == {"--json", "--archive-only", "--no-archive", "--recheck-archive"}
     assert rows[("audit",)] >= {"--check", "--from", "--format", "-o", "--output", "--only-broken", "--fail-on"}
-    assert rows[("sources", "import")] == {"--write"}
+    assert rows[("sources", "import")] == {"--write", "--include-images"}
     assert "--no-such-option" not in set(OPTION.findall(help_text("fetch")))

@@ -14,7 +14,7 @@ import click
 
 from fetcher.cli.config_file import append_sources
 from fetcher.cli.documents import FoundLink, links_in_files, new_sources
-from fetcher.cli.inputs import load
+from fetcher.cli.inputs import load, no_store
 from fetcher.cli.output import write_output
 from fetcher.cli.running import run_stoppable
 from fetcher.cli.terminal import print_audit
@@ -62,6 +62,8 @@ def audit(
         run_stoppable(lambda stop: run_once(config, writable, sources, trigger="audit", everything=True, stop=stop))
     else:
         store = Store.existing(config.storage_dir)
+        if store is None:
+            click.echo(f"{no_store(config)}: every source is unchecked", err=True)
     result = build_audit(config, store, sources)
     if only_broken:
         result = replace(result, rows=[row for row in result.rows if row.state not in ("ok", "unchecked")])
@@ -94,12 +96,16 @@ def sources() -> None:
 @sources.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
 @click.option("--write", is_flag=True, help="Append the new sources to the config file (default: only list them).")
+@click.option("--include-images", is_flag=True, help="Count Markdown images as sources too (default: left out).")
 @click.pass_context
-def import_sources(context: click.Context, files: tuple[Path, ...], write: bool) -> None:
+def import_sources(context: click.Context, files: tuple[Path, ...], write: bool, include_images: bool) -> None:
     """List the http(s) links in FILES (Markdown/MDX, HTML, CSV, plain URL lists)
-    that are not configured yet; with --write, add them to the config as [[sources]]."""
+    that are not configured yet; with --write, add them to the config as [[sources]].
+
+    Images are left out unless --include-images; links that are not http(s)
+    (mailto:, tel:) and same-document anchors (#section) never count."""
     config = load(context)
-    found = _links_in(files)
+    found = _links_in(files, images=include_images)
     fresh, duplicates = new_sources(found, config.sources)
     for link, configured in duplicates:
         log.warning("%s (%s) looks like a duplicate of the configured %s: not added", link.url, link.where, configured.url)
@@ -118,8 +124,8 @@ def import_sources(context: click.Context, files: tuple[Path, ...], write: bool)
     click.echo(f"added {added} sources to {config.path}", err=True)
 
 
-def _links_in(files: Iterable[Path]) -> list[FoundLink]:
-    found, problems = links_in_files(list(files))
+def _links_in(files: Iterable[Path], *, images: bool = True) -> list[FoundLink]:
+    found, problems = links_in_files(list(files), images=images)
     if problems:
         raise BadInput(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return found

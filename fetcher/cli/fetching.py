@@ -20,10 +20,11 @@ from fetcher.core.config import Config
 from fetcher.core.errors import BadInput, Busy, StoreError
 from fetcher.core.models import Snapshot, Source
 from fetcher.core.sources import find_duplicates
-from fetcher.run.pipeline import FetchOptions, Pipeline
+from fetcher.run.pipeline import FetchOptions, Pipeline, utc_now
 from fetcher.run.refresh import run_once
 from fetcher.store.sqlite import Store
 from fetcher.views.preview import make_preview, render_text
+from fetcher.views.status import due, when
 
 log = logging.getLogger("fetcher")
 
@@ -53,8 +54,10 @@ def fetch(
     if archive_only and no_archive:
         raise BadInput("--archive-only and --no-archive contradict each other")
     config = load(context)
+    if archive_only and not config.archive.enabled:
+        raise BadInput(f"--archive-only: no archive is enabled in {config.path} ([archive] enabled = false)")
     existing = Store.existing(config.storage_dir)
-    source = resolve(target, config, existing)
+    source = resolve(target, config, existing, any_url=True)
     if existing is not None:
         existing.close()
     store = Store(config.storage_dir)
@@ -75,7 +78,8 @@ async def _fetch_one(config: Config, store: Store, source: Source, options: Fetc
 
 
 @click.command()
-@click.option("--only", "only", multiple=True, metavar="ID", help="Refresh only this resource id (repeatable).")
+@click.option("--only", "only", multiple=True, metavar="TARGET",
+              help="Refresh only this source, a resource id or URL (repeatable).")
 @click.option("--all", "everything", is_flag=True, help="Refresh every source, due or not.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @_no_archive
@@ -92,7 +96,7 @@ def refresh(
     failing sources are rechecked on a backoff. Exits 0 when the run completed,
     whatever the health of the sources; 3 when another run holds the store."""
     config = load(context)
-    sources = pick(config, only)
+    sources = _picked(config, only)
     for first, later in find_duplicates(sources):
         log.warning("%s looks like a duplicate of %s (both are fetched)", later.url, first.url)
     store = Store(config.storage_dir)
@@ -111,6 +115,29 @@ def refresh(
         print_json(summary.to_dict())
     else:
         print_summary(summary)
+        if summary.total == 0 and not summary.interrupted:
+            click.echo(_nothing_due(config, store))
+
+
+def _picked(config: Config, only: tuple[str, ...]) -> list[Source]:
+    """The sources to consider: every configured one, or those --only names."""
+    if not only:
+        return list(config.sources)
+    existing = Store.existing(config.storage_dir)
+    try:
+        return pick(config, only, existing)
+    finally:
+        if existing is not None:
+            existing.close()
+
+
+def _nothing_due(config: Config, store: Store) -> str:
+    """Why a run fetched nothing, and when it will."""
+    if not config.sources:
+        return f"no sources are configured in {config.path}"
+    upcoming = due(config, store, utc_now()).next_due
+    later = f"the next source is due {when(upcoming)}" if upcoming else "no source is due"
+    return f"nothing was due: {later}; `fetcher refresh --all` fetches every source now"
 
 
 @click.command()

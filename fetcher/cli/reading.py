@@ -1,6 +1,7 @@
 """The commands that read the store and fetch nothing: `show`, `history`,
 `export`, `runs` and `status`. They open the store read-only and create
-nothing, so they work where the user may only read it."""
+nothing, so they work where the user may only read it. Where nothing has been
+stored yet they say so and exit 2 rather than print nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from fetcher.cli.inputs import load, resolve
+from fetcher.cli.inputs import existing_store, load, resolve
 from fetcher.cli.output import print_json, write_output, write_records
 from fetcher.cli.terminal import print_history, print_runs, print_status
 from fetcher.core.errors import BadInput
@@ -16,7 +17,8 @@ from fetcher.core.timestamps import rfc3339
 from fetcher.run.pipeline import utc_now
 from fetcher.store.sqlite import Store
 from fetcher.views.runs import recorded_runs
-from fetcher.views.preview import latest_records, make_preview, record, render_markdown, render_text, status_lines
+from fetcher.views.preview import latest_records, make_preview, record, render_markdown, render_text
+from fetcher.views.status import status_of
 
 
 @click.command()
@@ -26,8 +28,7 @@ from fetcher.views.preview import latest_records, make_preview, record, render_m
 def runs(context: click.Context, as_json: bool, limit: int) -> None:
     """List recorded refresh runs, newest first (no network)."""
     config = load(context)
-    store = Store.existing(config.storage_dir)
-    records = recorded_runs(store, limit)
+    records = recorded_runs(existing_store(config), limit)
     if as_json:
         print_json([{**vars(run), "started_at": rfc3339(run.started_at), "finished_at": rfc3339(run.finished_at)}
                     for run in records])
@@ -45,14 +46,14 @@ def status(context: click.Context, as_json: bool) -> None:
     from fetcher.run.schedule import cron_trigger, next_fire
 
     config = load(context)
-    store = Store.existing(config.storage_dir)
+    store = existing_store(config)
     now = utc_now()
     next_run = next_fire(cron_trigger(config.schedule.cron, config.schedule.timezone), now)
-    lines = status_lines(config, store, now, next_run)
+    result = status_of(config, store, now, next_run)
     if as_json:
-        print_json(dict(lines))
+        print_json(result.to_dict())
     else:
-        print_status(lines)
+        print_status(result.lines())
 
 
 @click.command()
@@ -64,10 +65,11 @@ def status(context: click.Context, as_json: bool) -> None:
 def show(context: click.Context, target: str, fmt: str) -> None:
     """Print the latest stored preview of a source (no network)."""
     config = load(context)
-    store = Store.existing(config.storage_dir)
-    source = resolve(target, config, store)
-    latest = store.latest(source.resource_id) if store else None
-    if store is None or latest is None:
+    opened = Store.existing(config.storage_dir)
+    source = resolve(target, config, opened)
+    store = existing_store(config, opened, source)
+    latest = store.latest(source.resource_id)
+    if latest is None:
         raise BadInput(f"{source.resource_id} ({source.url}) has not been fetched yet: run `fetcher fetch {target}`")
     content = latest if latest.has_content else store.latest_with_content(source.resource_id)
     if fmt == "json":
@@ -84,9 +86,10 @@ def show(context: click.Context, target: str, fmt: str) -> None:
 def history(context: click.Context, target: str, as_json: bool) -> None:
     """List every stored fetch of a source, newest first (no network)."""
     config = load(context)
-    store = Store.existing(config.storage_dir)
-    source = resolve(target, config, store)
-    rows = store.history(source.resource_id) if store else []
+    opened = Store.existing(config.storage_dir)
+    source = resolve(target, config, opened)
+    store = existing_store(config, opened, source)
+    rows = store.history(source.resource_id)
     if as_json:
         print_json([row.to_dict(with_text=False) for row in rows])
         return
@@ -103,9 +106,9 @@ def history(context: click.Context, target: str, as_json: bool) -> None:
 def export(context: click.Context, fmt: str, output: Path | None) -> None:
     """Write the latest snapshot of every stored source, for a site build (no network)."""
     config = load(context)
-    store = Store.existing(config.storage_dir)
+    store = existing_store(config)
     titles = {s.resource_id: s.title for s in config.sources}
-    records = latest_records(store, config.preview_chars, titles) if store else iter(())
+    records = latest_records(store, config.preview_chars, titles)
     count = write_output(output, lambda out: write_records(out, records, fmt))
     if output is not None:
         click.echo(f"wrote {count} sources to {output}", err=True)

@@ -3,19 +3,13 @@ export records. No network, no printing."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from fetcher.core.config import Config
-from fetcher.core.health import Health, classify, is_due
-from fetcher.core.health import next_due as next_due_at
 from fetcher.core.models import Snapshot
-from fetcher.core.states import State
 from fetcher.store.sqlite import Store
-from fetcher.views.runs import recorded_runs
 
 _CUT_BACK = 200  # look this far back for a word boundary when cutting the preview
 
@@ -119,42 +113,3 @@ def latest_records(store: Store, chars: int, titles: dict[str, str | None]) -> I
     for latest in store.iter_latest():
         content = latest if latest.has_content else store.latest_with_content(latest.resource_id)
         yield record(latest, content, chars, titles.get(latest.resource_id))
-
-
-def status_lines(
-    config: Config, store: Store | None, now: datetime, next_run: datetime | None
-) -> list[tuple[str, str]]:
-    """`fetcher status`: the last run, the sources' health, what is due and when."""
-    runs = recorded_runs(store, 1)
-    healths = store.all_health() if store else {}
-    lines = [("config", str(config.path)), ("store", str(config.storage_dir))]
-    if runs:
-        run = runs[0]
-        summary = run.summary or {}
-        done = f", {summary.get('total', 0)} sources, {summary.get('seconds', '?')}s" if summary else ""
-        lines.append(("last run", f"#{run.id} {run.status} ({run.trigger}), started {_when(run.started_at)}{done}"))
-    else:
-        lines.append(("last run", "none yet"))
-    states: Counter[State] = Counter()
-    next_due: list[datetime] = []
-    due_now = 0
-    for source in config.sources:
-        health = healths.get(source.resource_id, Health(source.resource_id))
-        states[classify(health, config.refresh)] += 1
-        every = source.refresh_every or config.refresh.every
-        if is_due(health, every, config.refresh, now):
-            due_now += 1
-        elif (due := next_due_at(health, every, config.refresh)) is not None:
-            next_due.append(due)
-    counts = " · ".join(f"{state.value} {n}" for state, n in sorted(states.items(), key=lambda item: item[0].value))
-    lines.append(("sources", f"{len(config.sources)}: {counts}"))
-    lines.append(("due now", str(due_now)))
-    lines.append(("next due", _when(min(next_due)) if next_due else "-"))
-    lines.append(("next scheduled run", f"{_when(next_run)} ({config.schedule.cron}, {config.schedule.timezone})"))
-    return lines
-
-
-def _when(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

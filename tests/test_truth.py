@@ -1,14 +1,16 @@
 """What previews and times say, checked through the CLI as a user runs it: a 304
 night confirms the content held (the preview still says `HTTP 200`, dated the
 night it was confirmed); an archive-only attempt that finds nothing does not hide
-a healthy page's content."""
+a healthy page's content; a fetch is dated when its request went out, and a
+run has one duration."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -16,7 +18,7 @@ from click.testing import CliRunner
 from fetcher.cli.main import cli
 from tests.conftest import write_config
 from tests.fake_wayback import FakeWayback
-from tests.origin import Origin, conditional
+from tests.origin import Origin, Route, conditional
 
 PAGE = (
     "<html><head><title>Open models report</title></head><body><article><h1>Open models report</h1>"
@@ -101,3 +103,44 @@ def test_an_archive_only_miss_is_shown_when_it_is_all_there_is(tmp_path: Path, o
         invoke(config, "fetch", url, "--archive-only", code=1)
         assert "(archive-miss)" in invoke(config, "show", url).split("\n")[1]
         assert json.loads(invoke(config, "export"))[0]["outcome"] == "archive-miss"
+
+
+def stamped(route: Route, served: dict[str, datetime]) -> Route:
+    """`route`, noting (wall clock) when each path was last asked for."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        served[handler.path] = datetime.now(timezone.utc)
+        route(handler)
+
+    return answer
+
+
+def test_times_are_the_requests_not_the_queues(tmp_path: Path, origin: Origin) -> None:
+    """Three pages of one host, one worker, a second between request starts: each
+    page waits its host's turn (robots.txt first). `fetched_at` is when its request
+    went out and `elapsed_ms` from then to stored: a 304 takes milliseconds, not the
+    second spent waiting."""
+    served: dict[str, datetime] = {}
+    paths = ["/a", "/b", "/c"]
+    urls = [origin.route(path, stamped(conditional(origin, PAGE.replace("report", path), etag=f'"{path}"'), served))
+            for path in paths]
+    config = write_config(tmp_path, urls, concurrency=1, per_host_delay=1.0)
+    invoke(config, "refresh")
+    invoke(config, "refresh", "--all")  # the night of 304s
+    for path, url in zip(paths, urls):
+        latest = json.loads(invoke(config, "history", url, "--json"))[0]
+        assert latest["outcome"] == "not-modified"
+        fetched_at = datetime.fromisoformat(latest["fetched_at"].replace("Z", "+00:00"))
+        assert abs((fetched_at - served[path]).total_seconds()) < 0.25, path  # not when it was queued
+        assert latest["elapsed_ms"] < 500, (path, latest["elapsed_ms"])  # no wait for the host's turn in it
+
+
+def test_a_run_has_one_duration(tmp_path: Path, origin: Origin) -> None:
+    urls = [origin.route(path, conditional(origin, PAGE.replace("report", path))) for path in ("/a", "/b")]
+    config = write_config(tmp_path, urls)
+    summary = json.loads(invoke(config, "refresh", "--json"))
+    [run] = json.loads(invoke(config, "runs", "--json"))
+    started, finished = (datetime.fromisoformat(run[key].replace("Z", "+00:00")) for key in ("started_at", "finished_at"))
+    assert (run["started_at"], run["finished_at"]) == (summary["started_at"], summary["finished_at"])
+    assert round((finished - started).total_seconds(), 3) == summary["seconds"] == run["summary"]["seconds"]
+    assert run["summary"] == summary

@@ -168,6 +168,12 @@ class Snapshot:
     def has_content(self) -> bool:
         return self.sha256 is not None
 
+    @property
+    def is_archive_only_miss(self) -> bool:
+        """An archive-only attempt (no live check) that found no copy: it says
+        nothing about the source, so previews pass over it (history keeps it)."""
+        return self.origin == "archive" and not self.has_content and self.live_outcome is None
+
     def to_dict(self, with_text: bool = True) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["fetched_at"] = rfc3339(self.fetched_at)

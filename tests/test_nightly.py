@@ -611,6 +611,7 @@ def test_sigterm_stops_the_scheduler_after_the_grace_and_the_next_run_completes(
         assert (run["status"], run["trigger"], run["pid"]) == ("interrupted", "schedule", scheduler.process.pid)
         assert run["finished_at"] is not None and run["summary"]["interrupted"]
         assert run["summary"]["total"] == len(sound_store(storage))  # the counts of what it did
+        assert run["summary"]["finished_at"] == run["finished_at"]  # one duration, interrupted or not
 
         origin.latency = 0
         after = run_fetcher(tmp_path, "--config", str(config), "refresh", "--all", "--json")

@@ -159,16 +159,27 @@ class Snapshot:
     archive_url: str | None = None
     captured_at: datetime | None = None
     transition: Transition | None = None  # what this check changed in the source's health
+    # The response that delivered the body held (a 304 or same-hash check confirms
+    # it and is not it): its HTTP status and when it was fetched. None without content.
+    content_http_status: int | None = None
+    content_fetched_at: datetime | None = None
 
     @property
     def has_content(self) -> bool:
         return self.sha256 is not None
+
+    @property
+    def is_archive_only_miss(self) -> bool:
+        """An archive-only attempt (no live check) that found no copy: it says
+        nothing about the source, so previews pass over it (history keeps it)."""
+        return self.origin == "archive" and not self.has_content and self.live_outcome is None
 
     def to_dict(self, with_text: bool = True) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["fetched_at"] = rfc3339(self.fetched_at)
         data["content_first_seen"] = rfc3339(self.content_first_seen)
         data["captured_at"] = rfc3339(self.captured_at)
+        data["content_fetched_at"] = rfc3339(self.content_fetched_at)
         data["redirects"] = [{"url": h.url, "status": h.status} for h in self.redirects]
         for key in ("outcome", "live_outcome", "archive_outcome", "transition"):
             data[key] = _text(data[key])

@@ -36,6 +36,7 @@ from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
 from fetcher.core.states import Transition
 from fetcher.run.storing import store_result
+from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
 from fetcher.store.sqlite import Store, StoreError
 
 log = logging.getLogger("fetcher")
@@ -80,6 +81,7 @@ class Pipeline:
         settings = self._config.fetch
         self._stopping = False
         self._client = make_client(settings)
+        self._client.event_hooks["request"].append(request_hook(self._clock, self._wall_clock))
         slots = HostSlots(settings.per_host_concurrency, settings.per_host_delay, self._clock, self._sleep)
         trusted = trusted_endpoints(self._config.archives)  # a self-hosted archive may be on localhost
         self._downloader = Downloader(
@@ -130,37 +132,44 @@ class Pipeline:
         """Fetch one source (live, then an archived copy if the live one is unusable),
         extract its text and store the result.
 
+        Its `fetched_at` is when the first request for the page (or, archive only,
+        to the archive) was sent, after any wait for the host's turn; `elapsed_ms`
+        runs from then until the result is stored. A fetch that sent no request
+        (robots.txt said no, an archived copy already held) counts from its start.
+
         Whatever goes wrong with this one source — a bug, a library raising on a
         page it cannot handle — is stored as an `internal-error` fetch (its traceback
         logged) and the source follows the failure backoff; only a store that cannot
         be written (StoreError) and a stopping run (Stopped) get past this."""
-        started, fetched_at = self._clock(), self._wall_clock()
-        try:
-            return await self._fetch(source, options, started, fetched_at)
-        except (StoreError, Stopped):
-            raise
-        except Exception as error:  # noqa: BLE001 - the point: one source cannot stop the run
-            log.error("internal error on %s (%s): %s: %s", source.resource_id, source.url, type(error).__name__,
-                      error, exc_info=True)
-            return await self._record(internal_error(source, fetched_at, error), started)
+        with fetch_timing(self._clock, self._wall_clock) as began:
+            try:
+                return await self._fetch(source, options, began)
+            except (StoreError, Stopped):
+                raise
+            except Exception as error:  # noqa: BLE001 - the point: one source cannot stop the run
+                log.error("internal error on %s (%s): %s: %s", source.resource_id, source.url, type(error).__name__,
+                          error, exc_info=True)
+                return await self._record(internal_error(source, began.began_at, error), began)
 
-    async def _fetch(self, source: Source, options: FetchOptions, started: float, fetched_at: datetime) -> Snapshot:
-        live = None
+    async def _fetch(self, source: Source, options: FetchOptions, timing: FetchTiming) -> Snapshot:
+        live, fetched_at = None, timing.began_at
         if options.live:
-            live = await self._live(source, fetched_at)
+            live = await self._live(source, fetched_at, timing)
             if not (options.archive and self._falls_back(live.outcome)):
-                snapshot = await self._record(live, started)
+                snapshot = await self._record(live, timing)
                 if snapshot.changed:
                     self._save_later(source.url)
                 return snapshot
-        return await self._record(await self._archived(source, live, fetched_at, options), started)
+        timing.armed = True
+        return await self._record(await self._archived(source, live, fetched_at, options), timing)
 
-    async def _live(self, source: Source, fetched_at: datetime) -> FetchResult:
+    async def _live(self, source: Source, fetched_at: datetime, timing: FetchTiming) -> FetchResult:
         """One live fetch, conditional when we hold its content: a 304, or a body
         whose hash we already have, is recorded as a check with no extraction."""
         refused = await self._robots.check(source.url)
         if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
             return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
+        timing.armed = True
         health = await self._in_store(self._store.health, source.resource_id)
         download, attempts = await self._download(source, conditional_headers(health))
         result = FetchResult(source, fetched_at, "live", download, attempts)
@@ -283,9 +292,16 @@ class Pipeline:
         if answer.outcome is not Outcome.OK:
             log.warning("save page now for %s failed: %s %s", url, answer.outcome.value, answer.detail)
 
-    async def _record(self, result: FetchResult, started: float) -> Snapshot:
-        result = replace(result, elapsed_ms=int((self._clock() - started) * 1000))
-        return await self._in_store(store_result, self._store, result)
+    async def _record(self, result: FetchResult, timing: FetchTiming) -> Snapshot:
+        """Store the result, dated when its first request was sent (else when the
+        fetch began), its elapsed time measured on the store's thread as it is stored."""
+        sent, sent_at = timing.start
+
+        def timed() -> Snapshot:
+            elapsed = int((self._clock() - sent) * 1000)
+            return store_result(self._store, replace(result, fetched_at=sent_at, elapsed_ms=elapsed))
+
+        return await self._in_store(timed)
 
     async def _in_store(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Store calls run one at a time on the store's own thread."""

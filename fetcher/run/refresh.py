@@ -4,7 +4,12 @@ scheduler's jobs both run through here.
 
 A stop request (the `stop` event: SIGTERM or SIGINT) starts no new source;
 sources in flight get `grace` seconds to finish, then are cancelled. The run is
-recorded as interrupted with the counts of what it did."""
+recorded as interrupted with the counts of what it did.
+
+A run has one duration: it ends when its last source is done and the pipeline
+has closed (background archive saves finished, extraction workers stopped), and
+that one moment is both the summary's `finished_at` (and `seconds`) and the run
+record's (`fetcher runs`, `fetcher status`)."""
 
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ async def run_once(
                 ) or tally.summary(wall_clock())
             status = "interrupted" if pipeline.stopping else "completed"
             health = state_counts(list(config.sources), store.all_health(), config.refresh)
-            summary = replace(summary, not_due=len(sources) - len(chosen), health=health,
+            summary = replace(summary, finished_at=wall_clock(), not_due=len(sources) - len(chosen), health=health,
                               interrupted=pipeline.stopping)
             return summary
         except asyncio.CancelledError:
@@ -67,7 +72,7 @@ async def run_once(
             raise
         finally:
             summary = summary or replace(tally.summary(wall_clock()), interrupted=status == "interrupted")
-            _finish(store, run_id, wall_clock, status, summary)
+            _finish(store, run_id, status, summary)
 
 
 async def _until_stopped(
@@ -101,9 +106,10 @@ async def _until_stopped(
             await asyncio.gather(task, return_exceptions=True)
 
 
-def _finish(store: Store, run_id: int, wall_clock: WallClock, status: str, summary: RunSummary) -> None:
+def _finish(store: Store, run_id: int, status: str, summary: RunSummary) -> None:
+    """Record the run's end: the summary's own finished_at, so both say one duration."""
     try:
-        store.finish_run(run_id, wall_clock(), status, summary.to_dict())
+        store.finish_run(run_id, summary.finished_at, status, summary.to_dict())
     except StoreError as error:  # the run is already failing for this reason, or about to
         log.error("could not record the end of run %d: %s", run_id, error)
         return

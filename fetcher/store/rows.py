@@ -48,18 +48,31 @@ _SNAPSHOT_COLUMNS = {
     "fetch_id": "f.id",
     "content_first_seen": "c.first_seen",
     **{name: f"c.{name}" for name in ("size_bytes", "text_chars", "sha256", "title", "text", "language", "published")},
+    "content_http_status": "d.http_status",
+    "content_fetched_at": "d.fetched_at",
 }
+
+# `d`: the fetch that delivered the body this fetch holds: itself when it received
+# one, else (a 304; an archived copy already held, asked for nothing) the latest
+# earlier fetch of the same source and body that did. None without content.
+_RECEIVED = "{0}.http_status IS NOT NULL AND {0}.outcome != 'not-modified'"
+_DELIVERED = (
+    f"LEFT JOIN fetches d ON d.id = CASE WHEN f.sha256 IS NULL THEN NULL WHEN {_RECEIVED.format('f')} THEN f.id"
+    " ELSE (SELECT e.id FROM fetches e WHERE e.resource_id = f.resource_id AND e.sha256 = f.sha256"
+    f" AND e.id < f.id AND {_RECEIVED.format('e')} ORDER BY e.id DESC LIMIT 1) END "
+)
 
 
 def snapshot_query(with_text: bool = True) -> str:
-    """SELECT … FROM fetches joined with contents, one column per Snapshot field
-    (text NULL without `with_text`); append a WHERE clause."""
+    """SELECT … FROM fetches joined with contents and with the fetch that delivered
+    the body, one column per Snapshot field (text NULL without `with_text`);
+    append a WHERE clause."""
     columns = [
         f"{'NULL' if field.name == 'text' and not with_text else _SNAPSHOT_COLUMNS.get(field.name, f'f.{field.name}')}"
         f" AS {field.name}"
         for field in fields(Snapshot)
     ]
-    return f"SELECT {', '.join(columns)} FROM fetches f LEFT JOIN contents c ON c.sha256 = f.sha256 "
+    return f"SELECT {', '.join(columns)} FROM fetches f LEFT JOIN contents c ON c.sha256 = f.sha256 " + _DELIVERED
 
 
 _SNAPSHOT_FIELDS = tuple(field.name for field in fields(Snapshot))
@@ -78,6 +91,7 @@ def snapshot_from(row: sqlite3.Row) -> Snapshot:
         "live_outcome": outcome(values["live_outcome"]),
         "archive_outcome": outcome(values["archive_outcome"]),
         "captured_at": moment(values["captured_at"]),
+        "content_fetched_at": moment(values["content_fetched_at"]),
         "transition": TRANSITIONS[values["transition"]] if values["transition"] else None,
     })
 

@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS fetches (
     transition TEXT
 );
 CREATE INDEX IF NOT EXISTS fetches_by_resource ON fetches(resource_id, id);
+-- The fetches that received a body (not a 304, not an archived copy already held):
+-- what a preview asks for the response that delivered the content a check confirmed.
+-- An index only (no data changes, no version bump): a store opened for writing gets it.
+CREATE INDEX IF NOT EXISTS fetches_delivering ON fetches(resource_id, sha256, id)
+    WHERE http_status IS NOT NULL AND outcome != 'not-modified';
 CREATE TABLE IF NOT EXISTS health (
     resource_id TEXT PRIMARY KEY REFERENCES resources(resource_id),
     last_checked TEXT NOT NULL,

@@ -225,7 +225,14 @@ class Store:
         return snapshot
 
     def latest(self, resource_id: str) -> Snapshot | None:
-        return self._one("WHERE f.resource_id = ? ORDER BY f.id DESC LIMIT 1", (resource_id,))
+        """The fetch that says where the source stands: the latest, except that an
+        archive-only attempt that found nothing (`--archive-only`: no live check, no
+        content) is passed over for an earlier fetch; it is in `history`."""
+        latest = self._one("WHERE f.resource_id = ? ORDER BY f.id DESC LIMIT 1", (resource_id,))
+        if latest is None or not latest.is_archive_only_miss:
+            return latest
+        return self._one(f"WHERE f.resource_id = ? AND NOT {_ARCHIVE_MISS} ORDER BY f.id DESC LIMIT 1",
+                         (resource_id,)) or latest
 
     def latest_with_content(self, resource_id: str) -> Snapshot | None:
         return self._one(
@@ -242,16 +249,23 @@ class Store:
         return row["url"] if row else None
 
     def iter_latest(self) -> Iterator[Snapshot]:
-        """The latest fetch of every resource, streamed."""
+        """The latest fetch of every resource (as `latest` picks it), streamed."""
         query = snapshot_query() + (
             "WHERE f.id IN (SELECT MAX(id) FROM fetches GROUP BY resource_id) ORDER BY f.resource_id"
         )
         for row in self._db.execute(query):
-            yield snapshot_from(row)
+            snapshot = snapshot_from(row)
+            if snapshot.is_archive_only_miss:  # rare: look again
+                snapshot = self.latest(snapshot.resource_id) or snapshot
+            yield snapshot
 
     def _one(self, where: str, params: tuple[Any, ...]) -> Snapshot | None:
         row = self._db.execute(snapshot_query() + where, params).fetchone()
         return snapshot_from(row) if row else None
+
+
+# Snapshot.is_archive_only_miss, in SQL over `fetches f`.
+_ARCHIVE_MISS = "(f.origin = 'archive' AND f.sha256 IS NULL AND f.live_outcome IS NULL)"
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from fetcher.core.models import Snapshot
+from fetcher.core.timestamps import rfc3339
 from fetcher.store.sqlite import Store
 
 _CUT_BACK = 200  # look this far back for a word boundary when cutting the preview
@@ -45,7 +46,10 @@ def excerpt(text: str, chars: int) -> tuple[str, bool]:
 
 
 def make_preview(latest: Snapshot, content: Snapshot | None, chars: int) -> Preview:
-    """The preview of a resource: its latest fetch, and the newest content it ever had."""
+    """The preview of a resource: its latest fetch, and the newest content it ever had.
+    "Fetched" is when the latest fetch was made; when it yielded the content (a 304
+    or an unchanged body included), that is the latest date the content was
+    confirmed current."""
     parts = [status_text(latest)]
     if content is not None and content.origin == "archive" and content.captured_at:
         parts.append(f"Captured {human_date(content.captured_at)} ({content.archive_name})")
@@ -61,13 +65,17 @@ def make_preview(latest: Snapshot, content: Snapshot | None, chars: int) -> Prev
 
 
 def status_text(snapshot: Snapshot) -> str:
-    """`HTTP 200`; `HTTP 404 → archived copy`; `HTTP 404 (http-404)`; `No response (dns-error)`."""
+    """`HTTP 200`; `HTTP 404 → archived copy`; `HTTP 404 (http-404)`; `No response (dns-error)`.
+    A fetch that holds content shows the status of the response that delivered
+    the body: a 304 confirms the content, it does not replace its status."""
     if snapshot.origin == "archive" and snapshot.has_content:
         if snapshot.live_status is not None:
             return f"HTTP {snapshot.live_status} → archived copy"
         if snapshot.live_outcome:
             return f"No response ({snapshot.live_outcome}) → archived copy"
         return "Archived copy"
+    if snapshot.has_content and snapshot.content_http_status is not None:
+        return f"HTTP {snapshot.content_http_status}"
     status = f"HTTP {snapshot.http_status}" if snapshot.http_status is not None else "No response"
     return status if snapshot.has_content else f"{status} ({snapshot.outcome})"
 
@@ -94,16 +102,26 @@ def render_markdown(preview: Preview) -> str:
 
 
 def record(latest: Snapshot, content: Snapshot | None, chars: int, title: str | None = None) -> dict[str, Any]:
-    """One resource as a JSON-ready object: its latest fetch, its newest content and the preview."""
+    """One resource as a JSON-ready object: its latest fetch (`http_status`,
+    `outcome`, `fetched_at`: the check's own), its newest content and the preview.
+    `content_http_status` and `content_fetched_at` are those of the response that
+    delivered the body held; `confirmed_at` is the latest date it was confirmed
+    current (null without content). In `content`, `http_status` is the delivering
+    response's status and `fetched_at` the confirmation date."""
     data = latest.to_dict(with_text=False)
     for key in ("content_type", "size_bytes", "text_chars", "sha256", "title", "language", "published",
-                "content_first_seen"):
+                "content_first_seen", "content_http_status", "content_fetched_at"):
         data.pop(key)
     data["title"] = (content.title if content else None) or title
+    data["content_http_status"] = content.content_http_status if content else None
+    data["content_fetched_at"] = rfc3339(content.content_fetched_at) if content else None
+    data["confirmed_at"] = rfc3339(content.fetched_at) if content else None
     data["content"] = content.to_dict() if content else None
     if data["content"]:
-        for key in ("fetch_id", "resource_id", "url", "detail", "attempts", "elapsed_ms", "changed", "redirects"):
+        for key in ("fetch_id", "resource_id", "url", "detail", "attempts", "elapsed_ms", "changed", "redirects",
+                    "content_http_status", "content_fetched_at"):
             data["content"].pop(key)
+        data["content"]["http_status"] = content.content_http_status if content else None
     data["preview"] = render_text(make_preview(latest, content, chars))
     return data
 

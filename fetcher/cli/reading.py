@@ -5,15 +5,16 @@ nothing, so they work where the user may only read it."""
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
 from fetcher.cli.inputs import load, resolve
 from fetcher.cli.output import print_json, write_output, write_records
 from fetcher.cli.terminal import print_history, print_runs, print_status
+from fetcher.core.cron import next_fire
 from fetcher.core.errors import BadInput
-from fetcher.core.timestamps import rfc3339
-from fetcher.run.pipeline import utc_now
+from fetcher.core.timestamps import rfc3339, utc_now
 from fetcher.store.sqlite import Store
 from fetcher.views.runs import recorded_runs
 from fetcher.views.preview import latest_records, make_preview, record, render_markdown, render_text, status_lines
@@ -42,12 +43,10 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
 @click.pass_context
 def status(context: click.Context, as_json: bool) -> None:
     """The last run, the health of the sources and what is due next (no network)."""
-    from fetcher.run.schedule import cron_trigger, next_fire
-
     config = load(context)
     store = Store.existing(config.storage_dir)
     now = utc_now()
-    next_run = next_fire(cron_trigger(config.schedule.cron, config.schedule.timezone), now)
+    next_run = next_fire(config.schedule.cron, ZoneInfo(config.schedule.timezone), now)
     lines = status_lines(config, store, now, next_run)
     if as_json:
         print_json(dict(lines))

@@ -88,3 +88,14 @@ def test_the_command_list_in_help_is_what_the_commands_themselves_say():
         summary = inspect.cleandoc(command.help or "").split("\n\n")[0]
         assert summary == COMMANDS[name].summary, name
     assert CliRunner().invoke(cli, ["--help"]).stdout == before
+
+
+def test_the_start_up_benchmark_runs():
+    """`python -m bench.startup` end to end, one timed run (its figures are not checked)."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.startup", "--runs", "1"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    cells = {cell.strip() for cell in result.stdout.replace("|", "\n").split("\n")}
+    assert {"`fetcher --help`", "`fetcher show`", "`fetcher fetch`"} <= cells, result.stdout

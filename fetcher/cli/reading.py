@@ -1,6 +1,7 @@
 """The commands that read the store and fetch nothing: `show`, `history`,
 `export`, `runs` and `status`. They open the store read-only and create
-nothing, so they work where the user may only read it."""
+nothing, so they work where the user may only read it. They start fast: nothing
+here imports what fetching needs, and rich is imported only to draw a table."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import click
 
 from fetcher.cli.inputs import load, resolve
 from fetcher.cli.output import print_json, write_output, write_records
-from fetcher.cli.terminal import print_history, print_runs, print_status
 from fetcher.core.cron import next_fire
 from fetcher.core.errors import BadInput
 from fetcher.core.timestamps import rfc3339, utc_now
@@ -33,6 +33,8 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
         print_json([{**vars(run), "started_at": rfc3339(run.started_at), "finished_at": rfc3339(run.finished_at)}
                     for run in records])
     elif records:
+        from fetcher.cli.terminal import print_runs  # rich, only for a table
+
         print_runs(records)
     else:
         click.echo("no runs recorded yet")
@@ -51,6 +53,8 @@ def status(context: click.Context, as_json: bool) -> None:
     if as_json:
         print_json(dict(lines))
     else:
+        from fetcher.cli.terminal import print_status  # rich, only for a table
+
         print_status(lines)
 
 
@@ -92,6 +96,8 @@ def history(context: click.Context, target: str, as_json: bool) -> None:
     if not rows:
         click.echo(f"{source.resource_id} ({source.url}) has not been fetched yet")
         return
+    from fetcher.cli.terminal import print_history  # rich, only for a table
+
     print_history(f"{source.resource_id} {source.url}", rows)
 
 

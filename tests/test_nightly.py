@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from fetcher.core.health import classify as state
 from fetcher.store.lock import Busy, RunLock
 from fetcher.core.models import RunSummary
 from fetcher.run.refresh import run_once
+from fetcher.core import cron as core_cron
 from fetcher.run.schedule import Nightly, cron_trigger, next_fire
 from fetcher.core.sources import resource_id
 from fetcher.store.sqlite import DB_NAME, Store
@@ -404,6 +406,42 @@ def test_run_now_starts_at_once_and_stop_abandons_a_run_after_the_grace():
 )
 def test_the_next_scheduled_run_is_computed_in_the_configured_time_zone(cron, zone, now, expected):
     assert next_fire(cron_trigger(cron, zone), now) == expected
+    assert core_cron.next_fire(cron, ZoneInfo(zone), now) == expected  # what `status` shows, without APScheduler
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone", "now", "expected"),
+    [  # Paris: 02:00 CET -> 03:00 CEST on 2026-03-29; 03:00 CEST -> 02:00 CET on 2026-10-25
+        ("30 2 * * *", "Europe/Paris", datetime(2026, 3, 28, 12, 0, tzinfo=UTC), datetime(2026, 3, 29, 1, 30, tzinfo=UTC)),
+        ("30 2 * * *", "Europe/Paris", datetime(2026, 10, 24, 12, 0, tzinfo=UTC), datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
+        ("30 2 * * *", "Europe/Paris", datetime(2026, 10, 25, 0, 40, tzinfo=UTC), datetime(2026, 10, 25, 1, 30, tzinfo=UTC)),
+        ("*/20 * * * *", "Europe/Paris", datetime(2026, 10, 25, 0, 50, tzinfo=UTC), datetime(2026, 10, 25, 1, 0, tzinfo=UTC)),
+        ("0 3 * * *", "America/New_York", datetime(2026, 3, 7, 12, 0, tzinfo=UTC), datetime(2026, 3, 8, 7, 0, tzinfo=UTC)),
+    ],
+)
+def test_the_next_run_across_a_clock_change_is_the_one_apscheduler_fires(cron, zone, now, expected):
+    """A skipped wall time is read with the offset before the change (02:30 is
+    03:30 CEST), a repeated one at its second pass if the first is over.
+    (Compared in UTC: Python never finds a folded time equal across zones.)"""
+    assert in_utc(next_fire(cron_trigger(cron, zone), now)) == expected
+    assert in_utc(core_cron.next_fire(cron, ZoneInfo(zone), now)) == expected
+
+
+def test_status_computes_the_next_run_as_the_scheduler_does_on_every_day_of_a_year():
+    """Samples every 5 hours over a year, clock changes included, in zones either
+    side of UTC. (Not midnight: where a day's span crosses a clock change,
+    APScheduler 3 skips the next midnight run; fetcher's next run is the real one.)"""
+    crons = ["30 2 * * *", "0 3 * * 1", "15 4 1 * *", "*/7 1-3 * * *"]
+    start = datetime(2026, 1, 1, 0, 17, 31, tzinfo=UTC)
+    for zone, cron in [(z, c) for z in ("Europe/Paris", "America/New_York", "Australia/Sydney") for c in crons]:
+        for hours in range(0, 365 * 24, 5):
+            now = start + timedelta(hours=hours)
+            ours = in_utc(core_cron.next_fire(cron, ZoneInfo(zone), now))
+            assert ours == in_utc(next_fire(cron_trigger(cron, zone), now)), (cron, zone, now)
+
+
+def in_utc(moment: datetime | None) -> datetime | None:
+    return moment and moment.astimezone(UTC)
 
 
 def test_a_weekly_cron_runs_on_the_weekday_crontab_means():

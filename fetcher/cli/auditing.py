@@ -9,11 +9,10 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from fetcher.cli.config_file import append_sources
-from fetcher.cli.documents import FoundLink, links_in_files, new_sources
 from fetcher.cli.inputs import load, no_store
 from fetcher.cli.output import write_output
 from fetcher.cli.running import run_stoppable
@@ -21,11 +20,13 @@ from fetcher.cli.terminal import print_audit
 from fetcher.core.errors import BadInput
 from fetcher.core.models import Source
 from fetcher.core.sources import make_source, resource_id
-from fetcher.run.pipeline import utc_now
-from fetcher.run.refresh import run_once
+from fetcher.core.timestamps import utc_now
 from fetcher.store.sqlite import Store
 from fetcher.views.audit import FAIL_ON, Audit, build_audit
 from fetcher.views.audit_formats import to_csv, to_html, to_json, to_markdown
+
+if TYPE_CHECKING:  # the document readers (lxml, markdown-it) load only for --from and `sources import`
+    from fetcher.cli.documents import FoundLink
 
 log = logging.getLogger("fetcher")
 
@@ -58,6 +59,8 @@ def audit(
     sources = _sources_in(documents) if documents else list(config.sources)
     store: Store | None
     if check:
+        from fetcher.run.refresh import run_once  # the fetching machinery, only for --check
+
         writable = store = Store(config.storage_dir)
         run_stoppable(lambda stop: run_once(config, writable, sources, trigger="audit", everything=True, stop=stop))
     else:
@@ -104,6 +107,9 @@ def import_sources(context: click.Context, files: tuple[Path, ...], write: bool,
 
     Images are left out unless --include-images; links that are not http(s)
     (mailto:, tel:) and same-document anchors (#section) never count."""
+    from fetcher.cli.config_file import append_sources
+    from fetcher.cli.documents import new_sources
+
     config = load(context)
     found = _links_in(files, images=include_images)
     fresh, duplicates = new_sources(found, config.sources)
@@ -125,6 +131,8 @@ def import_sources(context: click.Context, files: tuple[Path, ...], write: bool,
 
 
 def _links_in(files: Iterable[Path], *, images: bool = True) -> list[FoundLink]:
+    from fetcher.cli.documents import links_in_files
+
     found, problems = links_in_files(list(files), images=images)
     if problems:
         raise BadInput(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))

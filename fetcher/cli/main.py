@@ -22,10 +22,8 @@ from typing import Any, NoReturn
 
 import click
 
-from fetcher.cli.auditing import audit, sources
-from fetcher.cli.fetching import fetch, refresh, schedule
 from fetcher.cli.inputs import Globals
-from fetcher.cli.reading import export, history, runs, show, status
+from fetcher.cli.lazy import Lazy, LazyGroup
 from fetcher.core.config import LOG_FORMATS, LOG_LEVELS, config_path
 from fetcher.core.errors import BadInput, Busy, FetcherError, Interrupted, StoreError, StoreWriteFailed
 
@@ -97,7 +95,32 @@ def _os_error(error: OSError) -> str:
     return str(error)
 
 
-class _Commands(click.Group):
+# Each command's module is imported when the command runs (fetcher.cli.lazy):
+# a reading command never loads what fetching needs. The summary is the first
+# paragraph of the command's docstring, shown by `fetcher --help`.
+COMMANDS = {
+    "fetch": Lazy("fetcher.cli.fetching", "fetch",
+                  "Fetch one source now (a resource id or a URL), store it and print its preview."),
+    "refresh": Lazy("fetcher.cli.fetching", "refresh",
+                    "Fetch the sources that are due (all with --all, or --only some), concurrently\n"
+                    "and politely, with archived copies standing in for dead pages."),
+    "schedule": Lazy("fetcher.cli.fetching", "schedule",
+                     "Run the refresh on the [schedule] cron, in the foreground, until SIGTERM/SIGINT."),
+    "runs": Lazy("fetcher.cli.reading", "runs", "List recorded refresh runs, newest first (no network)."),
+    "status": Lazy("fetcher.cli.reading", "status",
+                   "The last run, the health of the sources and what is due next (no network)."),
+    "audit": Lazy("fetcher.cli.auditing", "audit",
+                  "Which sources are dead, failing, blocked, soft 404s or moved, since when, and\n"
+                  "which archived copy can stand in. Reads the store (no network) unless --check."),
+    "sources": Lazy("fetcher.cli.auditing", "sources", "Find sources in documents and add them to the config."),
+    "show": Lazy("fetcher.cli.reading", "show", "Print the latest stored preview of a source (no network)."),
+    "history": Lazy("fetcher.cli.reading", "history", "List every stored fetch of a source, newest first (no network)."),
+    "export": Lazy("fetcher.cli.reading", "export",
+                   "Write the latest snapshot of every stored source, for a site build (no network)."),
+}
+
+
+class _Commands(LazyGroup):
     """The command group: errors are translated here, on the way out of parsing
     (--help, --version) and of every command, so that `cli` run by click (or by
     a test's CliRunner) and `main()` end the same way."""
@@ -111,7 +134,7 @@ class _Commands(click.Group):
             return super().invoke(ctx)
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_file",
@@ -128,10 +151,6 @@ def cli(
 ) -> None:
     """Keep dated, readable previews of the web sources a knowledge base cites."""
     context.obj = Globals(config_path(config_file), log_level, log_format, log_file)
-
-
-for _command in (fetch, refresh, schedule, runs, status, audit, sources, show, history, export):
-    cli.add_command(_command)
 
 
 def main() -> NoReturn:

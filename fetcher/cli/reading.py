@@ -1,20 +1,21 @@
 """The commands that read the store and fetch nothing: `show`, `history`,
 `export`, `runs` and `status`. They open the store read-only and create
 nothing, so they work where the user may only read it. Where nothing has been
-stored yet they say so and exit 2 rather than print nothing."""
+stored yet they say so and exit 2 rather than print nothing. They start fast:
+nothing here imports what fetching needs, and rich is imported only to draw a table."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
 from fetcher.cli.inputs import existing_store, load, resolve
 from fetcher.cli.output import print_json, write_output, write_records
-from fetcher.cli.terminal import print_history, print_runs, print_status
+from fetcher.core.cron import next_fire
 from fetcher.core.errors import BadInput
-from fetcher.core.timestamps import rfc3339
-from fetcher.run.pipeline import utc_now
+from fetcher.core.timestamps import rfc3339, utc_now
 from fetcher.store.sqlite import Store
 from fetcher.views.runs import recorded_runs
 from fetcher.views.preview import latest_records, make_preview, record, render_markdown, render_text
@@ -33,6 +34,8 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
         print_json([{**vars(run), "started_at": rfc3339(run.started_at), "finished_at": rfc3339(run.finished_at)}
                     for run in records])
     elif records:
+        from fetcher.cli.terminal import print_runs  # rich, only for a table
+
         print_runs(records)
     else:
         click.echo("no runs recorded yet")
@@ -43,16 +46,16 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
 @click.pass_context
 def status(context: click.Context, as_json: bool) -> None:
     """The last run, the health of the sources and what is due next (no network)."""
-    from fetcher.run.schedule import cron_trigger, next_fire
-
     config = load(context)
     store = existing_store(config)
     now = utc_now()
-    next_run = next_fire(cron_trigger(config.schedule.cron, config.schedule.timezone), now)
+    next_run = next_fire(config.schedule.cron, ZoneInfo(config.schedule.timezone), now)
     result = status_of(config, store, now, next_run)
     if as_json:
         print_json(result.to_dict())
     else:
+        from fetcher.cli.terminal import print_status  # rich, only for a table
+
         print_status(result.lines())
 
 
@@ -96,6 +99,8 @@ def history(context: click.Context, target: str, as_json: bool) -> None:
     if not rows:
         click.echo(f"{source.resource_id} ({source.url}) has not been fetched yet")
         return
+    from fetcher.cli.terminal import print_history  # rich, only for a table
+
     print_history(f"{source.resource_id} {source.url}", rows)
 
 

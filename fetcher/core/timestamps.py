@@ -7,6 +7,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 
+def utc_now() -> datetime:
+    """Now, in UTC: the clock every stored and shown moment is read from."""
+    return datetime.now(timezone.utc)
+
+
 def rfc3339(moment: datetime | None) -> str | None:
     """`moment` in UTC as RFC 3339 with `Z`; None stays None. A naive datetime
     is taken to be UTC already (every moment we keep is UTC)."""

@@ -1,7 +1,9 @@
 """Readable text from a body: detect the type from bytes and headers, then hand it
 to the HTML, PDF or plain-text path. Runs off the event loop (worker processes
 under time and memory limits for runs, a thread for one-off fetches) so
-downloads keep flowing."""
+downloads keep flowing. The HTML and PDF libraries are imported when a document
+of that kind comes (a one-off fetch of a page never loads pypdf); a worker
+process imports both as it starts (fetcher.extract.worker)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,6 @@ from dataclasses import replace
 
 from fetcher.extract.decode import UndecodableText, charset_from_content_type, decode_text
 from fetcher.core.errors import ExtractFailed
-from fetcher.extract.html import extract_article
-from fetcher.extract.pdf import extract_pdf
 from fetcher.extract.pool import Limits, WorkerPool, exit_with  # noqa: F401 - exit_with was defined here
 from fetcher.core.models import Extracted
 from fetcher.core.outcomes import Outcome
@@ -78,6 +78,8 @@ def extract(body: bytes, content_type: str | None, url: str | None) -> Extracted
 
 
 def _from_html(body: bytes, content_type: str | None, url: str | None) -> Extracted:
+    from fetcher.extract.html import extract_article
+
     html, _ = decode_text(body, charset_from_content_type(content_type), html=True)
     article = extract_article(html, url)
     return Extracted(
@@ -91,6 +93,8 @@ def _from_html(body: bytes, content_type: str | None, url: str | None) -> Extrac
 
 
 def _from_pdf(body: bytes) -> Extracted:
+    from fetcher.extract.pdf import extract_pdf
+
     pdf = extract_pdf(body)
     text = tidy(unicodedata.normalize("NFKC", pdf.text))
     return Extracted(outcome=Outcome.OK, kind="pdf", text=text, title=pdf.title)
@@ -132,7 +136,9 @@ class Extractor:
         if self._pool is None:
             workers = self._workers if self._processes else 1
             context = multiprocessing.get_context("spawn")  # no fork of a threaded process; no forkserver to lose
-            self._pool = WorkerPool(extract, workers, self._limits, context)
+            from fetcher.extract.worker import extract_in_worker
+
+            self._pool = WorkerPool(extract_in_worker, workers, self._limits, context)
         result = await self._pool.run(body, content_type, url)
         if result.kind == "unknown" and result.outcome is Outcome.EXTRACT_FAILED:
             result = replace(result, kind=sniff_kind(body, content_type))

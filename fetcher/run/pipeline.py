@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from itertools import zip_longest
 from typing import ParamSpec, TypeVar
 
@@ -35,6 +35,7 @@ from fetcher.run.probes import HostProbes
 from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
 from fetcher.core.states import Transition
+from fetcher.core.timestamps import utc_now
 from fetcher.run.storing import store_result
 from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
 from fetcher.store.sqlite import Store, StoreError
@@ -51,10 +52,6 @@ class FetchOptions:
     recheck_archive: bool = False  # True: ignore cached archive lookups
 
 WallClock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Pipeline:

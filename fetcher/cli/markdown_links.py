@@ -34,7 +34,7 @@ from markdown_it.rules_block.state_block import StateBlock
 from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
 
-from fetcher.cli.text_links import TextHit, clean, markup_urls
+from fetcher.cli.text_links import clean, markup_urls
 
 # A line number (from 1), the URL, a title.
 Hit = tuple[int, str, str | None]

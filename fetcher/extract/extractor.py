@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from fetcher.extract.decode import UndecodableText, charset_from_content_type, decode_text
 from fetcher.core.errors import ExtractFailed
-from fetcher.extract.pool import Limits, WorkerPool, exit_with  # noqa: F401 - exit_with was defined here
+from fetcher.extract.pool import Limits, WorkerPool
 from fetcher.core.models import Extracted
 from fetcher.core.outcomes import Outcome
 

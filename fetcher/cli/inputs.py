@@ -52,6 +52,14 @@ def existing_store(config: Config, store: Store | None = None, source: Source | 
     return store
 
 
+def stored_source(config: Config, target: str) -> tuple[Source, Store]:
+    """The source TARGET names (configured or stored) and the store that holds
+    its fetches, for the commands that read one source's record."""
+    opened = Store.existing(config.storage_dir)
+    source = resolve(target, config, opened)
+    return source, existing_store(config, opened, source)
+
+
 def no_store(config: Config) -> str:
     return (f"there is no store yet in {config.storage_dir}, nothing has been fetched"
             " (run `fetcher refresh`, or `fetcher fetch TARGET` for one source)")

@@ -11,12 +11,11 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from fetcher.cli.inputs import existing_store, load, resolve
+from fetcher.cli.inputs import existing_store, load, stored_source
 from fetcher.cli.output import print_json, write_output, write_records
 from fetcher.core.cron import next_fire
 from fetcher.core.errors import BadInput
 from fetcher.core.timestamps import rfc3339, utc_now
-from fetcher.store.sqlite import Store
 from fetcher.views.runs import recorded_runs
 from fetcher.views.preview import latest_records, make_preview, record, render_markdown, render_text
 from fetcher.views.status import status_of
@@ -68,9 +67,7 @@ def status(context: click.Context, as_json: bool) -> None:
 def show(context: click.Context, target: str, fmt: str) -> None:
     """Print the latest stored preview of a source (no network)."""
     config = load(context)
-    opened = Store.existing(config.storage_dir)
-    source = resolve(target, config, opened)
-    store = existing_store(config, opened, source)
+    source, store = stored_source(config, target)
     latest = store.latest(source.resource_id)
     if latest is None:
         raise BadInput(f"{source.resource_id} ({source.url}) has not been fetched yet: run `fetcher fetch {target}`")
@@ -89,9 +86,7 @@ def show(context: click.Context, target: str, fmt: str) -> None:
 def history(context: click.Context, target: str, as_json: bool) -> None:
     """List every stored fetch of a source, newest first (no network)."""
     config = load(context)
-    opened = Store.existing(config.storage_dir)
-    source = resolve(target, config, opened)
-    store = existing_store(config, opened, source)
+    source, store = stored_source(config, target)
     rows = store.history(source.resource_id)
     if as_json:
         print_json([row.to_dict(with_text=False) for row in rows])

@@ -4,7 +4,10 @@ moment has one. (The store's own columns keep their format: they are no output.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
+
+WallClock = Callable[[], datetime]  # the wall clock, passed in so that tests control time
 
 
 def utc_now() -> datetime:

@@ -23,6 +23,7 @@ from fetcher.core.errors import Stopped
 from fetcher.core.models import Download, Hop
 from fetcher.core.outcomes import Outcome, outcome_for_status
 from fetcher.core.sources import BadURL, check_url, host_of
+from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.net.classify import classify_error
 from fetcher.net.client import LOCATION, TRUSTED, Endpoint, endpoint_of
 from fetcher.net.hosts import HostSlots
@@ -30,7 +31,6 @@ from fetcher.net.inflate import Incomplete, Inflater, OverCap
 
 MAX_REDIRECTS = 10
 _URL_ERRORS = (httpx.InvalidURL, UnicodeError, ValueError)
-WallClock = Callable[[], datetime]
 Gate = Callable[[str], Awaitable[Download | None]]  # a URL about to be requested -> a refusal, or None
 
 
@@ -52,7 +52,7 @@ class Downloader:
         client: httpx.AsyncClient,
         settings: FetchSettings,
         slots: HostSlots,
-        wall_clock: WallClock = lambda: datetime.now(timezone.utc),
+        wall_clock: WallClock = utc_now,
         trusted: frozenset[Endpoint] = frozenset(),
         stopping: Callable[[], bool] = lambda: False,
     ):

@@ -35,7 +35,7 @@ from fetcher.run.probes import HostProbes
 from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
 from fetcher.core.states import Transition
-from fetcher.core.timestamps import utc_now
+from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.run.storing import store_result
 from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
 from fetcher.store.sqlite import Store, StoreError
@@ -51,7 +51,6 @@ class FetchOptions:
     archive: bool = True  # False: --no-archive
     recheck_archive: bool = False  # True: ignore cached archive lookups
 
-WallClock = Callable[[], datetime]
 
 
 class Pipeline:

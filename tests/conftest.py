@@ -277,3 +277,17 @@ def fetch_count(storage: Path) -> int:
 
     with closing(sqlite3.connect(storage / "fetcher.sqlite3")) as db:
         return db.execute("SELECT COUNT(*) FROM fetches").fetchone()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster for the session (tests/postgres.py)."""
+    from tests.postgres import start_cluster
+
+    yield from start_cluster()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """The URL of a new, empty PostgreSQL database for one test."""
+    return str(pg_cluster.database())

@@ -657,7 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode,
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m bench" + ("" if mode == "full" else f" --{mode}") +
-                   (f" --only {args.only}" if args.only != parser.get_default("only") else ""),
+                   (f" --only {args.only}" if args.only != parser.get_default("only") else "") +
+                   (" --http" if args.http else ""),
         "cores": CORES, "python": platform.python_version(), "machine": platform.machine(),
         "trafilatura": package_version("trafilatura"), "httpx": package_version("httpx"),
         "pypdf": package_version("pypdf"), "corpus": corpus.where, "plan": plan,

@@ -1,7 +1,10 @@
 """The benchmark's origin: one asyncio process serving a workload from memory on
 many loopback addresses (127.0.0.2 ...), all on one port.
 
-    python -m bench.origin --workload mixed --sources 2000 --hosts 40 [--latency 0.1]
+    python -m bench.origin --workload mixed --sources 2000 --hosts 40 [--latency 0.1] [--tls DIR]
+
+With `--tls DIR` it serves HTTPS with DIR/server.pem and DIR/server-key.pem (bench/tls.py
+makes them, signed by a CA made for the run); without it, plain HTTP.
 
 Prints `READY <port>` on stdout when listening. Every response (200 and 304
 alike) waits `latency` seconds before its headers, without blocking others.
@@ -12,7 +15,9 @@ uncompressed. A matching If-None-Match gets a bodiless 304.
 
 Control paths on any host: GET /__night/N (switch night), GET /__stats (JSON
 counters: statuses, bytes, most requests in flight per host and overall, the
-server's own CPU time since the last reset), GET /__reset (zero the counters). Loopback only.
+server's own CPU time since the last reset, and connection reuse: connections that
+served a request, requests, and TLS handshakes, full or resumed, counted on each
+connection's first request), GET /__reset (zero the counters). Loopback only.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import json
 import resource
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -69,6 +75,9 @@ class Origin:
         self.max_in_flight: Counter[str] = Counter()
         self.total_in_flight = 0
         self.max_total_in_flight = 0
+        self.connections: Counter[str] = Counter()  # per host: connections that served a request
+        self.requests: Counter[str] = Counter()
+        self.handshakes: Counter[str] = Counter()  # "full" / "resumed" (TLS only)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu_at_reset = usage.ru_utime + usage.ru_stime
 
@@ -80,12 +89,18 @@ class Origin:
             "bytes_sent": self.bytes_sent,
             "max_in_flight_per_host": max(self.max_in_flight.values(), default=0),
             "max_in_flight": self.max_total_in_flight,
+            "connections": sum(self.connections.values()),
+            "max_connections_per_host": max(self.connections.values(), default=0),
+            "requests": sum(self.requests.values()),
+            "tls_full_handshakes": self.handshakes["full"],
+            "tls_resumed_handshakes": self.handshakes["resumed"],
             "server_cpu_seconds_since_reset": round(usage.ru_utime + usage.ru_stime - self.cpu_at_reset, 3),
             "server_max_rss_mb": round(usage.ru_maxrss / 1024, 1),
         }
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host = writer.get_extra_info("sockname")[0]
+        counted = False
         try:
             while True:
                 try:
@@ -103,6 +118,11 @@ class Origin:
                         name, value = line.split(":", 1)
                         headers[name.strip().lower()] = value.strip()
                 keep = headers.get("connection", "").lower() != "close"
+                if not target.startswith("/__"):
+                    self.requests[host] += 1
+                    if not counted:
+                        counted = True
+                        self.count_connection(host, writer)
                 await self.respond(writer, host, method, target, headers, keep)
                 if not keep:
                     return
@@ -110,6 +130,13 @@ class Origin:
             return
         finally:
             writer.close()
+
+    def count_connection(self, host: str, writer: asyncio.StreamWriter) -> None:
+        """A connection's first request (control calls are not counted)."""
+        self.connections[host] += 1
+        tls = writer.get_extra_info("ssl_object")
+        if tls is not None:
+            self.handshakes["resumed" if tls.session_reused else "full"] += 1
 
     async def respond(self, writer, host, method, target, headers, keep) -> None:
         path = target.split("?", 1)[0]
@@ -202,7 +229,11 @@ async def serve(args: argparse.Namespace) -> None:
     ips = workload.host_ips(args.hosts)
     assert all(ip.startswith("127.") for ip in ips)  # loopback only, always
     port, sockets = listen(ips)
-    servers = [await asyncio.start_server(origin.handle, sock=sock, limit=1 << 16) for sock in sockets]
+    tls = None
+    if args.tls:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(f"{args.tls}/server.pem", f"{args.tls}/server-key.pem")
+    servers = [await asyncio.start_server(origin.handle, sock=sock, limit=1 << 16, ssl=tls) for sock in sockets]
     print(f"READY {port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -223,6 +254,7 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=2000)
     parser.add_argument("--hosts", type=int, default=40)
     parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--tls", default=None, help="serve HTTPS with DIR/server.pem and DIR/server-key.pem")
     parser.add_argument("--max-seconds", type=float, default=3 * 3600, help="stop by itself after this long")
     asyncio.run(serve(parser.parse_args()))
 

@@ -6,10 +6,12 @@ and two peers, all on loopback. See bench/README.md for what each number means.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -18,20 +20,22 @@ import unicodedata
 import re
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from bench import measure, workload
+from bench import measure, tls, workload
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PY = sys.executable
 CORES = os.cpu_count() or 1
 
-FULL = {"w1_sources": 2000, "hosts": 40, "w3_sources": 20000, "w4_pages": None}
-QUICK = {"w1_sources": 200, "hosts": 8, "w3_sources": 2000, "w4_pages": 30}
-SMOKE = {"w1_sources": 20, "hosts": 4, "w3_sources": 40, "w4_pages": 4}  # the test suite's run of the harness
+# small: W1 and W2 again at a smaller size (sources, hosts), where fixed costs weigh more
+FULL = {"w1_sources": 2000, "hosts": 40, "w3_sources": 20000, "w4_pages": None, "small": (400, 10)}
+QUICK = {"w1_sources": 200, "hosts": 8, "w3_sources": 2000, "w4_pages": 30, "small": (100, 4)}
+SMOKE = {"w1_sources": 20, "hosts": 4, "w3_sources": 40, "w4_pages": 4, "small": (8, 2)}  # the test suite's run
 W4_HOSTS = 8
 
 TRAFILATURA_CFG = """[DEFAULT]
@@ -65,12 +69,32 @@ def log(message: str) -> None:
 # -- the origin ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Net:
+    """HTTPS with a CA made for the run (the default), or plain HTTP (`--http`)."""
+
+    tls: tls.Files | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def env(self) -> dict | None:
+        """The environment of every client process: it trusts the run's CA through SSL_CERT_FILE."""
+        return {**os.environ, "SSL_CERT_FILE": str(self.tls.ca)} if self.tls else None
+
+
+NET = Net()  # set by main()
+
+
 class OriginProcess:
     """bench.origin in its own process (its CPU is not the fetcher's)."""
 
     def __init__(self, kind: str, sources: int | None, hosts: int, latency: float):
         command = [PY, "-m", "bench.origin", "--workload", kind, "--sources", str(sources or 0),
                    "--hosts", str(hosts), "--latency", str(latency)]
+        if NET.tls:
+            command += ["--tls", str(NET.tls.cert.parent)]
         self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         line = self.process.stdout.readline().decode()
         if not line.startswith("READY "):
@@ -79,9 +103,12 @@ class OriginProcess:
         self.control_host = workload.host_ips(1)[0]
 
     def call(self, path: str) -> dict:
-        url = f"http://{self.control_host}:{self.port}{path}"
-        assert url.startswith("http://127.")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+        url = f"{NET.scheme}://{self.control_host}:{self.port}{path}"
+        assert url.startswith(("http://127.", "https://127."))
+        handlers: list = [urllib.request.ProxyHandler({})]  # never a proxy
+        if NET.tls:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=NET.tls.ca)))
+        opener = urllib.request.build_opener(*handlers)
         with opener.open(url, timeout=10) as response:
             return json.loads(response.read())
 
@@ -118,7 +145,7 @@ def write_config(directory: Path, urls: list[str], hosts: int) -> Path:
     lines += [f"{key} = {json.dumps(value)}" for key, value in fetcher_settings(hosts).items()]
     lines += ["", "[archive]", "enabled = false", ""]  # never the Wayback Machine: loopback only
     for url in urls:
-        assert url.startswith("http://127."), url
+        assert url.startswith(("http://127.", "https://127.")), url
         lines += ["[[sources]]", f"url = {json.dumps(url)}", ""]
     path = directory / "config.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -127,7 +154,8 @@ def write_config(directory: Path, urls: list[str], hosts: int) -> Path:
 
 def run_fetcher(config: Path, work: Path, label: str) -> tuple[measure.Measured, dict]:
     command = [PY, "-m", "fetcher", "--config", str(config), "refresh", "--all", "--json"]
-    measured = measure.run(command, cwd=ROOT, stdout_file=work / f"{label}.out", stderr_file=work / f"{label}.log")
+    measured = measure.run(command, cwd=ROOT, stdout_file=work / f"{label}.out", stderr_file=work / f"{label}.log",
+                           env=NET.env())
     if measured.exit_code != 0:
         raise RuntimeError(f"fetcher {label} exited {measured.exit_code}: {measured.stderr_tail}")
     return measured, json.loads(measured.stdout)
@@ -225,61 +253,83 @@ def score_pdfs(texts: dict[str, str], pdfs: list[workload.Doc]) -> dict:
 # -- the workloads -------------------------------------------------------------------
 
 
+def w1_and_w2(sources, origin: OriginProcess, config: Path, costs: dict, work: Path, results: dict,
+              size: str) -> measure.Measured:
+    """W1 (a full refresh into a fresh store), then W2 (night 2, same store), as
+    results["W1" + size] and results["W2" + size]; the W1 measurement is returned."""
+    count, hosts = len(sources), len({s.host for s in sources})
+    log(f"W1{size}: fetcher refresh of {count} sources over {hosts} hosts")
+    origin.call("/__reset")
+    measured, summary = run_fetcher(config, work, f"w1{size}")
+    w1_floor = floor(sources, costs)
+    results["W1" + size] = {
+        **throughput(measured, count), "hosts": hosts, "pdfs": sum(s.doc.kind == "pdf" for s in sources),
+        "summary": summary, "origin": origin.call("/__stats"), "floor": w1_floor,
+        "time_over_floor": round(measured.wall_s / w1_floor["floor_s"], 3),
+        "cpu_over_extract_cpu": round(measured.cpu_s / w1_floor["extract_cpu_s"], 3),
+    }
+    log(f"W1{size}: {measured.wall_s:.1f}s wall, {measured.cpu_s:.1f}s CPU, floor {w1_floor['floor_s']:.1f}s")
+    log(f"W2{size}: the next night, same store")
+    origin.call("/__night/2")
+    origin.call("/__reset")
+    measured2, summary2 = run_fetcher(config, work, f"w2{size}")
+    changed = [s for s in sources if s.policy == "changes"]
+    results["W2" + size] = {
+        **throughput(measured2, count), "summary": summary2, "origin": origin.call("/__stats"),
+        "policies": dict(Counter(s.policy for s in sources)),
+        "floor_changed": floor(changed, costs),
+        "wall_over_w1": round(measured2.wall_s / measured.wall_s, 4),
+        "cpu_over_w1": round(measured2.cpu_s / measured.cpu_s, 4),
+    }
+    log(f"W2{size}: {measured2.wall_s:.1f}s wall ({results['W2' + size]['wall_over_w1']:.1%} of W1)")
+    origin.call("/__night/1")
+    return measured
+
+
+def small_size(corpus, plan, work: Path, costs: dict, results: dict) -> None:
+    """W1 and W2 again at the plan's small size (400 sources over 10 hosts in full):
+    results["W1_small"] and results["W2_small"]."""
+    count, hosts = plan["small"]
+    sources = workload.mixed(corpus, count, hosts)
+    origin = OriginProcess("mixed", count, hosts, 0.1)
+    try:
+        urls = [workload.url_of(s, origin.port, NET.scheme) for s in sources]
+        w1_and_w2(sources, origin, write_config(work / "w1-small", urls, hosts), costs, work, results, "_small")
+    finally:
+        origin.stop()
+
+
 def w1_w2_and_peers(corpus, plan, work: Path, costs: dict, results: dict, peers: bool) -> None:
     count, hosts = plan["w1_sources"], plan["hosts"]
     sources = workload.mixed(corpus, count, hosts)
     origin = OriginProcess("mixed", count, hosts, 0.1)
     try:
-        urls = [workload.url_of(s, origin.port) for s in sources]
+        urls = [workload.url_of(s, origin.port, NET.scheme) for s in sources]
         (work / "urls.txt").write_text("\n".join(urls) + "\n")
         config = write_config(work / "w1", urls, hosts)
 
-        log(f"W1: fetcher refresh of {count} sources over {hosts} hosts")
-        origin.call("/__reset")
-        measured, summary = run_fetcher(config, work, "w1")
-        w1_floor = floor(sources, costs)
-        results["W1"] = {
-            **throughput(measured, count), "hosts": hosts, "pdfs": sum(s.doc.kind == "pdf" for s in sources),
-            "summary": summary, "origin": origin.call("/__stats"), "floor": w1_floor,
-            "time_over_floor": round(measured.wall_s / w1_floor["floor_s"], 3),
-            "cpu_over_extract_cpu": round(measured.cpu_s / w1_floor["extract_cpu_s"], 3),
-        }
+        measured = w1_and_w2(sources, origin, config, costs, work, results, "")
         log("W1 floor, measured: every body extracted once, in one process per core")
+        w1_floor = results["W1"]["floor"]
         w1_floor["measured"] = measured_floor(count, hosts)
         results["W1"]["time_over_measured_floor"] = round(measured.wall_s / w1_floor["measured"]["wall_s"], 3)
-        log(f"W1: {measured.wall_s:.1f}s wall, {measured.cpu_s:.1f}s CPU, floor {w1_floor['floor_s']:.1f}s "
-            f"(measured {w1_floor['measured']['wall_s']:.1f}s)")
-
-        log("W2: the next night, same store")
-        origin.call("/__night/2")
-        origin.call("/__reset")
-        measured2, summary2 = run_fetcher(config, work, "w2")
-        changed = [s for s in sources if s.policy == "changes"]
-        results["W2"] = {
-            **throughput(measured2, count), "summary": summary2, "origin": origin.call("/__stats"),
-            "policies": dict(Counter(s.policy for s in sources)),
-            "floor_changed": floor(changed, costs),
-            "wall_over_w1": round(measured2.wall_s / measured.wall_s, 4),
-            "cpu_over_w1": round(measured2.cpu_s / measured.cpu_s, 4),
-        }
-        log(f"W2: {measured2.wall_s:.1f}s wall ({results['W2']['wall_over_w1']:.1%} of W1)")
-        origin.call("/__night/1")
+        log(f"W1 floor measured {w1_floor['measured']['wall_s']:.1f}s")
 
         if not peers:
             return
         results["peers"] = {}
-        cli = shutil.which("trafilatura", path=str(Path(PY).parent)) or shutil.which("trafilatura")
-        if cli is None:
-            results["peers"]["trafilatura_cli"] = {"skipped": "no trafilatura executable found"}
+        if importlib.util.find_spec("trafilatura.cli") is None:
+            results["peers"]["trafilatura_cli"] = {"skipped": "trafilatura's CLI is not installed"}
         else:
             cfg = work / "trafilatura.cfg"
             cfg.write_text(TRAFILATURA_CFG)
             parallel = 2 * hosts
             log(f"peer: trafilatura CLI --parallel {parallel}")
             origin.call("/__reset")
-            command = [cli, "--input-file", str(work / "urls.txt"), "--parallel", str(parallel),
+            command = [PY, "-m", "bench.cli_peer", "--input-file", str(work / "urls.txt"), "--parallel", str(parallel),
                        "--config-file", str(cfg), "--output-format", "json"]
-            m = measure.run(command, cwd=work, stdout_file=work / "cli.out", stderr_file=work / "cli.log")
+            m = measure.run(command, cwd=work, stdout_file=work / "cli.out", stderr_file=work / "cli.log",
+                            env={**(NET.env() or os.environ), "PYTHONPATH": str(ROOT)})
             extracted = sum(1 for line in m.stdout.splitlines() if line.startswith("{"))
             results["peers"]["trafilatura_cli"] = {
                 **throughput(m, count), "parallel": parallel, "extracted": extracted,
@@ -289,7 +339,7 @@ def w1_w2_and_peers(corpus, plan, work: Path, costs: dict, results: dict, peers:
         log("peer: sequential httpx + trafilatura")
         origin.call("/__reset")
         m = measure.run([PY, "-m", "bench.sequential", str(work / "urls.txt")], cwd=ROOT,
-                        stdout_file=work / "seq.out", stderr_file=work / "seq.log")
+                        stdout_file=work / "seq.out", stderr_file=work / "seq.log", env=NET.env())
         results["peers"]["sequential"] = {
             **throughput(m, count), "counts": json.loads(m.stdout) if m.exit_code == 0 else None,
             "origin": origin.call("/__stats"), "ours_over_theirs": round(measured.wall_s / m.wall_s, 3),
@@ -322,7 +372,7 @@ def w3(corpus, plan, work: Path, costs: dict, results: dict) -> None:
     sources = workload.mixed(corpus, count, hosts)
     origin = OriginProcess("mixed", count, hosts, 0.1)
     try:
-        urls = [workload.url_of(s, origin.port) for s in sources]
+        urls = [workload.url_of(s, origin.port, NET.scheme) for s in sources]
         config = write_config(work / "w3", urls, hosts)
         log(f"W3: fetcher refresh of {count} sources over {hosts} hosts")
         measured, summary = run_fetcher(config, work, "w3")
@@ -346,7 +396,7 @@ def w4(corpus, plan, work: Path, results: dict) -> None:
     pdfs = [s.doc for s in sources if s.doc.kind == "pdf"]
     origin = OriginProcess("quality", plan["w4_pages"] or 0, W4_HOSTS, 0.1)
     try:
-        urls = [workload.url_of(s, origin.port) for s in sources]
+        urls = [workload.url_of(s, origin.port, NET.scheme) for s in sources]
         config = write_config(work / "w4", urls, W4_HOSTS)
         log(f"W4: fetcher refresh of {len(pages)} pages and {len(pdfs)} PDFs")
         measured, summary = run_fetcher(config, work, "w4")
@@ -465,6 +515,7 @@ def table(results: dict) -> list[tuple[str, str, str, str, str]]:
         s = w2["summary"]
         rows += [
             ("W2 incremental", "wall time / CPU time", f"{w2['wall_s']:.1f} s / {w2['cpu_s']:.1f} s", "", ""),
+            ("W2", "CPU of the main process per source", f"{w2['main_cpu_s'] / w2['sources'] * 1000:.2f} ms", "", ""),
             ("W2", "origin answers (304 / 200)",
              f"{w2['origin']['statuses'].get('304', 0)} / {w2['origin']['statuses'].get('200', 0)}", "", ""),
             ("W2", "changed / unchanged / failed", f"{s['changed']} / {s['unchanged']} / {s['failed']}", "", ""),
@@ -472,6 +523,8 @@ def table(results: dict) -> list[tuple[str, str, str, str, str]]:
             ("W2", "CPU time ÷ W1's", f"{w2['cpu_over_w1']:.1%}", "", ""),
             ("W2", "peak RSS, process tree", f"{w2['peak_rss_tree_mb']:.0f} MB", "", ""),
         ]
+    rows += reuse_rows(results)
+    rows += small_rows(results)
     if w3r:
         ratio = w3r.get("peak_rss_over_w1")
         rows += [
@@ -500,6 +553,57 @@ def table(results: dict) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def reuse(origin: dict) -> str:
+    """The origin's counts of connection and TLS session reuse, in one cell."""
+    if "connections" not in origin:
+        return "n/a"
+    text = (f"{origin['requests']} requests on {origin['connections']} connections "
+            f"(at most {origin['max_connections_per_host']} to one host)")
+    if origin["tls_full_handshakes"] or origin["tls_resumed_handshakes"]:
+        text += f"; TLS handshakes {origin['tls_full_handshakes']} full, {origin['tls_resumed_handshakes']} resumed"
+    return text
+
+
+def reuse_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
+    """Keep-alive and TLS-session reuse as the origin counted them, for W1 and W2 at both sizes."""
+    rows = []
+    for key in ("W1", "W2", "W1_small", "W2_small"):
+        run = results.get(key)
+        if not run:
+            continue
+        label, origin = key.replace("_small", f"-{run['sources']}"), run["origin"]
+        target, met = "", ""
+        if key.startswith("W2") and "max_connections_per_host" in origin:
+            target, met = "≤ 2 a host", verdict(origin["max_connections_per_host"] <= 2)
+        rows.append((label, "connections and TLS handshakes (server-side)", reuse(origin), target, met))
+    return rows
+
+
+def small_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
+    w1, w2 = results.get("W1_small"), results.get("W2_small")
+    if not w1:
+        return []
+    label = f"W1-{w1['sources']}"
+    rows = [
+        (label, "sources / hosts / PDFs; wall / CPU (main + workers)",
+         f"{w1['sources']} / {w1['hosts']} / {w1['pdfs']}; {w1['wall_s']:.1f} s / {cpu_split(w1)}", "", ""),
+        (label, "wall time ÷ floor", f"{w1['time_over_floor']:.2f}× ({w1['floor']['floor_s']:.1f} s)", "≤ 1.3×",
+         verdict(w1["time_over_floor"] <= 1.3)),
+    ]
+    if w2:
+        label2 = f"W2-{w2['sources']}"
+        s = w2["summary"]
+        rows += [
+            (label2, "wall / CPU (main process per source); 304 / 200; changed / unchanged / failed",
+             f"{w2['wall_s']:.2f} s / {cpu_split(w2)} ({w2['main_cpu_s'] / w2['sources'] * 1000:.2f} ms); "
+             f"{w2['origin']['statuses'].get('304', 0)} / {w2['origin']['statuses'].get('200', 0)}; "
+             f"{s['changed']} / {s['unchanged']} / {s['failed']}", "", ""),
+            (label2, f"wall time ÷ W1-{w1['sources']}'s", f"{w2['wall_over_w1']:.1%}", "≤ 10%",
+             verdict(w2["wall_over_w1"] <= 0.10)),
+        ]
+    return rows
+
+
 def write_report(results: dict, markdown: Path, data: Path) -> None:
     data.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     meta = results["meta"]
@@ -509,7 +613,7 @@ def write_report(results: dict, markdown: Path, data: Path) -> None:
         f"Run {meta['started']} on {meta['cores']} cores, Python {meta['python']}, trafilatura "
         f"{meta['trafilatura']}, httpx {meta['httpx']}. Corpus: {meta['corpus']}. "
         f"Command: `{meta['command']}`; {meta['seconds']:.0f} s in all. Every server is on loopback "
-        "(127.0.0.x), 100 ms per response; the archive is off.",
+        f"(127.0.0.x), {meta.get('scheme', 'http').upper()}, 100 ms per response; the archive is off.",
         "",
         "fetcher settings: " + ", ".join(f"`{k} = {v}`" for k, v in meta["fetcher_settings"].items()) + ".",
         "",
@@ -532,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="20 sources / 4 hosts, W3 at 40, W4 on 4 pages: checks the harness, measures nothing")
     parser.add_argument("--only", default="w1,w2,peers,w3,w4",
                         help="comma-separated subset of w1,w2,peers,w3,w4 (w2 and peers need w1)")
+    parser.add_argument("--http", action="store_true",
+                        help="plain HTTP instead of HTTPS (the default: a CA made for the run, trusted through "
+                             "SSL_CERT_FILE)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     parser.add_argument("--output", type=Path, default=None, help="Markdown file (default bench/RESULTS.md, "
                         "bench/RESULTS-quick.md with --quick, bench/RESULTS-smoke.md with --smoke); "
@@ -550,7 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode,
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m bench" + ("" if mode == "full" else f" --{mode}") +
-                   (f" --only {args.only}" if args.only != parser.get_default("only") else ""),
+                   (f" --only {args.only}" if args.only != parser.get_default("only") else "") +
+                   (" --http" if args.http else ""),
         "cores": CORES, "python": platform.python_version(), "machine": platform.machine(),
         "trafilatura": package_version("trafilatura"), "httpx": package_version("httpx"),
         "pypdf": package_version("pypdf"), "corpus": corpus.where, "plan": plan,
@@ -559,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
     }}
     work = Path(tempfile.mkdtemp(prefix="fetcher-bench-"))
     log(f"work directory {work}")
+    global NET
+    NET = Net(None if args.http else tls.make(work / "tls", workload.host_ips(max(plan["hosts"], W4_HOSTS, 10))))
+    results["meta"]["scheme"] = NET.scheme
     try:
         costs = {}
         if wanted & {"w1", "w3"}:
@@ -567,8 +678,10 @@ def main(argv: list[str] | None = None) -> int:
             results["doc_costs"] = costs
         if "w1" in wanted:
             w1_w2_and_peers(corpus, plan, work, costs, results, peers="peers" in wanted)
+            small_size(corpus, plan, work, costs, results)
             if "w2" not in wanted:
                 results.pop("W2", None)
+                results.pop("W2_small", None)
         if "w3" in wanted:
             w3(corpus, plan, work, costs, results)
         if "w4" in wanted:

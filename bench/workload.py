@@ -121,8 +121,8 @@ def host_ips(hosts: int) -> list[str]:
     return [f"127.0.0.{FIRST_HOST + n}" for n in range(hosts)]
 
 
-def url_of(source: Source, port: int) -> str:
-    return f"http://{source.host}:{port}/s/{source.index}"
+def url_of(source: Source, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://{source.host}:{port}/s/{source.index}"
 
 
 def version(source: Source, night: int) -> int:

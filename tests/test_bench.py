@@ -21,11 +21,18 @@ def test_bench_smoke_runs_every_workload_and_reports_it(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert data["meta"]["corpus"].startswith("FALLBACK: tests/fixtures")
+    assert data["meta"]["scheme"] == "https"  # the origin served HTTPS, its CA trusted through SSL_CERT_FILE
     w1 = data["W1"]
     assert (w1["sources"], w1["pdfs"], w1["summary"]["failed"]) == (20, 2, 0)
     assert w1["origin"]["max_in_flight_per_host"] <= 2 and w1["origin"]["statuses"]["200"] == 20
     assert w1["floor"]["measured"]["documents"] == 20 and w1["floor"]["floor_s"] > 0
     assert 0 < w1["main_cpu_s"] < w1["cpu_s"]  # the split between main process and workers was taken
+    seen = w1["origin"]  # connection reuse, counted by the origin
+    assert seen["requests"] >= 20 and 0 < seen["connections"] <= seen["requests"]
+    assert seen["tls_full_handshakes"] + seen["tls_resumed_handshakes"] == seen["connections"]
+    small = data["W1_small"], data["W2_small"]
+    assert [run["sources"] for run in small] == [8, 8] and [run["summary"]["failed"] for run in small] == [0, 0]
+    assert small[1]["origin"]["statuses"].get("304", 0) > 0
     w2 = data["W2"]
     assert w2["origin"]["statuses"].get("304", 0) > 0 and w2["summary"]["failed"] == 0
     cli = data["peers"]["trafilatura_cli"]
@@ -36,5 +43,6 @@ def test_bench_smoke_runs_every_workload_and_reports_it(tmp_path):
     assert w4["documents"] == 4 and w4["f1"] > 0.8 and w4["pdf"]["found"] == w4["pdf"]["sentences"] > 0
     table = out.read_text(encoding="utf-8")
     for row in ("| W1 | wall time ÷ floor |", "| W2 | wall time ÷ W1's |", "| W3 | peak RSS ÷ W1's |",
-                "| W4 | PDF known sentences found |", "**Smoke run**"):
+                "| W4 | PDF known sentences found |", "**Smoke run**", "| W2 | connections and TLS handshakes",
+                "| W1-8 | wall time ÷ floor |", "| W2-8 | wall time ÷ W1-8's |"):
         assert row in table

@@ -6,7 +6,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -45,6 +45,8 @@ class FetchSettings:
     source_deadline: float | None = _setting(None, "float", 0.001)
     # True: loopback, RFC 1918, link-local … may be fetched
     allow_private_networks: bool = _setting(False, "bool")
+    # PEM file of the CAs trusted for HTTPS instead of the default ones; relative to the config file
+    ca_bundle: str | None = _setting(None, "str")
     robots: str = _setting("obey", "robots")  # "obey" or "ignore"
     max_crawl_delay: float = _setting(30.0, "float", 0)  # the longest robots.txt Crawl-delay honoured
     extract_timeout: float = _setting(60.0, "float", 0.001)  # seconds one document may take in an extraction worker
@@ -160,7 +162,7 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
     return Config(
         path=path,
         storage_dir=storage_dir if storage_dir.is_absolute() else base / storage_dir,
-        fetch=_settings(FetchSettings, fetch, "[fetch]", where),
+        fetch=_fetch_settings(fetch, base, where),
         preview_chars=_value(preview, "chars", "int", 1, "[preview]", where, 3000),
         sources=_sources(raw.get("sources", []), where),
         archive=_settings(ArchivePolicy, archive, "[archive]", where),
@@ -170,6 +172,18 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
                            where),
         log=_log_settings(_table(raw, "log", _names(LogSettings), where), base, where),
     )
+
+
+def _fetch_settings(table: dict[str, Any], base: Path, where: str) -> FetchSettings:
+    """[fetch], with `ca_bundle` taken relative to the config file; it must be a file."""
+    settings = _settings(FetchSettings, table, "[fetch]", where)
+    if settings.ca_bundle is None:
+        return settings
+    bundle = Path(settings.ca_bundle).expanduser()
+    bundle = bundle if bundle.is_absolute() else base / bundle
+    if not bundle.is_file():
+        raise ConfigError(f"{where}: [fetch] ca_bundle: no such file: {bundle}")
+    return replace(settings, ca_bundle=str(bundle))
 
 
 def _log_settings(table: dict[str, Any], base: Path, where: str) -> LogSettings:

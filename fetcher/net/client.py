@@ -5,6 +5,7 @@ endpoints trusted as configured."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -31,7 +32,7 @@ def make_client(settings: FetchSettings, policy: Policy = refusal) -> httpx.Asyn
         write=settings.read_timeout,
         pool=settings.deadline,
     )
-    tls = httpx.create_ssl_context(verify=True)  # built once, shared by every host's pool
+    tls = trust(settings)  # built once, shared by every host's pool
     limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.per_host_concurrency)
 
     def plain() -> httpx.AsyncBaseTransport:
@@ -46,6 +47,15 @@ def make_client(settings: FetchSettings, policy: Policy = refusal) -> httpx.Asyn
     transport = HostPools(make_pool, keep=settings.concurrency, make_trusted_pool=plain)
     headers = {"User-Agent": settings.user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
     return httpx.AsyncClient(timeout=timeout, transport=transport, headers=headers, follow_redirects=False)
+
+
+def trust(settings: FetchSettings) -> ssl.SSLContext:
+    """The TLS context every pool verifies with: the CAs of `[fetch] ca_bundle` if
+    it is set, else httpx's default (SSL_CERT_FILE or SSL_CERT_DIR from the
+    environment when set, else certifi's bundle)."""
+    if settings.ca_bundle:
+        return ssl.create_default_context(cafile=settings.ca_bundle)
+    return httpx.create_ssl_context(verify=True)
 
 
 _PoolKey = tuple[bytes, str, int | None, bool]  # scheme, host, port, trusted

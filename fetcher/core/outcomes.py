@@ -104,6 +104,9 @@ _ARCHIVE_WORTHY = _NO_ANSWER | {
 }
 
 
+NO_BROWSER = "empty without a browser"  # how the detail of an app page left empty, rendering off, begins
+
+
 class Rendering(enum.StrEnum):
     """What became of a fetched HTML page's rendering decision (fetcher.extract.render_rule)."""
 

@@ -60,6 +60,7 @@ class _Page:
     served_document: bool = False
     blocked: list[str] = field(default_factory=list)
     navigated_to: str | None = None
+    serving: set[asyncio.Task[Any]] = field(default_factory=set)  # requests being fetched for the page
 
 
 def browser_available(settings: RenderSettings) -> str | None:
@@ -125,6 +126,8 @@ class Browser:
             why = self._killed or f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             return Rendered(Outcome.RENDER_FAILED, page.url, detail=f"rendering failed: {why}")
         finally:
+            for task in page.serving:  # a subresource still downloading is not wanted any more
+                task.cancel()
             if context is not None:
                 await self._close(context)
 
@@ -155,6 +158,9 @@ class Browser:
         """Every request the page makes: its document from the static body, the
         rest fetched through the run's guarded downloader, or refused."""
         request = route.request
+        task = asyncio.current_task()
+        if task is not None:
+            page.serving.add(task)
         try:
             if request.is_navigation_request() and request.frame.parent_frame is None:
                 if page.served_document:  # a script (or meta refresh) leaving the page
@@ -179,6 +185,8 @@ class Browser:
                                     headers={"content-type": answer.content_type or "application/octet-stream"})
         except Exception as error:  # noqa: BLE001 - the page closed meanwhile, or the browser went away
             log.debug("render: request %s not served: %s", request.url, error)
+        finally:
+            page.serving.discard(task)
 
     async def _started(self) -> Any:
         async with self._starting:

@@ -18,7 +18,7 @@ import httpx
 
 from fetcher.core.config import Config
 from fetcher.core.models import Download, Extracted, RenderNote, Source
-from fetcher.core.outcomes import Outcome, Rendering
+from fetcher.core.outcomes import NO_BROWSER, Outcome, Rendering
 from fetcher.core.sources import host_of
 from fetcher.extract.extractor import Extractor
 from fetcher.extract.render_rule import decide
@@ -56,7 +56,11 @@ class RenderStep:
             return download, extracted, RenderNote(Rendering.NOT_NEEDED, decision.reason)
         if self._off is not None:
             self._notice(source)
-            return download, extracted, RenderNote(Rendering.OFF, f"{decision.reason}; rendering is off: {self._off}")
+            note = RenderNote(Rendering.OFF, f"{decision.reason}; rendering is off: {self._off}")
+            if extracted.outcome is Outcome.EMPTY:  # the audit tells this apart from a page that is empty
+                extracted = replace(extracted, detail=f"{NO_BROWSER}: the page looks like a client-side "
+                                                      f"app, rendering is off ({self._off})")
+            return download, extracted, note
         async with self._slots.slot(host_of(download.final_url)):
             rendered = await self._browser.render(download, self._fetch)
         if rendered.outcome is not Outcome.OK:

@@ -164,6 +164,11 @@ def one_page(ports: list[int], work: Path, pages: int) -> None:
               f"wall {statistics.median(w['wall'] for w in walls):.2f} s median of {pages} "
               f"(first {first['wall']:.2f} s), CPU {statistics.median(w['cpu'] for w in walls):.2f} s, "
               f"browser peak RSS {max(w['rss_mb'] for w in walls):.0f} MB")
+    one = run([f"http://{HOSTS[1]}:{ports[1]}/app/100"], work, "warm-1")
+    many = run([f"http://{HOSTS[n % 10]}:{ports[n % 10]}/app/{200 + n}" for n in range(1 + 2 * pages)], work, "warm-n")
+    print(f"each further rendered page in a running browser ([render] concurrency 2): "
+          f"wall {(many['wall'] - one['wall']) / (2 * pages):.2f} s, CPU {(many['cpu'] - one['cpu']) / (2 * pages):.2f} s "
+          f"({1 + 2 * pages} pages: {many['wall']:.2f} s against 1: {one['wall']:.2f} s)")
 
 
 def mixed(ports: list[int], work: Path, sources: int, share: float) -> None:

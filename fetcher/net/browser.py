@@ -39,6 +39,7 @@ LAUNCH_ARGS = (
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp", "--disable-features=DnsOverHttps,Translate",
 )
 SETTLE = 2.0  # seconds at most, after the load event, to wait for the page's requests to go quiet
+QUIET = 0.25  # seconds with no request of the page in flight: it has settled
 CLOSE_WITHIN = 5.0  # seconds a page's context gets to close before the browser is killed
 WATCH_EVERY = 0.25  # seconds between checks of the browser's memory
 
@@ -61,6 +62,13 @@ class _Page:
     blocked: list[str] = field(default_factory=list)
     navigated_to: str | None = None
     serving: set[asyncio.Task[Any]] = field(default_factory=set)  # requests being fetched for the page
+    last_request: float = 0.0  # loop time a request of the page last started or finished
+
+    async def settled(self, ends: float) -> None:
+        """Wait until no request of the page has been in flight for QUIET seconds, or `ends`."""
+        loop = asyncio.get_running_loop()
+        while loop.time() < ends and (self.serving or loop.time() - self.last_request < QUIET):
+            await asyncio.sleep(0.05)
 
 
 def browser_available(settings: RenderSettings) -> str | None:
@@ -141,8 +149,7 @@ class Browser:
             async with asyncio.timeout(deadline):
                 await tab.goto(page.url, wait_until="load", timeout=deadline * 1000)
                 stage = "did not settle"
-                with contextlib.suppress(Exception):
-                    await tab.wait_for_load_state("networkidle", timeout=max(1, min(SETTLE, ends - loop.time()) * 1000))
+                await page.settled(min(ends, loop.time() + SETTLE))
                 stage = "did not answer (its script does not yield)"
                 size = await tab.evaluate("document.documentElement ? document.documentElement.outerHTML.length : 0")
                 if size > self._settings.max_dom_bytes:
@@ -159,6 +166,7 @@ class Browser:
         rest fetched through the run's guarded downloader, or refused."""
         request = route.request
         task = asyncio.current_task()
+        page.last_request = asyncio.get_running_loop().time()
         if task is not None:
             page.serving.add(task)
         try:
@@ -187,6 +195,7 @@ class Browser:
             log.debug("render: request %s not served: %s", request.url, error)
         finally:
             page.serving.discard(task)
+            page.last_request = asyncio.get_running_loop().time()
 
     async def _started(self) -> Any:
         async with self._starting:

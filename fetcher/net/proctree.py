@@ -45,14 +45,27 @@ def browser_pids(root: int | None = None) -> list[int]:
 
 
 def resident_bytes(pids: list[int]) -> int:
-    """Resident memory of these processes together (shared pages counted in each: an upper bound)."""
+    """Resident memory of these processes together: the sum of their PSS (each
+    shared page split among the processes sharing it, so Chromium's many
+    processes are not counted as each holding its shared libraries), or of
+    their RSS (an upper bound) where the kernel has no smaps_rollup."""
     total = 0
     for pid in pids:
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+            total += _pss(pid)
         except (OSError, IndexError, ValueError):
             continue
     return total
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except PermissionError:
+        pass
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
 
 
 def cpu_seconds(pids: list[int]) -> float:

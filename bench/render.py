@@ -35,6 +35,7 @@ from fetcher.run.pipeline import Pipeline
 from fetcher.store.sqlite import Store
 
 HOSTS = [f"127.0.0.{n}" for n in range(10, 30)]
+RENDER_CONCURRENCY = 2  # --render-concurrency
 PARA = ("The regional authority published its {n}th monitoring report on water quality, covering nitrate, "
         "phosphate and heavy metals in the northern basin, with figures for each of the {n} measuring stations. ")
 APP_JS = ("fetch('/api/' + location.pathname.split('/').pop() + '.json').then(r => r.json()).then(a => {"
@@ -129,7 +130,7 @@ def run(urls: list[str], work: Path, name: str) -> dict[str, float]:
     directory = work / name
     directory.mkdir()
     lines = ["[storage]", 'dir = "snapshots"', "[fetch]", "allow_private_networks = true", "per_host_delay = 0",
-             "[archive]", "enabled = false"] + [f"[[sources]]\nurl = {json.dumps(url)}" for url in urls]
+             "[archive]", "enabled = false", "[render]", f"concurrency = {RENDER_CONCURRENCY}"] + [f"[[sources]]\nurl = {json.dumps(url)}" for url in urls]
     (directory / "config.toml").write_text("\n".join(lines) + "\n")
     config = load_config(directory / "config.toml")
     store = Store(config.storage_dir)
@@ -166,7 +167,7 @@ def one_page(ports: list[int], work: Path, pages: int) -> None:
               f"browser peak RSS {max(w['rss_mb'] for w in walls):.0f} MB")
     one = run([f"http://{HOSTS[1]}:{ports[1]}/app/100"], work, "warm-1")
     many = run([f"http://{HOSTS[n % 10]}:{ports[n % 10]}/app/{200 + n}" for n in range(1 + 2 * pages)], work, "warm-n")
-    print(f"each further rendered page in a running browser ([render] concurrency 2): "
+    print(f"each further rendered page in a running browser ([render] concurrency {RENDER_CONCURRENCY}): "
           f"wall {(many['wall'] - one['wall']) / (2 * pages):.2f} s, CPU {(many['cpu'] - one['cpu']) / (2 * pages):.2f} s "
           f"({1 + 2 * pages} pages: {many['wall']:.2f} s against 1: {one['wall']:.2f} s)")
 
@@ -195,7 +196,10 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=400)
     parser.add_argument("--share", type=float, default=0.05)
     parser.add_argument("--pages", type=int, default=5)
+    parser.add_argument("--render-concurrency", type=int, default=2)
     args = parser.parse_args()
+    global RENDER_CONCURRENCY
+    RENDER_CONCURRENCY = args.render_concurrency
     make_source(f"http://{HOSTS[0]}/")  # the URLs are valid
     with tempfile.TemporaryDirectory() as tmp, origins() as ports:
         one_page(ports, Path(tmp), args.pages)

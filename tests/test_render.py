@@ -204,3 +204,10 @@ def test_a_schema_1_store_gains_the_render_columns_when_opened_for_writing(tmp_p
 
 def test_fetch_options_default_to_the_configuration():
     assert FetchOptions().render is None
+
+
+def test_one_module_imports_playwright():
+    root = Path(__file__).resolve().parent.parent / "fetcher"
+    importing = sorted(str(path.relative_to(root)) for path in root.rglob("*.py")
+                       if "from playwright" in path.read_text() or "import playwright" in path.read_text())
+    assert importing == ["net/browser.py"]

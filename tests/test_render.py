@@ -135,20 +135,24 @@ def test_pages_that_misbehave_end_in_named_outcomes_within_the_deadline(tmp_path
         steal = (f"<script>fetch('{secret.url('/secret')}').then(r => r.text())"
                  ".then(t => { document.getElementById('root').innerHTML = t; });</script>")
         blocked = server.route("/blocked", html(shell(steal)))
+        socket = (f"<script>const ws = new WebSocket('ws://127.0.0.1:{secret.port}/socket');"
+                  "ws.onmessage = m => { document.getElementById('root').innerHTML = m.data; };</script>")
+        sockets = server.route("/socket-page", html(shell(socket)))
         server.route("/slow.js", trickle(b"//" + b" " * 200, 1, 0.2))
         hangs = server.route("/hangs", html(shell('<script src="/slow.js"></script>')))
         started = time.monotonic()
-        done = refresh(tmp_path, [loops, away, blocked, hangs, app], render={"deadline": 3},
+        done = refresh(tmp_path, [loops, away, blocked, sockets, hangs, app], render={"deadline": 3},
                        allow_private_networks=False)
         took = time.monotonic() - started
-        assert secret.hits("/secret") == 0 and server.hits("/elsewhere") == 0
+        assert secret.hits("/secret") == 0 and secret.requests == [] and server.hits("/elsewhere") == 0
     outcomes = {url: (done[url].outcome.value, done[url].render and done[url].render.value) for url in done}
     assert outcomes == {
         loops: ("render-timeout", "failed"), away: ("render-navigated", "failed"),
-        blocked: ("render-blocked", "rendered"), hangs: ("render-timeout", "failed"), app: ("ok", "rendered"),
+        blocked: ("render-blocked", "rendered"), sockets: ("render-blocked", "rendered"), hangs: ("render-timeout", "failed"), app: ("ok", "rendered"),
     }
     assert "within 3s" in done[loops].detail and "/elsewhere" in done[away].detail
     assert "127.0.0.1 is a loopback address" in done[blocked].detail
+    assert "WebSockets are not opened" in done[sockets].detail
     assert took < 25, took  # two pages at a time, each within its 3 s deadline (plus start and closing)
 
 

@@ -110,7 +110,7 @@ def test_no_render_for_a_one_off_and_off_without_a_browser(tmp_path):
         url = serve_app(server)
         write_config(tmp_path, [url])
         once = json.loads(run_fetcher(tmp_path, "fetch", "--json", "--no-render", url).stdout)
-        assert once["outcome"] == "empty" and once["render"] == "not-needed"
+        assert once["outcome"] == "empty" and (once["render"], once["render_reason"]) == ("not-needed", "fetch --no-render")
         write_config(tmp_path, [url], text='[render]\nbrowser = "/nonexistent/chromium"\n')
         off = run_fetcher(tmp_path, "fetch", "--json", url)
         audit = run_fetcher(tmp_path, "audit")

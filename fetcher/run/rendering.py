@@ -52,6 +52,8 @@ class RenderStep:
         always_host = host_of(download.final_url) in self._settings.hosts or host_of(source.url) in self._settings.hosts
         text = extracted.text if extracted.outcome is Outcome.OK else ""
         decision = decide(download.body, len(text), mode or source.render, always_host, self._settings.min_text_chars)
+        if mode is not None:  # a one-off's flag, not the configuration
+            decision = replace(decision, reason="fetch --render" if mode == "always" else "fetch --no-render")
         if not decision.render:
             return download, extracted, RenderNote(Rendering.NOT_NEEDED, decision.reason)
         if self._off is not None:

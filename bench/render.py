@@ -85,11 +85,17 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that drops a kept-alive connection is not news
+
+
 @contextmanager
 def origins() -> Iterator[list[int]]:
-    servers = [ThreadingHTTPServer((host, 0), Handler) for host in HOSTS]
+    servers = [QuietServer((host, 0), Handler) for host in HOSTS]
     for server in servers:
-        server.daemon_threads = True
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield [server.server_address[1] for server in servers]

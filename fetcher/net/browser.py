@@ -32,11 +32,17 @@ from fetcher.net.proctree import browser_pids, kill, resident_bytes
 
 log = logging.getLogger("fetcher")
 Fetch = Callable[[str, dict[str, str]], Awaitable[Download]]  # a subresource, fetched as static fetches are
+NOWHERE_PORT = 9  # discard: nothing listens there on a normal machine
 LAUNCH_ARGS = (
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
     "--disable-domain-reliability", "--no-pings", "--metrics-recording-only", "--mute-audio",
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp", "--disable-features=DnsOverHttps,Translate",
+    "--dns-prefetch-disable",
+    # Defence in depth: anything Chromium would send itself rather than through the
+    # interception (a preconnect, a prefetch) goes to a proxy on a port where nothing
+    # listens, loopback included (`<-loopback>`), and names are not resolved by Chromium.
+    f"--proxy-server=http://127.0.0.1:{NOWHERE_PORT}", "--proxy-bypass-list=<-loopback>",
 )
 SETTLE = 2.0  # seconds at most, after the load event, to wait for the page's requests to go quiet
 QUIET = 0.25  # seconds with no request of the page in flight: it has settled

@@ -1,4 +1,4 @@
-"""What rendering costs: one rendered page (wall, CPU, peak RSS of the browser's
+"""What rendering costs: one rendered page (wall, CPU, peak memory (PSS) of the browser's
 process tree), and a run of N sources of which 5% need rendering against the
 same run with those 5% served as ordinary static pages.
 
@@ -8,7 +8,7 @@ Everything is served on loopback (127.0.0.10 … 127.0.0.29, one origin thread
 each; private networks allowed in the generated config, archive off). Each
 measurement is a fresh Pipeline over a fresh store, extraction in worker
 processes as in a real run. CPU is this process's and its reaped children's
-(extraction workers, the Playwright driver and, through it, Chromium); RSS is
+(extraction workers, the Playwright driver and, through it, Chromium); memory (PSS) is
 sampled every 50 ms over the browser's processes (fetcher/net/proctree.py).
 One run of each: figures are medians where there are several pages. Not a test.
 """
@@ -105,7 +105,7 @@ def origins() -> Iterator[list[int]]:
             server.server_close()
 
 
-class PeakRSS:
+class PeakMemory:
     """Samples the browser tree's resident memory in a thread."""
 
     def __init__(self) -> None:
@@ -117,7 +117,7 @@ class PeakRSS:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, resident_bytes(browser_pids()))
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -132,7 +132,7 @@ def cpu() -> float:
 
 
 def run(urls: list[str], work: Path, name: str) -> dict[str, float]:
-    """One refresh of `urls` over a fresh store: wall, CPU, browser peak RSS, per-page wall times."""
+    """One refresh of `urls` over a fresh store: wall, CPU, browser peak PSS, per-page wall times."""
     directory = work / name
     directory.mkdir()
     lines = ["[storage]", 'dir = "snapshots"', "[fetch]", "allow_private_networks = true", "per_host_delay = 0",
@@ -151,7 +151,7 @@ def run(urls: list[str], work: Path, name: str) -> dict[str, float]:
         rendered.extend(s.elapsed_ms / 1000 for s in snaps if s.render and s.render.value == "rendered")
 
     began_cpu, began = cpu(), time.perf_counter()
-    with PeakRSS() as rss:
+    with PeakMemory() as rss:
         asyncio.run(go())
     wall, used = time.perf_counter() - began, cpu() - began_cpu
     store.close()
@@ -170,7 +170,7 @@ def one_page(ports: list[int], work: Path, pages: int) -> None:
         print(f"one {'rendered' if kind == 'app' else 'static'} page (a fresh run each, browser start included): "
               f"wall {statistics.median(w['wall'] for w in walls):.2f} s median of {pages} "
               f"(first {first['wall']:.2f} s), CPU {statistics.median(w['cpu'] for w in walls):.2f} s, "
-              f"browser peak RSS {max(w['rss_mb'] for w in walls):.0f} MB")
+              f"browser peak PSS {max(w['rss_mb'] for w in walls):.0f} MB")
     one = run([f"http://{HOSTS[1]}:{ports[1]}/app/100"], work, "warm-1")
     many = run([f"http://{HOSTS[n % 10]}:{ports[n % 10]}/app/{200 + n}" for n in range(1 + 2 * pages)], work, "warm-n")
     print(f"each further rendered page in a running browser ([render] concurrency {RENDER_CONCURRENCY}): "
@@ -193,7 +193,7 @@ def mixed(ports: list[int], work: Path, sources: int, share: float) -> None:
     apps = run(urls(True), work, "mixed-apps")
     print(f"{sources} sources, static only: wall {plain['wall']:.1f} s, CPU {plain['cpu']:.1f} s")
     print(f"{sources} sources, {apps['rendered']:.0f} rendered: wall {apps['wall']:.1f} s, CPU {apps['cpu']:.1f} s, "
-          f"browser peak RSS {apps['rss_mb']:.0f} MB, a rendered source's median elapsed {apps['page_median']:.2f} s")
+          f"browser peak PSS {apps['rss_mb']:.0f} MB, a rendered source's median elapsed {apps['page_median']:.2f} s")
     print(f"ratio: wall {apps['wall'] / plain['wall']:.2f}x, CPU {apps['cpu'] / plain['cpu']:.2f}x")
 
 

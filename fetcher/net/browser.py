@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -79,9 +81,6 @@ class _Page:
 
 def browser_available(settings: RenderSettings) -> str | None:
     """Why rendering cannot run here (no browser, no Playwright), or None when it can."""
-    import importlib.util
-    import os
-
     if not (os.path.isfile(settings.browser) and os.access(settings.browser, os.X_OK)):
         return f"no browser at {settings.browser} (apt-get install chromium)"
     if importlib.util.find_spec("playwright") is None:

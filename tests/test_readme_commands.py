@@ -66,7 +66,7 @@ def test_the_global_options_the_readme_names_are_in_the_help():
 def test_the_check_sees_a_missing_option():
     """The parsing itself: an option the help does not have would be caught."""
     rows = readme_rows()
-    assert rows[("fetch",)] == {"--json", "--archive-only", "--no-archive", "--recheck-archive"}
+    assert rows[("fetch",)] == {"--json", "--archive-only", "--no-archive", "--recheck-archive", "--render", "--no-render"}
     assert rows[("audit",)] >= {"--check", "--from", "--format", "-o", "--output", "--only-broken", "--fail-on"}
     assert rows[("sources", "import")] == {"--write", "--include-images"}
     assert "--no-such-option" not in set(OPTION.findall(help_text("fetch")))

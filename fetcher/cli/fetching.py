@@ -42,15 +42,20 @@ _recheck_archive = click.option(
 @click.option("--archive-only", is_flag=True, help="Skip the live site: take the archived copy.")
 @_no_archive
 @_recheck_archive
+@click.option("--render/--no-render", "render", default=None,
+              help="Render the page in the browser this once, or never; default: when it looks like a client-side app.")
 @click.pass_context
 def fetch(
-    context: click.Context, target: str, as_json: bool, archive_only: bool, no_archive: bool, recheck_archive: bool
+    context: click.Context, target: str, as_json: bool, archive_only: bool, no_archive: bool, recheck_archive: bool,
+    render: bool | None,
 ) -> None:
     """Fetch one source now (a resource id or a URL), store it and print its preview.
 
     When the live page is unusable (dead, erroring, a bot wall), the archived copy
-    closest to the last time it was alive stands in. Exits 1 when the fetch got
-    no usable content (the failure is stored too)."""
+    closest to the last time it was alive stands in. A page that looks like a
+    client-side app (little text, mostly script) is rendered in headless Chromium
+    when one is installed. Exits 1 when the fetch got no usable content (the
+    failure is stored too)."""
     if archive_only and no_archive:
         raise BadInput("--archive-only and --no-archive contradict each other")
     config = load(context)
@@ -61,7 +66,8 @@ def fetch(
     if existing is not None:
         existing.close()
     store = Store(config.storage_dir)
-    options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive)
+    options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive,
+                           render=None if render is None else ("always" if render else "never"))
     snapshot = run_cancellable(_fetch_one(config, store, source, options))
     if as_json:
         print_json(snapshot.to_dict())

@@ -26,6 +26,7 @@ from fetcher.views.audit import Audit
 from fetcher.cli import logs
 from fetcher.cli.logs import FIELDS
 from fetcher.core.models import RunSummary, Snapshot
+from fetcher.core.outcomes import Rendering
 from fetcher.views.preview import human_size
 from fetcher.store.sqlite import RunRecord
 
@@ -164,11 +165,15 @@ def print_history(title: str, rows: list[Snapshot]) -> None:
         outcome = str(row.outcome)
         if row.live_outcome and row.live_outcome != row.outcome:
             outcome = f"{row.live_outcome} → {row.outcome}"
+        outcome += _RENDER_MARKS.get(row.render, "") if row.render else ""
         cells.append(_row(
             row.fetched_at.strftime("%Y-%m-%d %H:%M:%S"), origin, str(row.http_status or "-"), outcome,
             human_size(row.text_chars) if row.has_content else "-", change, (row.sha256 or "-")[:12],
         ))
     show(columns, cells, before=[plain(title)])
+
+
+_RENDER_MARKS = {Rendering.RENDERED: " (rendered)", Rendering.OFF: " (not rendered: browser off)"}
 
 
 def print_runs(runs: list[RunRecord]) -> None:
@@ -213,7 +218,7 @@ def print_audit(audit: Audit) -> None:
     for row in audit.rows:
         stand_in = row.moved_to or (f"{row.stand_in_captured_at:%Y-%m-%d} {row.stand_in_url}" if row.stand_in_url else "")
         source = Text("\n").join(plain(part) for part in (row.title, row.url) if part)
-        cells.append([plain(row.state), source, plain(row.outcome or ""),
+        cells.append([plain(row.state), source, plain(row.outcome_label),
                       plain(f"{row.first_failure:%Y-%m-%d}" if row.first_failure else ""),
                       plain(f"{row.last_good:%Y-%m-%d}" if row.last_good else ""), plain(stand_in)])
     show(columns, cells, before=before)

@@ -100,6 +100,21 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class RenderSettings:
+    """Rendering client-side pages in a headless browser (fetcher.net.browser)."""
+
+    enabled: bool | None = _setting(None, "bool")  # None: on when the browser is found, else off (said once)
+    browser: str = _setting("/usr/bin/chromium", "str")  # the Chromium executable
+    concurrency: int = _setting(2, "int", 1)  # pages rendered at a time
+    deadline: float = _setting(20.0, "float", 0.1)  # seconds a page may take to load and settle
+    max_dom_bytes: int = _setting(5 * 1024 * 1024, "int", 1024)  # a larger rendered DOM is too-large
+    # bytes of resident memory the browser's processes may use together: over it, killed and restarted
+    max_memory: int = _setting(2 * 1024 * 1024 * 1024, "int", 64 * 1024 * 1024)
+    min_text_chars: int = _setting(200, "int", 0)  # static text shorter than this counts as "very short"
+    hosts: tuple[str, ...] = _setting((), "hosts")  # hosts whose pages are always rendered
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = _setting("info", "level")
     format: str = _setting("text", "log_format")
@@ -118,6 +133,7 @@ class Config:
     refresh: RefreshPolicy = RefreshPolicy()
     schedule: ScheduleSettings = ScheduleSettings()
     log: LogSettings = LogSettings()
+    render: RenderSettings = RenderSettings()
 
     def source_by_id(self, resource_id: str) -> Source | None:
         return next((s for s in self.sources if s.resource_id == resource_id), None)
@@ -126,9 +142,10 @@ class Config:
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 ROBOTS_MODES = ("obey", "ignore")
+RENDER_MODES = ("auto", "always", "never")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_TABLES = {"storage", "fetch", "preview", "archive", "refresh", "schedule", "log", "sources"}
+_TABLES = {"storage", "fetch", "preview", "archive", "refresh", "schedule", "log", "render", "sources"}
 
 
 def config_path(explicit: str | None) -> Path:
@@ -171,6 +188,7 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
         schedule=_settings(ScheduleSettings, _table(raw, "schedule", _names(ScheduleSettings), where), "[schedule]",
                            where),
         log=_log_settings(_table(raw, "log", _names(LogSettings), where), base, where),
+        render=_settings(RenderSettings, _table(raw, "render", _names(RenderSettings), where), "[render]", where),
     )
 
 
@@ -306,6 +324,12 @@ def _check_durations(value: Any) -> tuple[float, ...]:
     return tuple(parse_duration(item) for item in value)
 
 
+def _check_hosts(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise TypeError("a list of host names like [\"app.example.org\"]")
+    return tuple(item.strip().lower() for item in value)
+
+
 def _check_cron(value: Any) -> str:
     try:
         parse_cron(_check_str(value))
@@ -344,6 +368,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "level": _check_choice(LOG_LEVELS),
     "log_format": _check_choice(LOG_FORMATS),
     "robots": _check_choice(ROBOTS_MODES),
+    "render": _check_choice(RENDER_MODES),
+    "hosts": _check_hosts,
 }
 
 
@@ -355,9 +381,11 @@ def _sources(entries: Any, where: str) -> tuple[Source, ...]:
         label = f"[[sources]] #{number}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: {label} must be a table")
-        unknown = sorted(set(entry) - {"url", "title", "tags", "refresh_every"})
+        unknown = sorted(set(entry) - {"url", "title", "tags", "refresh_every", "render"})
         if unknown:
-            raise ConfigError(f"{where}: {label} unknown key {unknown[0]!r} (known: refresh_every, tags, title, url)")
+            raise ConfigError(
+                f"{where}: {label} unknown key {unknown[0]!r} (known: refresh_every, render, tags, title, url)"
+            )
         if "url" not in entry:
             raise ConfigError(f"{where}: {label} has no url")
         url = _value(entry, "url", "str", None, label, where, None)
@@ -366,8 +394,9 @@ def _sources(entries: Any, where: str) -> tuple[Source, ...]:
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ConfigError(f"{where}: {label} tags must be a list of strings, got {tags!r}")
         every = _value(entry, "refresh_every", "duration", None, label, where, None)
+        render = _value(entry, "render", "render", None, label, where, "auto")
         try:
-            sources.append(make_source(url, title, tags, every))
+            sources.append(make_source(url, title, tags, every, render))
         except BadURL as error:
             raise ConfigError(f"{where}: {label} url: {error}") from error
     return tuple(sources)

@@ -9,7 +9,7 @@ from functools import cached_property
 from datetime import datetime
 from typing import Any
 
-from fetcher.core.outcomes import Outcome
+from fetcher.core.outcomes import Outcome, Rendering
 from fetcher.core.timestamps import rfc3339
 from fetcher.core.states import State, Transition
 
@@ -21,6 +21,7 @@ class Source:
     title: str | None = None
     tags: tuple[str, ...] = ()
     refresh_every: float | None = None  # seconds; None: the configured default
+    render: str = "auto"  # "auto": when the page looks like a client-side app; "always"; "never"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,16 @@ class Extracted:
 
 
 @dataclass(frozen=True)
+class RenderNote:
+    """The rendering decision on one fetched page, its reason, and (when the
+    content is the rendered DOM, or rendering failed) the static body, kept too."""
+
+    rendering: Rendering
+    reason: str
+    static: Download | None = None
+
+
+@dataclass(frozen=True)
 class FetchResult:
     """What one fetch of one source produced, ready to be stored."""
 
@@ -100,6 +111,7 @@ class FetchResult:
     capture: Capture | None = None
     archive_outcome: Outcome | None = None
     reused_sha256: str | None = None  # an archived copy already stored: no body here
+    render: RenderNote | None = None  # None: not an HTML page that was extracted
 
     @property
     def outcome(self) -> Outcome:
@@ -163,6 +175,11 @@ class Snapshot:
     # it and is not it): its HTTP status and when it was fetched. None without content.
     content_http_status: int | None = None
     content_fetched_at: datetime | None = None
+    # Whether the page was rendered in a browser (None: no decision, e.g. not HTML), why,
+    # and the static body's SHA-256 when the content is the rendered DOM's.
+    render: Rendering | None = None
+    render_reason: str | None = None
+    static_sha256: str | None = None
 
     @property
     def has_content(self) -> bool:
@@ -181,7 +198,7 @@ class Snapshot:
         data["captured_at"] = rfc3339(self.captured_at)
         data["content_fetched_at"] = rfc3339(self.content_fetched_at)
         data["redirects"] = [{"url": h.url, "status": h.status} for h in self.redirects]
-        for key in ("outcome", "live_outcome", "archive_outcome", "transition"):
+        for key in ("outcome", "live_outcome", "archive_outcome", "transition", "render"):
             data[key] = _text(data[key])
         if not with_text:
             data.pop("text")
@@ -226,5 +243,5 @@ class RunSummary:
         }
 
 
-def _text(value: Outcome | Transition | None) -> str | None:
+def _text(value: Outcome | Transition | Rendering | None) -> str | None:
     return value.value if value is not None else None

@@ -41,6 +41,10 @@ class Outcome(enum.StrEnum):
     ARCHIVE_MISS = "archive-miss"
     ARCHIVE_ERROR = "archive-error"
     INTERNAL_ERROR = "internal-error"
+    RENDER_TIMEOUT = "render-timeout"
+    RENDER_FAILED = "render-failed"
+    RENDER_BLOCKED = "render-blocked"
+    RENDER_NAVIGATED = "render-navigated"
 
     @property
     def is_success(self) -> bool:
@@ -98,6 +102,18 @@ _ARCHIVE_WORTHY = _NO_ANSWER | {
     Outcome.EMPTY,
     Outcome.ROBOTS_BLOCKED,
 }
+
+
+NO_BROWSER = "empty without a browser"  # how the detail of an app page left empty, rendering off, begins
+
+
+class Rendering(enum.StrEnum):
+    """What became of a fetched HTML page's rendering decision (fetcher.extract.render_rule)."""
+
+    NOT_NEEDED = "not-needed"  # the static page has its text, or does not look like a client-side app
+    RENDERED = "rendered"  # rendered in the browser: the content is the rendered DOM's
+    FAILED = "failed"  # rendering was tried and failed: the outcome says how (render-*)
+    OFF = "off"  # it looked like an app (or was configured to render), but rendering is off or unavailable
 
 
 def outcome_for_status(status: int) -> Outcome:

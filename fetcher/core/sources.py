@@ -43,10 +43,12 @@ def check_url(url: str) -> str:
 
 
 def make_source(
-    url: str, title: str | None = None, tags: Iterable[str] = (), refresh_every: float | None = None
+    url: str, title: str | None = None, tags: Iterable[str] = (), refresh_every: float | None = None,
+    render: str = "auto",
 ) -> Source:
     check_url(url)
-    return Source(url=url, resource_id=resource_id(url), title=title, tags=tuple(tags), refresh_every=refresh_every)
+    return Source(url=url, resource_id=resource_id(url), title=title, tags=tuple(tags), refresh_every=refresh_every,
+                  render=render)
 
 
 def normalise(url: str) -> str:

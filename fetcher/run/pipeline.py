@@ -32,6 +32,7 @@ from fetcher.core.outcomes import Outcome
 from fetcher.net.retrying import fetch_with_retries
 from fetcher.net.robots import RobotsGate
 from fetcher.run.probes import HostProbes
+from fetcher.run.rendering import RenderStep
 from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
 from fetcher.core.states import Transition
@@ -50,7 +51,7 @@ class FetchOptions:
     live: bool = True  # False: --archive-only
     archive: bool = True  # False: --no-archive
     recheck_archive: bool = False  # True: ignore cached archive lookups
-
+    render: str | None = None  # "always": --render; "never": --no-render; None: as configured
 
 
 class Pipeline:
@@ -87,6 +88,7 @@ class Pipeline:
         self._extractor = Extractor(
             processes=self._processes, timeout=settings.extract_timeout, memory=settings.extract_memory
         )
+        self._render = RenderStep(self._config, self._client, slots, self._extractor)
         self._probes = HostProbes(self._downloader, self._extractor, gate=self._robots.refusal)
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._archives = [
@@ -111,6 +113,7 @@ class Pipeline:
         try:
             await asyncio.gather(*self._saves, return_exceptions=self._stopping)
         finally:
+            await self._render.close()
             await self._client.aclose()
             self._extractor.close()
             self._store_thread.shutdown(wait=True)
@@ -150,7 +153,7 @@ class Pipeline:
     async def _fetch(self, source: Source, options: FetchOptions, timing: FetchTiming) -> Snapshot:
         live, fetched_at = None, timing.began_at
         if options.live:
-            live = await self._live(source, fetched_at, timing)
+            live = await self._live(source, fetched_at, timing, options.render)
             if not (options.archive and self._falls_back(live.outcome)):
                 snapshot = await self._record(live, timing)
                 if snapshot.changed:
@@ -159,9 +162,10 @@ class Pipeline:
         timing.armed = True
         return await self._record(await self._archived(source, live, fetched_at, options), timing)
 
-    async def _live(self, source: Source, fetched_at: datetime, timing: FetchTiming) -> FetchResult:
+    async def _live(self, source: Source, fetched_at: datetime, timing: FetchTiming, render: str | None) -> FetchResult:
         """One live fetch, conditional when we hold its content: a 304, or a body
-        whose hash we already have, is recorded as a check with no extraction."""
+        whose hash we already have, is recorded as a check with no extraction.
+        An HTML page is rendered in a browser when the render step says so."""
         refused = await self._robots.check(source.url)
         if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
             return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
@@ -176,13 +180,14 @@ class Pipeline:
             result = replace(result, reused_sha256=known)
         elif download.outcome is Outcome.OK:
             extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)
+            download, extracted, note = await self._render.apply(source, download, extracted, render)
             reason = extracted.outcome is Outcome.OK and (
                 soft_404_reason(source.url, download.final_url, extracted.title, extracted.text)
                 or await self._probes.soft_404_reason(source.url, download, extracted)
             )
             if reason:
                 extracted = replace(extracted, outcome=Outcome.BAD_CONTENT, detail=reason)
-            result = replace(result, extracted=extracted)
+            result = replace(result, download=download, extracted=extracted, render=note)
         return replace(result, live_status=download.http_status, live_outcome=result.outcome)
 
     async def _download(self, source: Source, headers: dict[str, str] | None) -> tuple[Download, int]:

@@ -17,6 +17,8 @@ def store_result(store: Store, result: FetchResult) -> Snapshot:
     (read back within the transaction: trouble there is trouble writing)."""
     if result.new_content:
         store.keep_body(result.download)
+    if result.render is not None and result.render.static is not None:  # the static body beside a rendered DOM
+        store.keep_body(result.render.static)
     check = check_of(result)
     with store.transaction() as writer:
         health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)

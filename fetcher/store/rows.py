@@ -16,7 +16,7 @@ from typing import Any
 
 from fetcher.core.health import Health
 from fetcher.core.models import Capture, Hop, Snapshot
-from fetcher.core.outcomes import Outcome
+from fetcher.core.outcomes import Outcome, Rendering
 from fetcher.core.states import Transition
 
 
@@ -63,13 +63,17 @@ _DELIVERED = (
 )
 
 
-def snapshot_query(with_text: bool = True) -> str:
+# Columns a store of schema 1 lacks (read as NULL when such a store is only read; writing upgrades it).
+V2_COLUMNS = frozenset({"render", "render_reason", "static_sha256"})
+
+
+def snapshot_query(with_text: bool = True, missing: frozenset[str] = frozenset()) -> str:
     """SELECT … FROM fetches joined with contents and with the fetch that delivered
-    the body, one column per Snapshot field (text NULL without `with_text`);
-    append a WHERE clause."""
+    the body, one column per Snapshot field (text NULL without `with_text`, the
+    `missing` columns NULL); append a WHERE clause."""
+    nulls = missing | ({"text"} if not with_text else set())
     columns = [
-        f"{'NULL' if field.name == 'text' and not with_text else _SNAPSHOT_COLUMNS.get(field.name, f'f.{field.name}')}"
-        f" AS {field.name}"
+        f"{'NULL' if field.name in nulls else _SNAPSHOT_COLUMNS.get(field.name, f'f.{field.name}')} AS {field.name}"
         for field in fields(Snapshot)
     ]
     return f"SELECT {', '.join(columns)} FROM fetches f LEFT JOIN contents c ON c.sha256 = f.sha256 " + _DELIVERED
@@ -93,6 +97,7 @@ def snapshot_from(row: sqlite3.Row) -> Snapshot:
         "captured_at": moment(values["captured_at"]),
         "content_fetched_at": moment(values["content_fetched_at"]),
         "transition": TRANSITIONS[values["transition"]] if values["transition"] else None,
+        "render": RENDERINGS[values["render"]] if values["render"] else None,
     })
 
 
@@ -163,11 +168,12 @@ def iso(value: datetime | None) -> str | None:
 
 _OUTCOMES = {kind.value: kind for kind in Outcome}  # a dict lookup: Outcome(value) costs ~10 times more
 TRANSITIONS = {kind.value: kind for kind in Transition}
+RENDERINGS = {kind.value: kind for kind in Rendering}
 
 
 def outcome(value: str | None) -> Outcome | None:
     return _OUTCOMES[value] if value else None
 
 
-def text(value: Outcome | Transition | None) -> str | None:
+def text(value: Outcome | Transition | Rendering | None) -> str | None:
     return value.value if value is not None else None

@@ -1,7 +1,18 @@
-"""The store's SQLite schema. Bump SCHEMA_VERSION, and add a migration in
-store.py, for any change once a version has shipped."""
+"""The store's SQLite schema. Bump SCHEMA_VERSION, and add an upgrade step in
+UPGRADES, for any change once a version has shipped."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Version n-1 -> n: statements run, in one transaction, when a store of an older
+# version is opened for writing (SCHEMA below is already the newest form).
+UPGRADES: dict[int, tuple[str, ...]] = {
+    # 2: the rendering decision on each fetched page, and the static body kept beside a rendered DOM
+    2: (
+        "ALTER TABLE fetches ADD COLUMN render TEXT",
+        "ALTER TABLE fetches ADD COLUMN render_reason TEXT",
+        "ALTER TABLE fetches ADD COLUMN static_sha256 TEXT",
+    ),
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -45,7 +56,10 @@ CREATE TABLE IF NOT EXISTS fetches (
     archive_name TEXT,
     archive_url TEXT,
     captured_at TEXT,
-    transition TEXT
+    transition TEXT,
+    render TEXT,
+    render_reason TEXT,
+    static_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS fetches_by_resource ON fetches(resource_id, id);
 -- The fetches that received a body (not a 304, not an archived copy already held):

@@ -30,10 +30,10 @@ from fetcher.core.models import Capture, Download, Snapshot, Source
 from fetcher.core.states import Transition
 from fetcher.store.files import remove_stale_temporaries, write_atomically
 from fetcher.store.rows import (
-    CAPTURE_COLUMNS, HEALTH_QUERY, TRANSITIONS, CachedLookup, RunRecord, capture_from, health_from, moment, run_from,
+    CAPTURE_COLUMNS, HEALTH_QUERY, TRANSITIONS, V2_COLUMNS, CachedLookup, RunRecord, capture_from, health_from, moment, run_from,
     snapshot_from, snapshot_query,
 )
-from fetcher.store.schema import SCHEMA, SCHEMA_VERSION
+from fetcher.store.schema import SCHEMA, SCHEMA_VERSION, UPGRADES
 from fetcher.store.writing import Writer
 
 DB_NAME = "fetcher.sqlite3"
@@ -60,6 +60,7 @@ class Store:
         """Open the store in `directory`, creating it if needed."""
         self.directory = directory
         self.bodies = directory / "bodies"
+        self._missing: frozenset[str] = frozenset()  # columns an older store, only read, lacks
         try:
             self.bodies.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(directory / DB_NAME, timeout=30, check_same_thread=False)
@@ -93,6 +94,7 @@ class Store:
             return None
         store = cls.__new__(cls)
         store.directory, store.bodies, store._db = directory, directory / "bodies", db
+        store._missing = V2_COLUMNS if version < 2 else frozenset()
         return store
 
     def _setup(self) -> None:
@@ -103,6 +105,9 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._db:
+            for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1) if version else ():
+                for statement in UPGRADES[step]:
+                    self._db.execute(statement)
             self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -241,7 +246,7 @@ class Store:
 
     def history(self, resource_id: str) -> list[Snapshot]:
         """Every fetch of a source, newest first, without the text."""
-        query = snapshot_query(with_text=False) + "WHERE f.resource_id = ? ORDER BY f.id DESC"
+        query = snapshot_query(with_text=False, missing=self._missing) + "WHERE f.resource_id = ? ORDER BY f.id DESC"
         return [snapshot_from(row) for row in self._db.execute(query, (resource_id,))]
 
     def url_of(self, resource_id: str) -> str | None:
@@ -250,7 +255,7 @@ class Store:
 
     def iter_latest(self) -> Iterator[Snapshot]:
         """The latest fetch of every resource (as `latest` picks it), streamed."""
-        query = snapshot_query() + (
+        query = snapshot_query(missing=self._missing) + (
             "WHERE f.id IN (SELECT MAX(id) FROM fetches GROUP BY resource_id) ORDER BY f.resource_id"
         )
         for row in self._db.execute(query):
@@ -260,7 +265,7 @@ class Store:
             yield snapshot
 
     def _one(self, where: str, params: tuple[Any, ...]) -> Snapshot | None:
-        row = self._db.execute(snapshot_query() + where, params).fetchone()
+        row = self._db.execute(snapshot_query(missing=self._missing) + where, params).fetchone()
         return snapshot_from(row) if row else None
 
 

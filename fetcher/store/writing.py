@@ -105,7 +105,16 @@ def _fetch_row(result: FetchResult, changed: bool, transition: Transition | None
         "live_outcome": text(result.live_outcome), "archive_outcome": text(result.archive_outcome),
         "archive_name": capture.archive if capture else None, "archive_url": capture.raw_url if capture else None,
         "captured_at": capture.captured_at.isoformat() if capture else None, "transition": text(transition),
+        **_render_columns(result),
     }
+
+
+def _render_columns(result: FetchResult) -> dict[str, Any]:
+    """The rendering decision and, beside a rendered DOM (or a failed rendering), the static body's hash."""
+    note = result.render
+    static = note.static.sha256 if note is not None and note.static is not None else None
+    return {"render": text(note.rendering) if note else None, "render_reason": note.reason if note else None,
+            "static_sha256": static}
 
 
 def _detail(result: FetchResult) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from fetcher.core.config import Config
 from fetcher.core.health import Health, classify
 from fetcher.core.models import Capture, Source
-from fetcher.core.outcomes import Outcome
+from fetcher.core.outcomes import NO_BROWSER, Outcome
 from fetcher.core.states import STATES, State, Transition
 from fetcher.core.timestamps import rfc3339
 from fetcher.store.sqlite import Store
@@ -44,6 +44,13 @@ class AuditRow:
     stand_in_url: str | None
     stand_in_captured_at: datetime | None
     stand_in_archive: str | None
+
+    @property
+    def outcome_label(self) -> str:
+        """The outcome as the tables show it: an app page left empty because rendering is off is told apart."""
+        if self.outcome is Outcome.EMPTY and self.detail.startswith(NO_BROWSER):
+            return f"{self.outcome} ({NO_BROWSER})"
+        return str(self.outcome or "")
 
     def to_dict(self) -> dict[str, Any]:
         """The row as JSON-ready values: dates as ISO text, state and outcome as their strings."""

@@ -69,7 +69,7 @@ def to_markdown(audit: Audit, generated: datetime) -> str:
             stand_in = _md_url_link(_day(row.stand_in_captured_at), row.stand_in_url) if row.stand_in_url else "—"
             if row.moved_to:
                 stand_in = f"moved to <{_md_target(row.moved_to)}>" if _is_web(row.moved_to) else "moved"
-            lines.append(f"| {row.state} | {_md_link(row)} | {row.outcome or ''} | {_day(row.first_failure)} | {stand_in} |")
+            lines.append(f"| {row.state} | {_md_link(row)} | {row.outcome_label} | {_day(row.first_failure)} | {stand_in} |")
     return "\n".join(lines) + "\n"
 
 
@@ -138,7 +138,7 @@ def _html_row(row: AuditRow) -> str:
     cells = (
         f'<td><span class="state" style="background:{COLOURS[row.state]}">{row.state}</span></td>',
         f'<td>{_source(row)}<div class="id">{_e(row.resource_id)}</div></td>',
-        f"<td>{_e(row.outcome or '')}</td>",
+        f"<td>{_e(row.outcome_label)}</td>",
         f"<td>{_day(row.first_failure)}</td>",
         f"<td>{_day(row.last_good)}</td>",
         f"<td>{archived}</td>",

@@ -1,0 +1,217 @@
+"""Pages that need a browser: a page whose text is built by its script is rendered
+in headless Chromium (the system's, driven by Playwright), bounded and fenced.
+
+Everything is served on loopback and counted on the servers' side. A page that
+loops forever, navigates away, asks for a private address or never finishes
+loading ends in a named outcome within the page deadline, the run goes on, and
+no browser process is left behind. Skipped, as a whole, without /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fetcher.core.config import load_config
+from fetcher.core.models import Snapshot
+from fetcher.extract.extractor import extract
+from fetcher.extract.render_rule import decide
+from fetcher.net.proctree import browser_pids
+from fetcher.run.pipeline import FetchOptions, Pipeline
+from fetcher.store.sqlite import Store
+from tests.conftest import FIXTURES, FakeSleep, run_fetcher, write_config
+from tests.origin import Origin, html, trickle
+from tests.test_private_networks import PUBLIC_IP, fake_public  # noqa: F401 - a fixture used below
+
+CHROMIUM = Path("/usr/bin/chromium")
+needs_browser = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: rendering is not tested")
+
+MENU = '<nav><a href="/">Home menu</a> <a href="/about">About our portal</a> <a href="/contact">Contact desk</a></nav>'
+SENTENCES = [
+    "The northern basin's water quality improved markedly over the last decade, according to the regional reports.",
+    "Nitrate concentrations fell by a third between 2014 and 2024, while phosphate stayed close to its limit.",
+    "Further measures will target agricultural run-off in the upper valleys, where most pollution originates.",
+]
+APP_JS = """
+fetch('/api/article.json').then(r => r.json()).then(a => {
+  document.getElementById('root').innerHTML =
+    '<article><h1>' + a.title + '</h1>' + a.paras.map(p => '<p>' + p + '</p>').join('') + '</article>';
+});
+"""
+
+
+def shell(script: str, mount: str = '<div id="root"></div>') -> str:
+    """A client-side app's HTML: a menu, an empty mount element, its script."""
+    return (f"<!doctype html><html><head><title>Policy portal</title></head><body>{MENU}{mount}"
+            f"<noscript>You need to enable JavaScript to run this app.</noscript>{script}</body></html>")
+
+
+def serve_app(server: Origin) -> str:
+    server.route("/app.js", html(APP_JS, Content_Type="text/javascript"))
+    article = {"title": "Water quality in the northern basin", "paras": SENTENCES}
+    server.route("/api/article.json", html(json.dumps(article), Content_Type="application/json"))
+    return server.route("/app", html(shell('<script src="/app.js"></script>')))
+
+
+def refresh(directory: Path, urls: list[str], render: dict[str, Any] | None = None, **fetch: Any) -> dict[str, Snapshot]:
+    """One run over `urls`; the snapshot of each; the browser is gone afterwards."""
+    text = "[render]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in (render or {}).items())
+    config = load_config(write_config(directory, urls, text=text, **fetch))
+    store = Store(config.storage_dir)
+    done: dict[str, Snapshot] = {}
+
+    async def go() -> None:
+        async with Pipeline(config, store, processes=False, sleep=FakeSleep()) as pipeline:
+            await pipeline.refresh(config.sources, on_done=lambda snap: done.__setitem__(snap.url, snap))
+
+    try:
+        asyncio.run(go())
+    finally:
+        store.close()
+    assert browser_pids() == [], "a browser process was left behind"
+    return done
+
+
+@needs_browser
+def test_an_app_page_is_rendered_and_its_article_stored_not_its_menu(tmp_path):
+    with Origin() as server:
+        url = serve_app(server)
+        write_config(tmp_path, [url])
+        fetched = run_fetcher(tmp_path, "fetch", "--json", url)
+        assert fetched.returncode == 0, fetched.stderr
+        snapshot = json.loads(fetched.stdout)
+        assert server.hits("/app") == 1  # the rendered page's document is the static fetch's body
+        assert server.hits("/api/article.json") == 1
+    assert snapshot["outcome"] == "ok" and snapshot["render"] == "rendered"
+    assert "empty mount element (root)" in snapshot["render_reason"]
+    for sentence in SENTENCES:
+        assert sentence in snapshot["text"]
+    assert "About our portal" not in snapshot["text"] and "Contact desk" not in snapshot["text"]
+    bodies = tmp_path / "snapshots" / "bodies"
+    static = gzip.decompress((bodies / snapshot["static_sha256"][:2] / f"{snapshot['static_sha256']}.gz").read_bytes())
+    rendered = gzip.decompress((bodies / snapshot["sha256"][:2] / f"{snapshot['sha256']}.gz").read_bytes())
+    assert b'<div id="root"></div>' in static and SENTENCES[0].encode() in rendered
+    history = run_fetcher(tmp_path, "history", url)
+    assert "rendered" in history.stdout, history.stdout
+    shown = json.loads(run_fetcher(tmp_path, "show", "--format", "json", url).stdout)
+    assert shown["render"] == "rendered"
+
+
+@needs_browser
+def test_no_render_for_a_one_off_and_off_without_a_browser(tmp_path):
+    with Origin() as server:
+        url = serve_app(server)
+        write_config(tmp_path, [url])
+        once = json.loads(run_fetcher(tmp_path, "fetch", "--json", "--no-render", url).stdout)
+        assert once["outcome"] == "empty" and (once["render"], once["render_reason"]) == ("not-needed", "fetch --no-render")
+        write_config(tmp_path, [url], text='[render]\nbrowser = "/nonexistent/chromium"\n')
+        off = run_fetcher(tmp_path, "fetch", "--json", url)
+        audit = run_fetcher(tmp_path, "audit")
+        assert server.hits("/app.js") == 0
+    snapshot = json.loads(off.stdout)
+    assert snapshot["outcome"] == "empty" and snapshot["render"] == "off"
+    assert "no browser at /nonexistent/chromium" in snapshot["render_reason"]
+    assert off.stderr.count("rendering is off") == 1, off.stderr
+    assert "without a browser" in audit.stdout, audit.stdout
+
+
+@needs_browser
+def test_pages_that_misbehave_end_in_named_outcomes_within_the_deadline(tmp_path, fake_public):  # noqa: F811
+    """Private networks refused (the default), the origin on the one loopback address
+    the test policy calls public; the secret on 127.0.0.1 must see no request."""
+    with Origin(PUBLIC_IP) as server, Origin("127.0.0.1") as secret:
+        secret.route("/secret", html("<p>" + " ".join(SENTENCES) + "</p>"))
+        app = serve_app(server)
+        loops = server.route("/loops", html(shell("<script>while (true) {}</script>")))
+        away = server.route("/away", html(shell("<script>location.href = '/elsewhere';</script>")))
+        server.route("/elsewhere", html("<p>elsewhere</p>"))
+        steal = (f"<script>fetch('{secret.url('/secret')}').then(r => r.text())"
+                 ".then(t => { document.getElementById('root').innerHTML = t; });</script>")
+        blocked = server.route("/blocked", html(shell(steal)))
+        socket = (f"<script>const ws = new WebSocket('ws://127.0.0.1:{secret.port}/socket');"
+                  "ws.onmessage = m => { document.getElementById('root').innerHTML = m.data; };</script>")
+        sockets = server.route("/socket-page", html(shell(socket)))
+        server.route("/slow.js", trickle(b"//" + b" " * 200, 1, 0.2))
+        hangs = server.route("/hangs", html(shell('<script src="/slow.js"></script>')))
+        started = time.monotonic()
+        done = refresh(tmp_path, [loops, away, blocked, sockets, hangs, app], render={"deadline": 3},
+                       allow_private_networks=False)
+        took = time.monotonic() - started
+        assert secret.hits("/secret") == 0 and secret.requests == [] and server.hits("/elsewhere") == 0
+    outcomes = {url: (done[url].outcome.value, done[url].render and done[url].render.value) for url in done}
+    assert outcomes == {
+        loops: ("render-timeout", "failed"), away: ("render-navigated", "failed"),
+        blocked: ("render-blocked", "rendered"), sockets: ("render-blocked", "rendered"), hangs: ("render-timeout", "failed"), app: ("ok", "rendered"),
+    }
+    assert "within 3s" in done[loops].detail and "/elsewhere" in done[away].detail
+    assert "127.0.0.1 is a loopback address" in done[blocked].detail
+    assert "WebSockets are not opened" in done[sockets].detail
+    assert took < 25, took  # two pages at a time, each within its 3 s deadline (plus start and closing)
+
+
+@needs_browser
+def test_a_browser_over_its_memory_cap_is_killed_and_the_page_failed(tmp_path):
+    with Origin() as server:
+        url = serve_app(server)
+        done = refresh(tmp_path, [url], render={"max_memory": 64 * 1024 * 1024})
+    assert done[url].outcome.value == "render-failed" and "max_memory" in done[url].detail
+
+
+def test_no_corpus_page_would_be_rendered():
+    """The 181 real articles (tests/fixtures/corpus) all have text: the rule says no."""
+    urls = json.loads((FIXTURES / "corpus" / "urls.json").read_text(encoding="utf-8"))
+    assert len(urls) == 181
+    for key, url in urls.items():
+        body = gzip.decompress((FIXTURES / "corpus" / f"{key}.html.gz").read_bytes())
+        extracted = extract(body, "text/html", url)
+        decision = decide(body, len(extracted.text))
+        assert not decision.render, (key, decision.reason)
+
+
+def test_the_rule_sees_an_app_shell_and_obeys_the_configuration():
+    app = shell('<script src="/app.js"></script>').encode()
+    assert decide(app, 0).render and decide(app, 0).looks_like_app
+    assert not decide(app, 0, mode="never").render
+    assert not decide(app, 5000).render
+    plain = b"<html><body><p>Short note.</p></body></html>"
+    assert not decide(plain, 11).render
+    assert decide(plain, 11, mode="always").render and decide(plain, 11, always_host=True).render
+    assert decide(b'<html><body><app-root></app-root><script src="main.js"></script></body></html>', 0).render
+    assert decide(b"<html><body><script>" + b"x" * 5000 + b"</script></body></html>", 0).render
+
+
+def test_a_schema_1_store_gains_the_render_columns_when_opened_for_writing(tmp_path):
+    (tmp_path / "s").mkdir()
+    db = sqlite3.connect(tmp_path / "s" / "fetcher.sqlite3")
+    from fetcher.store.schema import SCHEMA
+
+    db.executescript(SCHEMA.replace(",\n    render TEXT,\n    render_reason TEXT,\n    static_sha256 TEXT", ""))
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    reader = Store.existing(tmp_path / "s")
+    assert reader is not None and reader.latest("0123456789abcdef") is None  # read as it is
+    reader.close()
+    Store(tmp_path / "s").close()
+    db = sqlite3.connect(tmp_path / "s" / "fetcher.sqlite3")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(fetches)")}
+    assert {"render", "render_reason", "static_sha256"} <= columns
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_fetch_options_default_to_the_configuration():
+    assert FetchOptions().render is None
+
+
+def test_one_module_imports_playwright():
+    root = Path(__file__).resolve().parent.parent / "fetcher"
+    importing = sorted(str(path.relative_to(root)) for path in root.rglob("*.py")
+                       if "from playwright" in path.read_text() or "import playwright" in path.read_text())
+    assert importing == ["net/browser.py"]

@@ -112,3 +112,59 @@ def test_a_night_on_which_nothing_changed_starts_no_extraction_process(tmp_path,
     assert any("multiprocessing" in line for line in first)  # the spy sees extraction processes when they start
     assert summary["unchanged"] == SOURCES
     assert len(second) == 1 and "refresh" in second[0], second  # the refresh itself, nothing else
+
+
+def _closes_after_answering(body: bytes):
+    """A page, then the connection closed without a `Connection: close` to say so."""
+    send = respond(200, body)
+
+    def route(handler) -> None:
+        send(handler)
+        handler.close_connection = True
+
+    return route
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_reused(tmp_path, run):
+    with Origin("127.0.0.1") as origin:
+        page = b"<html><body><article>" + b"<p>Words worth reading on this page.</p>" * 30 + b"</article></body></html>"
+        urls = [origin.route(f"/closing/{n}", _closes_after_answering(page)) for n in range(3)]
+        world = run(per_host_concurrency=1, retries=0)
+        outcomes = [world.fetch(url).outcome for url in urls]
+    assert outcomes == ["ok"] * 3
+    assert origin.connections >= 3  # each page on a connection of its own: the closed ones were noticed
+
+
+def _https(origin: Origin, directory: Path) -> Path:
+    """Serve `origin` over TLS with a certificate for 127.0.0.1; returns the certificate (its own CA)."""
+    import ssl
+    import subprocess
+
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    try:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True, timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        pytest.skip(f"cannot make a test certificate with openssl: {error}")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    origin._server.socket = context.wrap_socket(origin._server.socket, server_side=True)
+    return cert
+
+
+def test_over_https_twenty_unchanged_checks_of_one_host_open_at_most_per_host_concurrency_connections(tmp_path, monkeypatch):
+    origin = Origin("127.0.0.1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(_https(origin, tmp_path)))  # the refresh trusts the test's own CA
+    with origin:
+        urls = _sources(origin, lambda n: conditional(origin, f"<p>Page {n} says something.</p>" * 20, etag=f'"v{n}"'))
+        urls = [url.replace("http://", "https://") for url in urls]
+        write_config(tmp_path, urls, per_host_concurrency=PER_HOST)
+        first = _refresh(tmp_path)
+        before = origin.connections
+        summary = _refresh(tmp_path)
+    assert first["changed"] == SOURCES
+    assert summary["unchanged"] == SOURCES
+    assert 1 <= origin.connections - before <= PER_HOST  # TLS handshakes too: one per connection

@@ -102,6 +102,7 @@ class Pipeline:
         ] if self._config.archive.enabled else []
         self._save_limiter = RateLimiter(self._config.archive.saves_per_minute, self._clock, self._sleep)
         self._saves: list[asyncio.Task[None]] = []
+        self._known: dict[str, Health] = {}  # health read for a whole run at once (refresh), taken once each
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -166,7 +167,7 @@ class Pipeline:
         if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
             return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
         timing.armed = True
-        health = await self._in_store(self._store.health, source.resource_id)
+        health = self._known.pop(source.resource_id, None) or await self._in_store(self._store.health, source.resource_id)
         download, attempts = await self._download(source, conditional_headers(health))
         result = FetchResult(source, fetched_at, "live", download, attempts)
         known = health.content_sha256
@@ -317,6 +318,7 @@ class Pipeline:
         finish, so a run cancelled midway still knows what it did."""
         tally = tally if tally is not None else Tally(self._wall_clock())
         pending = interleave_by_host(sources)
+        self._known = await self._in_store(self._store.all_health)  # one read, not one per source
 
         async def worker() -> None:
             for source in pending:

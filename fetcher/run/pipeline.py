@@ -167,7 +167,9 @@ class Pipeline:
         if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
             return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
         timing.armed = True
-        health = self._known.pop(source.resource_id, None) or await self._in_store(self._store.health, source.resource_id)
+        health = self._known.pop(source.resource_id, None)
+        if health is None:
+            health = await self._in_store(self._store.health, source.resource_id)
         download, attempts = await self._download(source, conditional_headers(health))
         result = FetchResult(source, fetched_at, "live", download, attempts)
         known = health.content_sha256

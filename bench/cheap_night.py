@@ -121,8 +121,11 @@ def _config(directory: Path, servers: list[_Host], sources: int) -> None:
 
 
 def _refresh(directory: Path, code: Path, *arguments: str) -> tuple[float, float, dict]:
-    """CPU seconds (the child's user + system), wall seconds and the JSON summary of one refresh."""
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    """CPU seconds (the child's user + system), wall seconds and the JSON summary of one refresh.
+    Python's bytecode cache is on (kept beside the stores), as for an installed fetcher, even
+    where PYTHONDONTWRITEBYTECODE is set: else every run compiles fetcher's sources again."""
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONPYCACHEPREFIX": str(directory.parent / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(

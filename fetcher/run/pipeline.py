@@ -313,14 +313,17 @@ class Pipeline:
         on_done: Callable[[Snapshot], None] = lambda _: None,
         options: FetchOptions = FetchOptions(),
         tally: Tally | None = None,
+        health: dict[str, Health] | None = None,
     ) -> RunSummary:
         """Fetch every source, `concurrency` at a time, until done or stop().
         Counts are by the live outcome (the source's health); `archived` counts
         copies from an archive. `tally` (if given) is kept up to date as sources
-        finish, so a run cancelled midway still knows what it did."""
+        finish, so a run cancelled midway still knows what it did. `health`: every
+        source's health as the store holds it now (else it is read here, once),
+        which gives each source's validators without a store read of its own."""
         tally = tally if tally is not None else Tally(self._wall_clock())
         pending = interleave_by_host(sources)
-        self._known = await self._in_store(self._store.all_health)  # one read, not one per source
+        self._known = dict(health) if health is not None else await self._in_store(self._store.all_health)
 
         async def worker() -> None:
             for source in pending:

@@ -31,6 +31,7 @@ from fetcher.net.inflate import Incomplete, Inflater, OverCap
 
 MAX_REDIRECTS = 10
 DRAIN_MAX = 64 * 1024  # an answer's unwanted body up to this is read and dropped, keeping its connection
+DRAIN_SECONDS = 1.0  # … if it comes within this long (and before the deadline): a slow one is not waited for
 _URL_ERRORS = (httpx.InvalidURL, UnicodeError, ValueError)
 Gate = Callable[[str], Awaitable[Download | None]]  # a URL about to be requested -> a refusal, or None
 
@@ -185,14 +186,17 @@ async def _drain(response: httpx.Response, deadline: float | None) -> None:
     """Read and drop the body of an answer whose body is not wanted (a 304, a
     redirect, an error page), so httpcore puts its connection back in the pool
     for the next request to the host instead of closing it (a new TCP and TLS
-    handshake per check). Only a body of at most DRAIN_MAX bytes, read just
-    before the request's deadline: a longer or slower one, or one that breaks,
-    is left unread and its connection closed. Never changes the answer."""
+    handshake per check). Only a body of at most DRAIN_MAX bytes, read within
+    DRAIN_SECONDS and before the request's deadline: a longer or slower one, or one that breaks,
+    is left unread and its connection closed. Never changes the answer. It waits
+    DRAIN_SECONDS at most (the host's slot is held meanwhile)."""
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > DRAIN_MAX:
         return
-    loop = asyncio.get_running_loop()
-    until = None if deadline is None else deadline - min(0.1, (deadline - loop.time()) / 10)
+    now = asyncio.get_running_loop().time()
+    until = now + DRAIN_SECONDS
+    if deadline is not None:
+        until = min(until, deadline - min(0.1, (deadline - now) / 10))
     read = 0
     try:
         async with asyncio.timeout_at(until):

@@ -29,6 +29,12 @@ class QuietServer(ThreadingHTTPServer):
     a kept-alive connection (it would land in whatever stderr a test captures)."""
 
     daemon_threads = True
+    accepted = 0  # TCP connections accepted (set per instance on the first one)
+
+    def get_request(self) -> tuple[object, object]:
+        connection = super().get_request()
+        self.accepted += 1  # the serving thread is the only one accepting
+        return connection
 
     def handle_error(self, request: object, client_address: object) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):
@@ -87,6 +93,11 @@ class Origin:
 
     def hits(self, path: str) -> int:
         return sum(1 for seen in self.requests if seen.path == path)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections the server has accepted so far."""
+        return self._server.accepted
 
     def unrouted(self) -> list[str]:
         """The paths asked for that have no route, in order (each time it was asked),

@@ -6,8 +6,6 @@ from __future__ import annotations
 import codecs
 import re
 
-from charset_normalizer import from_bytes
-
 from fetcher.core.errors import UndecodableText
 
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
@@ -45,7 +43,11 @@ def decode_text(body: bytes, declared: str | None, html: bool) -> tuple[str, str
 
 def _detect(body: bytes) -> tuple[str, str]:
     """charset_normalizer's best guess; among equally good guesses, windows-1252,
-    the web's own fallback (cp1250 and cp1252 often tie on French or German)."""
+    the web's own fallback (cp1250 and cp1252 often tie on French or German).
+    charset_normalizer is imported here, when first needed: a run that extracts
+    nothing (every check a 304) does not load it."""
+    from charset_normalizer import from_bytes
+
     matches = list(from_bytes(body))
     if not matches:
         raise UndecodableText("could not tell the text encoding")

@@ -14,6 +14,7 @@ import httpx
 from fetcher.core.config import ArchiveSettings, FetchSettings
 from fetcher.net.addresses import Policy, refusal
 from fetcher.net.connect import GuardedBackend, GuardedTransport
+from fetcher.net.streams import AsyncioBackend
 
 ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
 TRUSTED = "fetcher.trusted"  # request extension: a request to a configured archive endpoint (see Downloader)
@@ -35,10 +36,12 @@ def make_client(settings: FetchSettings, policy: Policy = refusal) -> httpx.Asyn
     tls = trust(settings)  # built once, shared by every host's pool
     limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.per_host_concurrency)
 
-    def plain() -> httpx.AsyncBaseTransport:
-        return httpx.AsyncHTTPTransport(verify=tls, limits=limits)
+    direct = AsyncioBackend()
 
-    backend = GuardedBackend(policy)
+    def plain() -> httpx.AsyncBaseTransport:
+        return GuardedTransport(direct, tls, limits)
+
+    backend = GuardedBackend(policy, direct)
 
     def guarded() -> httpx.AsyncBaseTransport:
         return GuardedTransport(backend, tls, limits)

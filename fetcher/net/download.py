@@ -30,6 +30,8 @@ from fetcher.net.hosts import HostSlots
 from fetcher.net.inflate import Incomplete, Inflater, OverCap
 
 MAX_REDIRECTS = 10
+DRAIN_MAX = 64 * 1024  # an answer's unwanted body up to this is read and dropped, keeping its connection
+DRAIN_SECONDS = 1.0  # … if it comes within this long (and before the deadline): a slow one is not waited for
 _URL_ERRORS = (httpx.InvalidURL, UnicodeError, ValueError)
 Gate = Callable[[str], Awaitable[Download | None]]  # a URL about to be requested -> a refusal, or None
 
@@ -117,10 +119,13 @@ class Downloader:
         except _URL_ERRORS as error:  # httpx.InvalidURL (a DEL byte, over 64 KB), idna's UnicodeError
             return _failed(url, current, Outcome.BAD_CONTENT, f"unusable URL: {type(error).__name__}: {error}")
         try:
-            async with asyncio.timeout(self._settings.deadline):
+            async with asyncio.timeout(self._settings.deadline) as deadline:
                 response = await self._client.send(request, stream=True)
                 try:
-                    return await self._answer(url, current, response, cap)
+                    answer = await self._answer(url, current, response, cap)
+                    if not response.is_stream_consumed:
+                        await _drain(response, deadline.when())
+                    return answer
                 finally:
                     await response.aclose()
         except TimeoutError:
@@ -175,6 +180,32 @@ class Downloader:
         except zlib.error as error:
             return replace(found, outcome=Outcome.DECODE_ERROR, detail=f"bad {encoding} stream: {error}")
         return replace(found, body=b"".join(chunks), gzipped=inflater.gzip_file())
+
+
+async def _drain(response: httpx.Response, deadline: float | None) -> None:
+    """Read and drop the body of an answer whose body is not wanted (a 304, a
+    redirect, an error page), so httpcore puts its connection back in the pool
+    for the next request to the host instead of closing it (a new TCP and TLS
+    handshake per check). Only a body of at most DRAIN_MAX bytes, read within
+    DRAIN_SECONDS and before the request's deadline: a longer or slower one, or one that breaks,
+    is left unread and its connection closed. Never changes the answer. It waits
+    DRAIN_SECONDS at most (the host's slot is held meanwhile)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > DRAIN_MAX:
+        return
+    now = asyncio.get_running_loop().time()
+    until = now + DRAIN_SECONDS
+    if deadline is not None:
+        until = min(until, deadline - min(0.1, (deadline - now) / 10))
+    read = 0
+    try:
+        async with asyncio.timeout_at(until):
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > DRAIN_MAX:
+                    return
+    except (TimeoutError, httpx.HTTPError):
+        return
 
 
 def _archive_headers(headers: httpx.Headers) -> dict[str, str]:

@@ -104,6 +104,7 @@ class Pipeline:
         ] if self._config.archive.enabled else []
         self._save_limiter = RateLimiter(self._config.archive.saves_per_minute, self._clock, self._sleep)
         self._saves: list[asyncio.Task[None]] = []
+        self._known: dict[str, Health] = {}  # health read for a whole run at once (refresh), taken once each
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -170,7 +171,9 @@ class Pipeline:
         if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
             return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
         timing.armed = True
-        health = await self._in_store(self._store.health, source.resource_id)
+        health = self._known.pop(source.resource_id, None)
+        if health is None:
+            health = await self._in_store(self._store.health, source.resource_id)
         download, attempts = await self._download(source, conditional_headers(health))
         result = FetchResult(source, fetched_at, "live", download, attempts)
         known = health.content_sha256
@@ -315,13 +318,17 @@ class Pipeline:
         on_done: Callable[[Snapshot], None] = lambda _: None,
         options: FetchOptions = FetchOptions(),
         tally: Tally | None = None,
+        health: dict[str, Health] | None = None,
     ) -> RunSummary:
         """Fetch every source, `concurrency` at a time, until done or stop().
         Counts are by the live outcome (the source's health); `archived` counts
         copies from an archive. `tally` (if given) is kept up to date as sources
-        finish, so a run cancelled midway still knows what it did."""
+        finish, so a run cancelled midway still knows what it did. `health`: every
+        source's health as the store holds it now (else it is read here, once),
+        which gives each source's validators without a store read of its own."""
         tally = tally if tally is not None else Tally(self._wall_clock())
         pending = interleave_by_host(sources)
+        self._known = dict(health) if health is not None else await self._in_store(self._store.all_health)
 
         async def worker() -> None:
             for source in pending:

@@ -50,23 +50,27 @@ async def run_once(
         lock.acquire(started, trigger)
         if removed := store.remove_stale_temporaries():
             log.info("removed %d half-written body files left by a killed run", removed)
-        chosen = sources if everything else due_sources(sources, store.all_health(), config.refresh, started)
+        known = store.all_health()
+        chosen = sources if everything else due_sources(sources, known, config.refresh, started)
         run_id = store.start_run(started, trigger)
         log.info("run %d started (%s): %d of %d sources due", run_id, trigger, len(chosen), len(sources))
         on_start(len(chosen))
         tally = Tally(started)
         summary, status = None, "failed"
         try:
-            pipeline = make_pipeline() if make_pipeline else Pipeline(config, store, processes=len(chosen) > 1)
-            async with pipeline:
-                summary = await _until_stopped(
-                    pipeline, pipeline.refresh(chosen, on_done=on_done, options=options, tally=tally),
-                    stop, config.schedule.shutdown_grace,
-                ) or tally.summary(wall_clock())
-            status = "interrupted" if pipeline.stopping else "completed"
-            health = state_counts(list(config.sources), store.all_health(), config.refresh)
-            summary = replace(summary, finished_at=wall_clock(), not_due=len(sources) - len(chosen), health=health,
-                              interrupted=pipeline.stopping)
+            stopping = False
+            if chosen:  # nothing due: no client, no pool, no extractor to set up
+                pipeline = make_pipeline() if make_pipeline else Pipeline(config, store, processes=len(chosen) > 1)
+                async with pipeline:
+                    summary = await _until_stopped(
+                        pipeline, pipeline.refresh(chosen, on_done=on_done, options=options, tally=tally, health=known),
+                        stop, config.schedule.shutdown_grace,
+                    ) or tally.summary(wall_clock())
+                stopping, known = pipeline.stopping, store.all_health()
+            status = "interrupted" if stopping else "completed"
+            health = state_counts(list(config.sources), known, config.refresh)
+            summary = replace(summary or tally.summary(wall_clock()), finished_at=wall_clock(),
+                              not_due=len(sources) - len(chosen), health=health, interrupted=stopping)
             return summary
         except asyncio.CancelledError:
             status = "interrupted"

@@ -39,6 +39,13 @@ class Database:
         with `returning`, the row's id."""
         raise NotImplementedError
 
+    def insert_many(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
+        """Write rows (each with the same columns, by name) in one statement's batch."""
+        raise NotImplementedError
+
+    def after_explicit_ids(self, table: str) -> None:
+        """After rows were written with their ids given: new rows get higher ones."""
+
     def begin(self) -> None:
         """Start a write transaction."""
         raise NotImplementedError
@@ -100,6 +107,13 @@ class SqliteDatabase(Database):
         names = ", ".join(values)
         sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + n for n in values)}) {conflict}"
         return self.connection.execute(sql, values).lastrowid or 0
+
+    def insert_many(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
+        if rows:
+            names = list(rows[0])
+            self.connection.executemany(
+                f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)}) {conflict}",
+                rows)
 
     def begin(self) -> None:
         self.connection.execute("BEGIN IMMEDIATE")
@@ -167,6 +181,18 @@ class PostgresDatabase(Database):
         cursor = self.connection.execute(sql, values)
         row: Any = cursor.fetchone() if returning else None
         return int(row[0]) if returning else 0
+
+    def insert_many(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
+        if rows:
+            names = list(rows[0])
+            with self.connection.cursor() as cursor:
+                cursor.executemany(
+                    f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(f'%({n})s' for n in names)})"
+                    f" {conflict}", rows)
+
+    def after_explicit_ids(self, table: str) -> None:
+        self.connection.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT MAX(id) FROM {table}), 1))")
 
     def begin(self) -> None:
         self.connection.execute("BEGIN")

@@ -28,11 +28,13 @@ def check_version(db: Database) -> int:
 
 def prepare_for_writing(db: Database) -> None:
     """Create a new store at the current version, refuse one at another version,
-    and run the idempotent ENSURE statements."""
+    and run the idempotent ENSURE statements; writing the version again there
+    finds out now, at opening, a store we may only read."""
     if check_version(db) == 0:
         migrate(db)
     with write_transaction(db):
         db.run_script(db.ddl(ENSURE))
+        db.run_script(db.set_version(SCHEMA_VERSION))
 
 
 def migrate(db: Database) -> tuple[int, int]:

@@ -46,6 +46,10 @@ class Database:
     def after_explicit_ids(self, table: str) -> None:
         """After rows were written with their ids given: new rows get higher ones."""
 
+    def stream(self, sql: str) -> Any:
+        """A cursor over a large result, read with fetchmany without holding it all."""
+        return self.execute(sql)
+
     def begin(self) -> None:
         """Start a write transaction."""
         raise NotImplementedError
@@ -189,6 +193,12 @@ class PostgresDatabase(Database):
                 cursor.executemany(
                     f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(f'%({n})s' for n in names)})"
                     f" {conflict}", rows)
+
+    def stream(self, sql: str) -> Any:
+        """A server-side cursor (WITH HOLD: no transaction is left open while it is read)."""
+        cursor = self.connection.cursor(name=f"fetcher_stream_{id(sql)}", withhold=True)
+        cursor.execute(self._sql(sql))
+        return cursor
 
     def after_explicit_ids(self, table: str) -> None:
         self.connection.execute(

@@ -179,6 +179,7 @@ class PostgresDatabase(Database):
         return translated
 
     def insert(self, table: str, values: dict[str, Any], conflict: str = "", returning: bool = False) -> int:
+        values = _without_nul(values)
         names = ", ".join(values)
         sql = (f"INSERT INTO {table} ({names}) VALUES ({', '.join(f'%({n})s' for n in values)}) {conflict}"
                + (" RETURNING id" if returning else ""))
@@ -235,6 +236,16 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _without_nul(values: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL's text cannot hold U+0000 (SQLite's can): where a page's text or
+    title has one, it is stored as U+FFFD, the replacement character, rather
+    than the fetch failing. The only way a PostgreSQL store's output can differ."""
+    if not any(isinstance(value, str) and "\x00" in value for value in values.values()):
+        return values
+    return {name: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+            for name, value in values.items()}
 
 
 def statements(sql: str) -> Iterator[str]:

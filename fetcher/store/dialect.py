@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 # A row: read by column name (row["sha256"]) and in order (tuple(row)).
@@ -53,6 +53,17 @@ class Database:
     def begin(self) -> None:
         """Start a write transaction."""
         raise NotImplementedError
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction: committed at the end, rolled back if it raises."""
+        self.begin()
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
 
     def commit(self) -> None:
         self.execute("COMMIT")
@@ -276,13 +287,6 @@ def _rows(cursor: Any) -> Callable[[Any], _Row]:
     return lambda values: shaped(values)
 
 
-@contextmanager
-def write_transaction(db: Database) -> Iterator[None]:
+def write_transaction(db: Database) -> AbstractContextManager[None]:
     """One write transaction on `db`: committed at the end, rolled back if it raises."""
-    db.begin()
-    try:
-        yield
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
+    return db.transaction()

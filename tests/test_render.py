@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -110,13 +109,17 @@ def test_no_render_for_a_one_off_and_off_without_a_browser(tmp_path):
         url = serve_app(server)
         write_config(tmp_path, [url])
         once = json.loads(run_fetcher(tmp_path, "fetch", "--json", "--no-render", url).stdout)
-        assert once["outcome"] == "empty" and (once["render"], once["render_reason"]) == ("not-needed", "fetch --no-render")
-        write_config(tmp_path, [url], text='[render]\nbrowser = "/nonexistent/chromium"\n')
-        off = run_fetcher(tmp_path, "fetch", "--json", url)
-        audit = run_fetcher(tmp_path, "audit")
+        # --no-render: the static extraction stands as it is (here the shell's menu), nothing rendered
+        assert (once["render"], once["render_reason"]) == ("not-needed", "fetch --no-render")
+        assert SENTENCES[0] not in (once["text"] or "")
+        (tmp_path / "off").mkdir()  # a store of its own: the one-off above stored the static page
+        write_config(tmp_path / "off", [url], text='[render]\nbrowser = "/nonexistent/chromium"\n')
+        off = run_fetcher(tmp_path / "off", "fetch", "--json", url)
+        audit = run_fetcher(tmp_path / "off", "audit")
         assert server.hits("/app.js") == 0
     snapshot = json.loads(off.stdout)
-    assert snapshot["outcome"] == "empty" and snapshot["render"] == "off"
+    # the shell's menu is not taken for the page's text: empty, and said to be for want of a browser
+    assert snapshot["outcome"] == "empty" and snapshot["render"] == "off" and not snapshot["text"]
     assert "no browser at /nonexistent/chromium" in snapshot["render_reason"]
     assert off.stderr.count("rendering is off") == 1, off.stderr
     assert "without a browser" in audit.stdout, audit.stdout
@@ -185,25 +188,6 @@ def test_the_rule_sees_an_app_shell_and_obeys_the_configuration():
     assert decide(plain, 11, mode="always").render and decide(plain, 11, always_host=True).render
     assert decide(b'<html><body><app-root></app-root><script src="main.js"></script></body></html>', 0).render
     assert decide(b"<html><body><script>" + b"x" * 5000 + b"</script></body></html>", 0).render
-
-
-def test_a_schema_1_store_gains_the_render_columns_when_opened_for_writing(tmp_path):
-    (tmp_path / "s").mkdir()
-    db = sqlite3.connect(tmp_path / "s" / "fetcher.sqlite3")
-    from fetcher.store.schema import SCHEMA
-
-    db.executescript(SCHEMA.replace(",\n    render TEXT,\n    render_reason TEXT,\n    static_sha256 TEXT", ""))
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
-    reader = Store.existing(tmp_path / "s")
-    assert reader is not None and reader.latest("0123456789abcdef") is None  # read as it is
-    reader.close()
-    Store(tmp_path / "s").close()
-    db = sqlite3.connect(tmp_path / "s" / "fetcher.sqlite3")
-    columns = {row[1] for row in db.execute("PRAGMA table_info(fetches)")}
-    assert {"render", "render_reason", "static_sha256"} <= columns
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_fetch_options_default_to_the_configuration():

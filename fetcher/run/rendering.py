@@ -59,9 +59,11 @@ class RenderStep:
         if self._off is not None:
             self._notice(source)
             note = RenderNote(Rendering.OFF, f"{decision.reason}; rendering is off: {self._off}")
-            if extracted.outcome is Outcome.EMPTY:  # the audit tells this apart from a page that is empty
-                extracted = replace(extracted, detail=f"{NO_BROWSER}: the page looks like a client-side "
-                                                      f"app, rendering is off ({self._off})")
+            if decision.looks_like_app:  # its little static text is the shell's (a menu, a noscript notice),
+                # not the page's: empty, which the audit tells apart from a page that is empty
+                extracted = replace(extracted, outcome=Outcome.EMPTY, text="",
+                                    detail=f"{NO_BROWSER}: the page looks like a client-side app, rendering is"
+                                           f" off ({self._off})")
             return download, extracted, note
         async with self._slots.slot(host_of(download.final_url)):
             rendered = await self._browser.render(download, self._fetch)
@@ -79,7 +81,9 @@ class RenderStep:
         extracted = await self._extractor.extract(dom, RENDERED_TYPE, static.final_url)
         if rendered.blocked:
             refused = f"refused {len(rendered.blocked)} request(s) of the page: {rendered.blocked[0]}"
-            outcome = Outcome.OK if extracted.outcome is Outcome.OK else Outcome.RENDER_BLOCKED
+            # text as short as the shell's means what was refused was the page's content
+            enough = extracted.outcome is Outcome.OK and len(extracted.text) >= self._settings.min_text_chars
+            outcome = Outcome.OK if enough else Outcome.RENDER_BLOCKED
             extracted = replace(extracted, outcome=outcome, detail="; ".join(filter(None, (extracted.detail, refused))))
         return page, extracted, RenderNote(Rendering.RENDERED, reason, static=static)
 

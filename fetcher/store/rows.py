@@ -9,7 +9,6 @@ dict (`insert`)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -63,15 +62,11 @@ _DELIVERED = (
 )
 
 
-# Columns a store of schema 1 lacks (read as NULL when such a store is only read; writing upgrades it).
-V2_COLUMNS = frozenset({"render", "render_reason", "static_sha256"})
-
-
-def snapshot_query(with_text: bool = True, missing: frozenset[str] = frozenset()) -> str:
+def snapshot_query(with_text: bool = True) -> str:
     """SELECT … FROM fetches joined with contents and with the fetch that delivered
-    the body, one column per Snapshot field (text NULL without `with_text`, the
-    `missing` columns NULL); append a WHERE clause."""
-    nulls = missing | ({"text"} if not with_text else set())
+    the body, one column per Snapshot field (text NULL without `with_text`);
+    append a WHERE clause."""
+    nulls = {"text"} if not with_text else set()
     columns = [
         f"{'NULL' if field.name in nulls else _SNAPSHOT_COLUMNS.get(field.name, f'f.{field.name}')} AS {field.name}"
         for field in fields(Snapshot)
@@ -82,7 +77,7 @@ def snapshot_query(with_text: bool = True, missing: frozenset[str] = frozenset()
 _SNAPSHOT_FIELDS = tuple(field.name for field in fields(Snapshot))
 
 
-def snapshot_from(row: sqlite3.Row) -> Snapshot:
+def snapshot_from(row: Any) -> Snapshot:
     """A row of `snapshot_query` (its columns named after Snapshot's fields) as a Snapshot."""
     values = dict(zip(_SNAPSHOT_FIELDS, row))
     return Snapshot(**{
@@ -106,7 +101,7 @@ HEALTH_QUERY = f"SELECT {', '.join(HEALTH_COLUMNS)} FROM health "  # append a WH
 _HEALTH_MOMENTS = ("last_checked", "last_ok", "failing_since")
 
 
-def health_from(row: sqlite3.Row) -> Health:
+def health_from(row: Any) -> Health:
     """A row of HEALTH_QUERY (its columns named after Health's fields) as a Health."""
     values = dict(zip(HEALTH_COLUMNS, row))
     for name in _HEALTH_MOMENTS:
@@ -127,7 +122,7 @@ def health_row(health: Health) -> dict[str, Any]:
 CAPTURE_COLUMNS = "archive, timestamp, original, raw_url, captured_at, mime"
 
 
-def capture_from(row: sqlite3.Row) -> Capture:
+def capture_from(row: Any) -> Capture:
     return Capture(row["archive"], row["timestamp"], row["original"], row["raw_url"],
                    datetime.fromisoformat(row["captured_at"]), row["mime"])
 
@@ -143,19 +138,12 @@ def capture_row(capture: Capture | None) -> dict[str, Any]:
     }
 
 
-def run_from(row: sqlite3.Row) -> RunRecord:
+def run_from(row: Any) -> RunRecord:
     return RunRecord(
         id=row["id"], started_at=datetime.fromisoformat(row["started_at"]), finished_at=moment(row["finished_at"]),
         status=row["status"], trigger=row["trigger"], pid=row["pid"],
         summary=json.loads(row["summary"]) if row["summary"] else None,
     )
-
-
-def insert(db: sqlite3.Connection, table: str, values: dict[str, Any], verb: str = "INSERT") -> int:
-    """Write one row by column name; returns its rowid."""
-    names = ", ".join(values)
-    cursor = db.execute(f"{verb} INTO {table} ({names}) VALUES ({', '.join(':' + n for n in values)})", values)
-    return cursor.lastrowid or 0
 
 
 def moment(value: str | None) -> datetime | None:

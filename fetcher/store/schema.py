@@ -1,18 +1,24 @@
-"""The store's SQLite schema. Bump SCHEMA_VERSION, and add an upgrade step in
-UPGRADES, for any change once a version has shipped."""
+"""The store's schema, as one ordered list of versioned steps (STEPS), for both
+engines. A change once a version has shipped is one more Step at the end:
+its SQL (written for SQLite; fetcher.store.dialect turns its DDL words into
+PostgreSQL's) and, where the engines need different SQL, a `postgresql` text.
+SCHEMA_VERSION, what `fetcher store migrate` brings a store to, follows.
 
-SCHEMA_VERSION = 2
+A new store is made by running every step (see fetcher.store.migrations); an
+existing one older than the code is refused until `fetcher store migrate`."""
 
-# Version n-1 -> n: statements run, in one transaction, when a store of an older
-# version is opened for writing (SCHEMA below is already the newest form).
-UPGRADES: dict[int, tuple[str, ...]] = {
-    # 2: the rendering decision on each fetched page, and the static body kept beside a rendered DOM
-    2: (
-        "ALTER TABLE fetches ADD COLUMN render TEXT",
-        "ALTER TABLE fetches ADD COLUMN render_reason TEXT",
-        "ALTER TABLE fetches ADD COLUMN static_sha256 TEXT",
-    ),
-}
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Step:
+    version: int
+    sql: str  # SQLite's, and PostgreSQL's unless `postgresql` is given
+    postgresql: str | None = None
+    about: str = ""
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -56,10 +62,7 @@ CREATE TABLE IF NOT EXISTS fetches (
     archive_name TEXT,
     archive_url TEXT,
     captured_at TEXT,
-    transition TEXT,
-    render TEXT,
-    render_reason TEXT,
-    static_sha256 TEXT
+    transition TEXT
 );
 CREATE INDEX IF NOT EXISTS fetches_by_resource ON fetches(resource_id, id);
 -- The fetches that received a body (not a 304, not an archived copy already held):
@@ -103,3 +106,31 @@ CREATE TABLE IF NOT EXISTS captures (
     PRIMARY KEY (resource_id, archive)
 );
 """
+
+# Bodies in the database (PostgreSQL's default; SQLite keeps them as files):
+# content-addressed, gzip-compressed as in files.
+BODIES_TABLE = """
+CREATE TABLE IF NOT EXISTS bodies (
+    sha256 TEXT PRIMARY KEY,
+    gzipped BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fetcher_schema (version INTEGER NOT NULL);
+"""
+
+# Statements a store opened for writing runs every time: what was added to a
+# version without a bump (idempotent, no data changes).
+ENSURE = """
+CREATE INDEX IF NOT EXISTS fetches_delivering ON fetches(resource_id, sha256, id)
+    WHERE http_status IS NOT NULL AND outcome != 'not-modified';
+"""
+
+STEPS: tuple[Step, ...] = (
+    Step(1, SCHEMA, SCHEMA + BODIES_TABLE, "resources, contents, fetches, health, runs, captures"),
+    Step(2, """
+ALTER TABLE fetches ADD COLUMN render TEXT;
+ALTER TABLE fetches ADD COLUMN render_reason TEXT;
+ALTER TABLE fetches ADD COLUMN static_sha256 TEXT;
+""", about="the rendering decision on each fetched page, and the static body kept beside a rendered DOM"),
+)
+
+SCHEMA_VERSION = STEPS[-1].version

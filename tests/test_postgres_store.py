@@ -166,3 +166,28 @@ def test_one_refresh_at_a_time_on_postgresql_too(tmp_path, origin, pg_url):
     lock.release()
     assert CliRunner().invoke(cli, ["--config", str(config), "refresh"]).exit_code == 0
     holder.close()
+
+
+def test_a_database_lost_while_reading_is_one_line(tmp_path, origin, pg_url):
+    """The server ends the reading command's connection (a restart, a failover): the
+    command says so in one line, with no traceback and no password."""
+    import psycopg
+
+    from fetcher.core.config import load_config
+    from fetcher.core.errors import StoreLost
+    from fetcher.store.opening import open_existing
+
+    config = write_config(tmp_path, sources(origin)[:1], database=pg_url, retries=0)
+    fetcher(config, "refresh")
+    store = open_existing(load_config(config))
+    assert store is not None
+    assert store.latest(resource_id(sources(origin)[0])) is not None
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # what a server restart does to it
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    try:
+        store.latest(resource_id(sources(origin)[0]))
+    except StoreLost as error:
+        assert "lost the connection to the database" in str(error) and "\n" not in str(error)
+    else:
+        raise AssertionError("a lost connection went unnoticed")

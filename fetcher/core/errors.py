@@ -67,6 +67,12 @@ class StoreWriteFailed(StoreError):
     or locked database): the run stops loudly and is recorded as failed."""
 
 
+class StoreLost(StoreWriteFailed):
+    """The connection to the store's database server broke (it stopped, restarted,
+    or the network went): a reading command says so in one line, a run stops as
+    for a failed write."""
+
+
 class Busy(FetcherError):
     """Another run holds the lock; the message says which."""
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from fetcher.core.errors import StoreLost
+
 # A row: read by column name (row["sha256"]) and in order (tuple(row)).
 Row = Any
 
@@ -180,7 +182,22 @@ class PostgresDatabase(Database):
         self._translated: dict[str, str] = {}
 
     def execute(self, sql: str, params: Any = ()) -> Any:
-        return self.connection.execute(self._sql(sql), params)
+        with self._lost():
+            return self.connection.execute(self._sql(sql), params)
+
+    @contextmanager
+    def _lost(self) -> Iterator[None]:
+        """A broken connection (the server stopped or went away) is StoreLost: one line,
+        for reading commands too; other errors stay as they are (see _machine_trouble)."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.OperationalError as error:
+            if not self.connection.broken and not self.connection.closed:
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StoreLost(f"{self.where}: lost the connection to the database: {first}") from error
 
     def _sql(self, sql: str) -> str:
         translated = self._translated.get(sql)
@@ -208,8 +225,9 @@ class PostgresDatabase(Database):
 
     def stream(self, sql: str) -> Any:
         """A server-side cursor (WITH HOLD: no transaction is left open while it is read)."""
-        cursor = self.connection.cursor(name=f"fetcher_stream_{id(sql)}", withhold=True)
-        cursor.execute(self._sql(sql))
+        with self._lost():
+            cursor = self.connection.cursor(name=f"fetcher_stream_{id(sql)}", withhold=True)
+            cursor.execute(self._sql(sql))
         return cursor
 
     def after_explicit_ids(self, table: str) -> None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
+import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,8 @@ from fetcher.core.config import load_config
 from fetcher.core.models import Snapshot
 from fetcher.extract.extractor import extract
 from fetcher.extract.render_rule import decide
-from fetcher.net.proctree import browser_pids
+from fetcher.net import browser
+from fetcher.net.proctree import browser_pids, driver_pids
 from fetcher.run.pipeline import FetchOptions, Pipeline
 from fetcher.store.sqlite import Store
 from tests.conftest import FIXTURES, FakeSleep, run_fetcher, write_config
@@ -162,6 +166,66 @@ def test_a_browser_over_its_memory_cap_is_killed_and_the_page_failed(tmp_path):
         url = serve_app(server)
         done = refresh(tmp_path, [url], render={"max_memory": 64 * 1024 * 1024})
     assert done[url].outcome.value == "render-failed" and "max_memory" in done[url].detail
+
+
+def kill_when(server: Origin, path: str, pids: Any, how: int = signal.SIGKILL) -> tuple[threading.Thread, list[float]]:
+    """From another thread: once `path` is requested (the browser is mid-page), signal `pids()`."""
+    killed: list[float] = []
+
+    def watch() -> None:
+        ends = time.monotonic() + 30
+        while server.hits(path) == 0 and time.monotonic() < ends:
+            time.sleep(0.02)
+        killed.append(time.monotonic())
+        for pid in pids():
+            os.kill(pid, how)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, killed
+
+
+@needs_browser
+def test_a_browser_killed_mid_page_fails_that_page_at_once_and_the_next_renders(tmp_path):
+    """Its processes SIGKILLed from outside while the page loads a script that
+    never ends: the page is render-failed long before its 20 s deadline, the next
+    page of the same run gets a new browser, and nothing is left running."""
+    with Origin() as server:
+        server.route("/never.js", trickle(b"//" + b" " * 200, 1, 1.0))
+        hangs = server.route("/hangs", html(shell('<script src="/never.js"></script>')))
+        app = serve_app(server)
+        thread, killed = kill_when(server, "/never.js", browser_pids)
+        started = time.monotonic()
+        done = refresh(tmp_path, [hangs, app], render={"deadline": 20, "concurrency": 1})
+        took = time.monotonic() - started
+        thread.join()
+    assert killed and killed[0] - started < took
+    assert done[hangs].outcome.value == "render-failed", done[hangs]
+    assert "the browser" in done[hangs].detail and ("went away" in done[hangs].detail or "ended" in done[hangs].detail)
+    assert done[app].outcome.value == "ok" and SENTENCES[0] in done[app].text
+    assert took < 15, took  # far inside the 20 s deadline: the killed page did not wait for it
+    assert driver_pids() == []
+
+
+@needs_browser
+def test_a_wedged_driver_is_killed_and_the_next_page_gets_a_new_one(tmp_path, monkeypatch):
+    """The Playwright driver stopped (SIGSTOP) mid-page answers nothing ever again:
+    the page still ends within its deadline plus the closing margin, the driver and
+    the browser are killed, and the next page renders with fresh ones."""
+    monkeypatch.setattr(browser, "CLOSE_WITHIN", 1.0)
+    with Origin() as server:
+        server.route("/never.js", trickle(b"//" + b" " * 200, 1, 1.0))
+        hangs = server.route("/hangs", html(shell('<script src="/never.js"></script>')))
+        app = serve_app(server)
+        thread, _stopped = kill_when(server, "/never.js", driver_pids, signal.SIGSTOP)
+        started = time.monotonic()
+        done = refresh(tmp_path, [hangs, app], render={"deadline": 2, "concurrency": 1})
+        took = time.monotonic() - started
+        thread.join()
+    assert done[hangs].outcome.value == "render-timeout" and "within 2s" in done[hangs].detail, done[hangs]
+    assert done[app].outcome.value == "ok" and SENTENCES[0] in done[app].text
+    assert took < 15, took
+    assert driver_pids() == []
 
 
 def test_no_corpus_page_would_be_rendered():

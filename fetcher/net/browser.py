@@ -134,6 +134,7 @@ class Browser:
         self._starting = asyncio.Lock()
         self._playwright: Any = None
         self._driver: list[int] = []  # the Playwright driver's node process, our child
+        self._abandoned: list[Any] = []  # drivers killed as wedged
         self._launch: _Launch | None = None
         self._open = 0
         self._watch: asyncio.Task[None] | None = None
@@ -338,7 +339,12 @@ class Browser:
         kill(browser_pids())
 
     def _stop_driver(self) -> None:
-        """Kill the Playwright driver (our child, node): nothing of it is awaited."""
+        """Kill the Playwright driver (our child, node): nothing of it is awaited here."""
+        if self._playwright is not None:
+            self._abandoned.append(self._playwright)  # its pipes are closed by close(), once it is dead
+            with contextlib.suppress(Exception):  # Playwright's own "connection closed" note, read so that
+                failed = self._playwright.stop.__self__._client._transport.on_error_future  # asyncio does not
+                failed.add_done_callback(lambda future: future.cancelled() or future.exception())  # print it
         self._playwright = None
         kill(self._driver + browser_pids())
         self._driver = []
@@ -361,6 +367,10 @@ class Browser:
                 await asyncio.wait_for(playwright.stop(), CLOSE_WITHIN)
         kill(self._driver + browser_pids())
         self._driver = []
+        for dead in self._abandoned:  # killed already: this only closes our ends of its pipes
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(dead.stop(), 1.0)
+        self._abandoned = []
 
 
 def _judged(page: _Page, rendered: Rendered) -> Rendered:

@@ -27,7 +27,7 @@ from fetcher.core.models import Snapshot
 from fetcher.extract.extractor import extract
 from fetcher.extract.render_rule import decide
 from fetcher.net import browser
-from fetcher.net.proctree import browser_pids, driver_pids
+from fetcher.net.proctree import browser_pids, driver_pids, kill
 from fetcher.run.pipeline import FetchOptions, Pipeline
 from fetcher.store.sqlite import Store
 from tests.conftest import FIXTURES, FakeSleep, run_fetcher, write_config
@@ -205,6 +205,35 @@ def test_a_browser_killed_mid_page_fails_that_page_at_once_and_the_next_renders(
     assert done[app].outcome.value == "ok" and SENTENCES[0] in done[app].text
     assert took < 15, took  # far inside the 20 s deadline: the killed page did not wait for it
     assert driver_pids() == []
+
+
+@needs_browser
+def test_a_browser_killed_while_it_opens_a_tab_does_not_hang_the_run(tmp_path, monkeypatch):
+    """The hang found in issue 15: SIGKILLed ~0.08 s into `new_page()` (the tab's target
+    created, not yet initialised), Playwright's new_page() never returned and the run
+    never ended. Now that page is render-failed at once and the other page renders."""
+    from playwright.async_api import BrowserContext
+
+    new_page, calls = BrowserContext.new_page, []
+
+    async def killed_meanwhile(context: Any) -> Any:
+        opening = asyncio.ensure_future(new_page(context))
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(0.08)
+            kill(browser_pids())
+        return await opening
+
+    monkeypatch.setattr(BrowserContext, "new_page", killed_meanwhile)
+    with Origin() as server:
+        app = serve_app(server)
+        first_url = server.route("/first", html(shell('<script src="/app.js"></script>')))
+        started = time.monotonic()
+        done = refresh(tmp_path, [first_url, app], render={"deadline": 20, "concurrency": 1})
+        took = time.monotonic() - started
+    failed = [snap for snap in done.values() if snap.outcome.value == "render-failed"]
+    assert len(failed) == 1 and "the browser" in failed[0].detail, done  # the page whose tab was opening
+    assert sorted(snap.outcome.value for snap in done.values()) == ["ok", "render-failed"] and took < 15, took
 
 
 @needs_browser

@@ -12,7 +12,8 @@ is not requested twice); a later navigation of the page (a script setting
 `location`) is refused and the page is `render-navigated`. A page has
 `deadline` seconds to load and settle; a rendered DOM over `max_dom_bytes` is
 `too-large`. A browser whose processes hold more than `max_memory` bytes, or
-that does not close a page, is killed and started again for the next page.
+that does not close a page, is killed and started again for the next page; no
+await on Playwright is unbounded (see Browser).
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ class Browser:
                 work.cancel()
         if work.done() and not work.cancelled():
             return work.result()
-        launch.kill(f"the browser did not end a page within {bound:g}s; killed and restarted")
+        if not launch.dead.is_set():
+            launch.kill(f"the browser did not end a page within {bound:g}s; killed and restarted")
         await asyncio.wait({work}, timeout=CLOSE_WITHIN)  # its own closing is skipped: the browser is dead
         return Rendered(Outcome.RENDER_FAILED, document.final_url, detail=f"rendering failed: {launch.why}")
 

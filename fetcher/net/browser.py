@@ -131,7 +131,7 @@ class Browser:
     def __init__(self, settings: RenderSettings, user_agent: str):
         self._settings = settings
         self._user_agent = user_agent
-        self._turns = asyncio.Semaphore(settings.concurrency)
+        self.turn = asyncio.Semaphore(settings.concurrency)  # held by render(); `concurrency` pages at a time
         self._starting = asyncio.Lock()
         self._playwright: Any = None
         self._driver: list[int] = []  # the Playwright driver's node process, our child
@@ -149,17 +149,21 @@ class Browser:
     async def render(self, document: Download, fetch: Fetch) -> Rendered:
         """Render `document` (a static fetch's HTML) at its final URL, its
         subresources fetched by `fetch`. Always returns a classified Rendered."""
-        async with self._turns:
-            try:
-                launch = await self._started()
-            except Exception as error:  # noqa: BLE001 - a browser that will not start fails this page only
-                return Rendered(Outcome.RENDER_FAILED, document.final_url,
-                                detail=f"the browser did not start: {_why(error)}")
-            self._open += 1
-            try:
-                return await self._fenced(launch, document, fetch)
-            finally:
-                self._open -= 1
+        async with self.turn:
+            return await self.render_in_turn(document, fetch)
+
+    async def render_in_turn(self, document: Download, fetch: Fetch) -> Rendered:
+        """render(), for a caller already holding `turn` (whose own time limit should not count the wait)."""
+        try:
+            launch = await self._started()
+        except Exception as error:  # noqa: BLE001 - a browser that will not start fails this page only
+            return Rendered(Outcome.RENDER_FAILED, document.final_url,
+                            detail=f"the browser did not start: {_why(error)}")
+        self._open += 1
+        try:
+            return await self._fenced(launch, document, fetch)
+        finally:
+            self._open -= 1
 
     async def _fenced(self, launch: _Launch, document: Download, fetch: Fetch) -> Rendered:
         """The page's work, ended as soon as its browser dies, and never longer than

@@ -78,19 +78,20 @@ class RenderStep:
         """The outer fence: whatever happens inside the browser module, one page's
         render ends within render_bound(); past it, the browser and its driver are
         killed (the next page starts afresh) and the page is `render-timeout`."""
-        work = asyncio.create_task(self._browser.render(download, self._fetch))
-        bound = render_bound(self._settings)
-        try:
-            done, _ = await asyncio.wait({work}, timeout=bound)
-        finally:
-            if not work.done():
-                work.cancel()
-        if done:
-            return work.result()
-        why = f"the page's rendering did not end within {bound:g}s; the browser and its driver were killed"
-        log.warning("render: %s: %s", download.final_url, why)
-        self._browser.reset(why)
-        await asyncio.wait({work}, timeout=1.0)  # it unwinds now that the driver is gone; not waited for longer
+        async with self._browser.turn:  # waiting for a turn is not rendering: the fence starts after it
+            work = asyncio.create_task(self._browser.render_in_turn(download, self._fetch))
+            bound = render_bound(self._settings)
+            try:
+                done, _ = await asyncio.wait({work}, timeout=bound)
+            finally:
+                if not work.done():
+                    work.cancel()
+            if done:
+                return work.result()
+            why = f"the page's rendering did not end within {bound:g}s; the browser and its driver were killed"
+            log.warning("render: %s: %s", download.final_url, why)
+            self._browser.reset(why)
+            await asyncio.wait({work}, timeout=1.0)  # it unwinds now that the driver is gone; not waited for longer
         return Rendered(Outcome.RENDER_TIMEOUT, download.final_url, detail=why)
 
     async def _extracted(self, static: Download, rendered: Rendered, reason: str) -> Step:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,8 @@ from fetcher.core.config import load_config
 from fetcher.core.models import Snapshot
 from fetcher.extract.extractor import extract
 from fetcher.extract.render_rule import decide
-from fetcher.net.proctree import browser_pids
+from fetcher.net import browser
+from fetcher.net.proctree import browser_pids, driver_pids, kill
 from fetcher.run.pipeline import FetchOptions, Pipeline
 from fetcher.store.sqlite import Store
 from tests.conftest import FIXTURES, FakeSleep, run_fetcher, write_config
@@ -165,6 +169,95 @@ def test_a_browser_over_its_memory_cap_is_killed_and_the_page_failed(tmp_path):
         url = serve_app(server)
         done = refresh(tmp_path, [url], render={"max_memory": 64 * 1024 * 1024})
     assert done[url].outcome.value == "render-failed" and "max_memory" in done[url].detail
+
+
+def kill_when(server: Origin, path: str, pids: Any, how: int = signal.SIGKILL) -> tuple[threading.Thread, list[float]]:
+    """From another thread: once `path` is requested (the browser is mid-page), signal `pids()`."""
+    killed: list[float] = []
+
+    def watch() -> None:
+        ends = time.monotonic() + 30
+        while server.hits(path) == 0 and time.monotonic() < ends:
+            time.sleep(0.02)
+        killed.append(time.monotonic())
+        for pid in pids():
+            os.kill(pid, how)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, killed
+
+
+@needs_browser
+def test_a_browser_killed_mid_page_fails_that_page_at_once_and_the_next_renders(tmp_path):
+    """Its processes SIGKILLed from outside while the page loads a script that
+    never ends: the page is render-failed long before its 20 s deadline, the next
+    page of the same run gets a new browser, and nothing is left running."""
+    with Origin() as server:
+        server.route("/never.js", trickle(b"//" + b" " * 200, 1, 1.0))
+        hangs = server.route("/hangs", html(shell('<script src="/never.js"></script>')))
+        app = serve_app(server)
+        thread, killed = kill_when(server, "/never.js", browser_pids)
+        started = time.monotonic()
+        done = refresh(tmp_path, [hangs, app], render={"deadline": 20, "concurrency": 1})
+        took = time.monotonic() - started
+        thread.join()
+    assert killed and killed[0] - started < took
+    assert done[hangs].outcome.value == "render-failed", done[hangs]
+    assert "the browser" in done[hangs].detail and ("went away" in done[hangs].detail or "ended" in done[hangs].detail)
+    assert done[app].outcome.value == "ok" and SENTENCES[0] in done[app].text
+    assert took < 15, took  # far inside the 20 s deadline: the killed page did not wait for it
+    assert driver_pids() == []
+
+
+@needs_browser
+def test_a_browser_killed_while_it_opens_a_tab_does_not_hang_the_run(tmp_path, monkeypatch):
+    """The hang found in issue 15: SIGKILLed ~0.08 s into `new_page()` (the tab's target
+    created, not yet initialised), Playwright's new_page() never returned and the run
+    never ended. Now that page is render-failed at once and the other page renders."""
+    from playwright.async_api import BrowserContext
+
+    new_page, calls = BrowserContext.new_page, []
+
+    async def killed_meanwhile(context: Any) -> Any:
+        opening = asyncio.ensure_future(new_page(context))
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(0.08)
+            kill(browser_pids())
+        return await opening
+
+    monkeypatch.setattr(BrowserContext, "new_page", killed_meanwhile)
+    with Origin() as server:
+        app = serve_app(server)
+        first_url = server.route("/first", html(shell('<script src="/app.js"></script>')))
+        started = time.monotonic()
+        done = refresh(tmp_path, [first_url, app], render={"deadline": 20, "concurrency": 1})
+        took = time.monotonic() - started
+    failed = [snap for snap in done.values() if snap.outcome.value == "render-failed"]
+    assert len(failed) == 1 and "the browser" in failed[0].detail, done  # the page whose tab was opening
+    assert sorted(snap.outcome.value for snap in done.values()) == ["ok", "render-failed"] and took < 15, took
+
+
+@needs_browser
+def test_a_wedged_driver_is_killed_and_the_next_page_gets_a_new_one(tmp_path, monkeypatch):
+    """The Playwright driver stopped (SIGSTOP) mid-page answers nothing ever again:
+    the page still ends within its deadline plus the closing margin, the driver and
+    the browser are killed, and the next page renders with fresh ones."""
+    monkeypatch.setattr(browser, "CLOSE_WITHIN", 1.0)
+    with Origin() as server:
+        server.route("/never.js", trickle(b"//" + b" " * 200, 1, 1.0))
+        hangs = server.route("/hangs", html(shell('<script src="/never.js"></script>')))
+        app = serve_app(server)
+        thread, _stopped = kill_when(server, "/never.js", driver_pids, signal.SIGSTOP)
+        started = time.monotonic()
+        done = refresh(tmp_path, [hangs, app], render={"deadline": 2, "concurrency": 1})
+        took = time.monotonic() - started
+        thread.join()
+    assert done[hangs].outcome.value == "render-timeout" and "within 2s" in done[hangs].detail, done[hangs]
+    assert done[app].outcome.value == "ok" and SENTENCES[0] in done[app].text
+    assert took < 15, took
+    assert driver_pids() == []
 
 
 def test_no_corpus_page_would_be_rendered():

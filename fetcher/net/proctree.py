@@ -44,6 +44,27 @@ def browser_pids(root: int | None = None) -> list[int]:
     return sorted(found)
 
 
+def driver_pids() -> list[int]:
+    """The live Playwright driver processes (node ... run-driver) descending from this process."""
+    table = _table()
+    mine, todo = [], [os.getpid()]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, _name, state) in table.items():
+            if ppid == parent:
+                todo.append(pid)
+                if state != "Z" and _is_driver(pid):
+                    mine.append(pid)
+    return sorted(mine)
+
+
+def _is_driver(pid: int) -> bool:
+    try:
+        return b"run-driver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def resident_bytes(pids: list[int]) -> int:
     """Resident memory of these processes together: the sum of their PSS (each
     shared page split among the processes sharing it, so Chromium's many

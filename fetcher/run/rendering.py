@@ -11,6 +11,7 @@ rules — with no per-host slots of their own (the page's slot is held meanwhile
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 
@@ -22,7 +23,7 @@ from fetcher.core.outcomes import NO_BROWSER, Outcome, Rendering
 from fetcher.core.sources import host_of
 from fetcher.extract.extractor import Extractor
 from fetcher.extract.render_rule import decide
-from fetcher.net.browser import Browser, Rendered, browser_available
+from fetcher.net.browser import Browser, Rendered, browser_available, render_bound
 from fetcher.net.download import Downloader
 from fetcher.net.hosts import HostSlots
 
@@ -66,7 +67,7 @@ class RenderStep:
                                            f" off ({self._off})")
             return download, extracted, note
         async with self._slots.slot(host_of(download.final_url)):
-            rendered = await self._browser.render(download, self._fetch)
+            rendered = await self._fenced(download)
         if rendered.outcome is not Outcome.OK:
             if extracted.outcome is Outcome.OK and not decision.looks_like_app:  # configured; the static text stands
                 reason = f"{decision.reason}; rendering failed ({rendered.outcome}: {rendered.detail}), static text kept"
@@ -74,6 +75,26 @@ class RenderStep:
             failed = Extracted(rendered.outcome, "html", detail=rendered.detail)
             return download, failed, RenderNote(Rendering.FAILED, decision.reason, static=download)
         return await self._extracted(download, rendered, decision.reason)
+
+    async def _fenced(self, download: Download) -> Rendered:
+        """The outer fence: whatever happens inside the browser module, one page's
+        render ends within render_bound(); past it, the browser and its driver are
+        killed (the next page starts afresh) and the page is `render-timeout`."""
+        async with self._browser.turn:  # waiting for a turn is not rendering: the fence starts after it
+            work = asyncio.create_task(self._browser.render_in_turn(download, self._fetch))
+            bound = render_bound(self._settings)
+            try:
+                done, _ = await asyncio.wait({work}, timeout=bound)
+            finally:
+                if not work.done():
+                    work.cancel()
+            if done:
+                return work.result()
+            why = f"the page's rendering did not end within {bound:g}s; the browser and its driver were killed"
+            log.warning("render: %s: %s", download.final_url, why)
+            self._browser.reset(why)
+            await asyncio.wait({work}, timeout=1.0)  # it unwinds now that the driver is gone; not waited for longer
+        return Rendered(Outcome.RENDER_TIMEOUT, download.final_url, detail=why)
 
     async def _extracted(self, static: Download, rendered: Rendered, reason: str) -> Step:
         dom = rendered.html.encode("utf-8")

@@ -98,6 +98,15 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """`fetcher worker` on a PostgreSQL store: a worker whose heartbeat is older
+    than `lease` seconds is taken for dead and its sources go to the others."""
+
+    lease: float = _setting(60.0, "float", 1)
+    queue: str = _setting("fetcher", "str")
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = _setting("info", "level")
     format: str = _setting("text", "log_format")
@@ -116,6 +125,7 @@ class Config:
     refresh: RefreshPolicy = RefreshPolicy()
     schedule: ScheduleSettings = ScheduleSettings()
     log: LogSettings = LogSettings()
+    workers: WorkerSettings = WorkerSettings()
 
     def source_by_id(self, resource_id: str) -> Source | None:
         return next((s for s in self.sources if s.resource_id == resource_id), None)
@@ -126,7 +136,7 @@ LOG_FORMATS = ("text", "json")
 ROBOTS_MODES = ("obey", "ignore")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_TABLES = {"storage", "fetch", "preview", "archive", "refresh", "schedule", "log", "sources"}
+_TABLES = {"storage", "fetch", "preview", "archive", "refresh", "schedule", "log", "sources", "workers"}
 
 
 def config_path(explicit: str | None) -> Path:
@@ -169,6 +179,7 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
         schedule=_settings(ScheduleSettings, _table(raw, "schedule", _names(ScheduleSettings), where), "[schedule]",
                            where),
         log=_log_settings(_table(raw, "log", _names(LogSettings), where), base, where),
+        workers=_settings(WorkerSettings, _table(raw, "workers", _names(WorkerSettings), where), "[workers]", where),
     )
 
 

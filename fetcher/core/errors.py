@@ -80,6 +80,11 @@ class Stopped(FetcherError):
     source is left unfinished (no row; it stays due) rather than failed."""
 
 
+class AlreadyFetched(Stopped):
+    """Another worker stored this source for this run first: the fetch in hand is
+    rolled back (a run stores each of its sources once)."""
+
+
 class ExtractFailed(FetcherError):
     """An extraction library could not process a document (translated, cause kept)."""
 

@@ -1,0 +1,93 @@
+"""The run queue on procrastinate (PostgreSQL): one job a source, in the
+store's own database.
+
+`enqueue` puts a run on the board (fetcher.run.board) and defers one
+`fetcher.fetch` job for each of its sources, interleaved by host. A worker
+(fetcher.run.worker) runs the jobs. procrastinate gives the rest: jobs taken
+with SKIP LOCKED (one worker a job), a heartbeat per worker, and retries: a job
+cut short by a worker's shutdown goes back to the queue, and a worker whose
+heartbeat is older than the lease has its jobs put back by the others
+(`recover_stalled`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import procrastinate
+import psycopg
+from procrastinate import exceptions as queue_errors
+
+from fetcher.core.models import Source
+from fetcher.run import board
+from fetcher.run.pipeline import interleave_by_host
+
+log = logging.getLogger("fetcher")
+TASK = "fetcher.fetch"
+BATCH = 10_000  # jobs deferred in one statement
+Fetch = Callable[[Any, int, str], Awaitable[None]]
+
+
+def make_app(url: str, queue: str, fetch: Fetch | None = None, attempts: int = 20) -> procrastinate.App:
+    """A procrastinate app on the database at `url` with the one task. A worker
+    passes `fetch` (what the task does); who only enqueues does not."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+
+    async def fetch_source(context: Any, run_id: int, resource_id: str) -> None:
+        if fetch is None:
+            raise RuntimeError("this process only enqueues")
+        await fetch(context, run_id, resource_id)
+
+    app.task(name=TASK, queue=queue, pass_context=True, retry=procrastinate.RetryStrategy(max_attempts=attempts))(
+        fetch_source
+    )
+    return app
+
+
+async def create_schema(app: procrastinate.App, url: str) -> None:
+    """procrastinate's tables and the board's, once (creating them twice is harmless)."""
+    with psycopg.connect(url, autocommit=True) as db:
+        exists = db.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+        if not (exists and exists[0]):
+            with db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(8123, 0)")
+                again = db.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+                if not (again and again[0]):
+                    db.execute(app.schema_manager.get_schema())
+        board.create_schema(db)
+
+
+async def enqueue(
+    app: procrastinate.App, url: str, run_id: int, started_at: datetime, trigger: str,
+    sources: list[Source], not_due: int, options: dict[str, bool],
+) -> None:
+    """Put the run on the board and a job for each source on the queue."""
+    ordered = list(interleave_by_host(sources))
+    with psycopg.connect(url, autocommit=True) as db:
+        board.add_run(db, run_id, started_at, trigger, options, ordered, not_due)
+    task = app.tasks[TASK]
+    for start in range(0, len(ordered), BATCH):
+        chunk = ordered[start:start + BATCH]
+        jobs: list[dict[str, Any]] = [{"run_id": run_id, "resource_id": s.resource_id} for s in chunk]
+        await task.batch_defer_async(*jobs)
+    log.info("run %d queued: %d sources", run_id, len(ordered))
+
+
+async def recover_stalled(app: procrastinate.App, queue: str, lease: float) -> int:
+    """Put back on the queue the jobs of workers not heard from for `lease`
+    seconds (killed, or cut off): others take them. Returns how many."""
+    stalled = await app.job_manager.get_stalled_jobs(queue=queue, seconds_since_heartbeat=lease)
+    count = 0
+    for job in stalled:
+        try:
+            await app.job_manager.retry_job(job)
+            count += 1
+        except queue_errors.ProcrastinateException as error:  # another worker put it back first
+            log.debug("job %s not put back: %s", job.id, error)
+    if count:
+        log.warning("put back %d jobs of workers silent for over %gs", count, lease)
+    await app.job_manager.prune_stalled_workers(lease)
+    return count

@@ -1,0 +1,124 @@
+"""Per-host limits kept across every worker of a PostgreSQL store (fetcher.net.hosts.Slots).
+
+Concurrency: a host has `per_host_concurrency` slots, each a PostgreSQL session
+advisory lock (the host's hash, slot number) taken on this worker's own
+connection. A worker that dies loses its connection, and the server releases
+its locks with it: a killed worker never holds a host's slot.
+
+Pacing: one row per host (fetcher_host_pace) holds when the next request may
+start. Taking a turn is one atomic statement that reserves the later of that
+time and the database's clock, and moves it on by the host's delay; the worker
+then sleeps until its turn. Every worker reads the one database clock, so
+machines' clocks need not agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+
+from fetcher.net.hosts import Sleep
+
+PACE_TABLE = """
+CREATE TABLE IF NOT EXISTS fetcher_host_pace (
+    host text PRIMARY KEY,
+    next_start timestamptz NOT NULL,
+    delay double precision NOT NULL
+)"""
+
+# The wait (seconds) before this request's turn, its turn reserved in one statement.
+_TAKE_TURN = """
+INSERT INTO fetcher_host_pace AS p (host, next_start, delay)
+VALUES (%(host)s, clock_timestamp() + make_interval(secs => %(delay)s), %(delay)s)
+ON CONFLICT (host) DO UPDATE SET
+    next_start = greatest(p.next_start + make_interval(secs => greatest(p.delay, %(delay)s) - p.delay),
+                          clock_timestamp()) + make_interval(secs => greatest(p.delay, %(delay)s)),
+    delay = greatest(p.delay, %(delay)s)
+RETURNING extract(epoch FROM next_start - clock_timestamp()) - delay
+"""
+
+POLL_FIRST, POLL_MOST = 0.01, 0.1  # seconds between tries for a busy host's slot
+
+
+def host_key(host: str) -> int:
+    """The host's advisory lock class: a stable signed 32-bit hash (two hosts
+    that share one only share their slots, which errs on the polite side)."""
+    return zlib.crc32(host.encode("utf-8")) - (1 << 31)
+
+
+class SharedHostSlots:
+    """Use as `async with SharedHostSlots(url, per_host, delay) as slots:`."""
+
+    def __init__(self, url: str, per_host: int, delay: float, sleep: Sleep = asyncio.sleep):
+        self._url = url
+        self._per_host = per_host
+        self._delay = delay
+        self._sleep = sleep
+        self._raised: dict[str, float] = {}
+        self._turn = asyncio.Lock()  # one statement at a time on the connection
+
+    async def __aenter__(self) -> SharedHostSlots:
+        self._db = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        await self._db.execute(PACE_TABLE)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._db.close()  # and with it, any lock still held
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        number = await self._take_slot(host)
+        try:
+            wait = await self._safely(self._query_one, _TAKE_TURN, {"host": host, "delay": self._delay_of(host)})
+            if wait > 0:
+                await self._sleep(wait)
+            yield
+        finally:
+            await self._safely(self._query_one, "SELECT pg_advisory_unlock(%s, %s)::int", (host_key(host), number))
+
+    def raise_delay(self, host: str, delay: float) -> None:
+        """Space the host's starts at least `delay` apart, for every worker: the
+        next turn this worker takes raises the host's shared delay."""
+        self._raised[host] = max(self._raised.get(host, 0.0), delay)
+
+    def _delay_of(self, host: str) -> float:
+        return max(self._delay, self._raised.get(host, 0.0))
+
+    async def _take_slot(self, host: str) -> int:
+        """A free slot of the host's, waiting (polling, backing off) while all are held."""
+        pause, key = POLL_FIRST, host_key(host)
+        first = random.randrange(self._per_host)  # noqa: S311 - spreads workers over the slots
+        while True:
+            for offset in range(self._per_host):
+                number = (first + offset) % self._per_host
+                if await self._try_lock(key, number):
+                    return number
+            await asyncio.sleep(pause * (0.5 + random.random()))  # noqa: S311
+            pause = min(pause * 2, POLL_MOST)
+
+    async def _try_lock(self, key: int, number: int) -> bool:
+        """Try one slot's lock; a cancellation that lands once it is taken gives it back."""
+        attempt = asyncio.ensure_future(self._query_one("SELECT pg_try_advisory_lock(%s, %s)::int", (key, number)))
+        try:
+            return bool(await asyncio.shield(attempt))
+        except asyncio.CancelledError:
+            if await attempt:
+                await self._safely(self._query_one, "SELECT pg_advisory_unlock(%s, %s)::int", (key, number))
+            raise
+
+    async def _safely(self, query: Any, *args: Any) -> float:
+        """A statement that a cancellation of its caller cannot cut in half."""
+        return float(await asyncio.shield(asyncio.ensure_future(query(*args))))
+
+    async def _query_one(self, sql: str, params: Any) -> float:
+        async with self._turn:
+            cursor = await self._db.execute(sql, params)
+            row = await cursor.fetchone()
+        assert row is not None
+        return float(row[0])

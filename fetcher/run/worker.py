@@ -1,0 +1,141 @@
+"""`fetcher worker`: run the queued sources of a PostgreSQL store, alongside
+any number of other workers on any number of machines.
+
+Each job is one source of one run. The worker takes it on the board (it shows
+as running on this worker), fetches it through the one engine
+(fetcher.run.pipeline: the same order of work as an in-process refresh) and
+stores the fetch and marks the source done in one transaction, on the
+condition that no other worker stored it first (fetcher.run.board.mark_done).
+The per-host limits are shared by all workers (fetcher.run.shared). The
+worker that finds a run's last source done records the run's end.
+
+Lease: the worker beats its heartbeat every lease/4 seconds; the jobs of a
+worker silent for `[workers] lease` seconds are put back on the queue by the
+others (checked every lease/4), so a killed worker's sources are taken up again
+within 1.25 × lease. SIGTERM (or SIGINT): no new job is taken; the jobs in
+hand get `[schedule] shutdown_grace` seconds to finish, then are cancelled and
+go back to the queue, their sources unstored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import procrastinate
+import psycopg
+
+from fetcher.core.config import Config
+from fetcher.core.errors import AlreadyFetched
+from fetcher.core.health import state_counts
+from fetcher.core.models import Snapshot
+from fetcher.core.timestamps import utc_now
+from fetcher.run import board, queue
+from fetcher.run.pipeline import FetchOptions, Pipeline
+from fetcher.run.shared import SharedHostSlots
+from fetcher.store.sqlite import Store, StoreError
+
+log = logging.getLogger("fetcher")
+
+
+@dataclass
+class WorkerOptions:
+    concurrency: int
+    queue: str
+    lease: float
+    grace: float
+    name: str = field(default_factory=board.worker_name)
+    once: bool = False  # stop when the queue is empty (tests, benchmarks)
+
+
+class Worker:
+    def __init__(self, config: Config, store: Store, url: str, options: WorkerOptions):
+        self._config = config
+        self._store = store
+        self._url = url
+        self._options = options
+        self._marks = psycopg.connect(url, autocommit=True)  # used on the store's thread only
+        self._own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="board")
+        self._board = psycopg.connect(url, autocommit=True)  # used on the board thread only
+
+    async def serve(self) -> None:
+        """Run jobs until SIGTERM/SIGINT (or, `once`, until the queue is empty)."""
+        options, settings = self._options, self._config.fetch
+        app = queue.make_app(self._url, options.queue, self._fetch)
+        async with app.open_async():
+            await queue.create_schema(app, self._url)
+            async with SharedHostSlots(self._url, settings.per_host_concurrency, settings.per_host_delay) as slots:
+                self._pipeline = Pipeline(self._config, self._store, slots=slots)
+                async with self._pipeline:
+                    beat = asyncio.ensure_future(self._beat(app))
+                    try:
+                        await app.run_worker_async(
+                            queues=[options.queue], name=options.name, concurrency=options.concurrency,
+                            wait=not options.once, shutdown_graceful_timeout=options.grace,
+                            update_heartbeat_interval=options.lease / 4, stalled_worker_timeout=options.lease,
+                            listen_notify=True, fetch_job_polling_interval=min(5.0, options.lease / 4),
+                            install_signal_handlers=True, delete_jobs="successful",
+                        )
+                    finally:
+                        beat.cancel()
+                        await asyncio.gather(beat, return_exceptions=True)
+                        await self._on_board(board.leave, self._board, options.name)
+        self._own.shutdown()
+        self._marks.close()
+        self._board.close()
+
+    async def _beat(self, app: procrastinate.App) -> None:
+        """Every lease/4: say this worker is alive, put back the jobs of silent
+        workers, and record the end of runs whose last worker died finishing them."""
+        options = self._options
+        while True:
+            try:
+                await self._on_board(board.heartbeat, self._board, options.name, options.concurrency)
+                await queue.recover_stalled(app, options.queue, options.lease)
+                for run_id in await self._on_board(board.unfinished_runs, self._board):
+                    await self._on_board(self._finish, run_id)
+            except (psycopg.Error, procrastinate.exceptions.ProcrastinateException, StoreError) as error:
+                log.warning("worker upkeep failed (tried again in %gs): %s", options.lease / 4, error)
+            await asyncio.sleep(options.lease / 4)
+
+    async def _fetch(self, context: Any, run_id: int, resource_id: str) -> None:
+        """One job: the source, unless it is done already."""
+        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as db:
+            taken = await board.claim(db, run_id, resource_id, self._options.name)
+        if taken is None:
+            return
+        fetch_options = FetchOptions(
+            archive=taken.options.get("archive", True), recheck_archive=taken.options.get("recheck_archive", False),
+            also_in_transaction=lambda _writer, snapshot: self._mark(run_id, snapshot),
+        )
+        try:
+            snapshot = await self._pipeline.fetch(taken.source, fetch_options)
+        except AlreadyFetched as error:
+            log.info("%s", error)
+            return
+        log.info("%s %s %s (run %d)", (snapshot.live_outcome or snapshot.outcome).value, resource_id,
+                 snapshot.url, run_id)
+        await self._on_board(self._finish, run_id)
+
+    def _mark(self, run_id: int, snapshot: Snapshot) -> None:
+        """Inside the fetch's store transaction: the source is done (or the fetch rolls back)."""
+        with self._marks.transaction():
+            board.mark_done(self._marks, run_id, self._options.name, snapshot)
+
+    def _finish(self, run_id: int) -> None:
+        """Record the run's end if its every source is done (harmless twice: the same counts)."""
+        if run_id not in board.unfinished_runs(self._board):
+            return
+        finished = utc_now()
+        health = state_counts(list(self._config.sources), self._store.all_health(), self._config.refresh)
+        summary = board.summary(self._board, run_id, finished)
+        summary = replace(summary, health=health)
+        self._store.finish_run(run_id, finished, "completed", summary.to_dict())
+        board.record_finish(self._board, run_id, finished)
+        log.info("run %d completed: %d sources", run_id, summary.total)
+
+    async def _on_board(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._own, function, *args)

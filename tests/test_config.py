@@ -408,3 +408,29 @@ def test_a_setting_the_classes_do_not_declare_is_refused(tmp_path):
     for table in SECTIONS:
         message = config_error(tmp_path, f"[{table}]\nno_such_setting = 1\n")
         assert f"[{table}] unknown key 'no_such_setting'" in message, message
+
+
+# -- where the store is: [storage] database, $FETCHER_DATABASE ---------------
+
+
+def test_the_database_is_sqlite_unless_configured_and_the_environment_overrides_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("FETCHER_DATABASE", raising=False)
+    assert load_config(write(tmp_path, "")).database is None
+    path = write(tmp_path, '[storage]\ndatabase = "postgresql://kb:s3cret@db.example/kb"\n')
+    config = load_config(path)
+    assert config.database == "postgresql://kb:s3cret@db.example/kb"
+    assert config.database_display == "postgresql://kb:***@db.example/kb"
+    monkeypatch.setenv("FETCHER_DATABASE", "postgresql:///other?password=hunter2&sslmode=require")
+    config = load_config(path)
+    assert config.database == "postgresql:///other?password=hunter2&sslmode=require"
+    assert "hunter2" not in config.database_display
+    monkeypatch.setenv("FETCHER_DATABASE", "")  # set but empty: SQLite
+    assert load_config(path).database is None
+
+
+def test_a_bad_database_url_is_one_line_without_its_password(tmp_path, monkeypatch):
+    monkeypatch.delenv("FETCHER_DATABASE", raising=False)
+    message = config_error(tmp_path, '[storage]\ndatabase = "mysql://kb:s3cret@db/kb"\n')
+    assert "[storage] database" in message and "postgresql://" in message and "s3cret" not in message
+    message = config_error(tmp_path, '[storage]\nbodies = "bucket/prefix"\n')
+    assert "[storage] bodies" in message and "s3://" in message

@@ -21,6 +21,7 @@ from fetcher.core.errors import BadInput
 from fetcher.core.models import Source
 from fetcher.core.sources import make_source, resource_id
 from fetcher.core.timestamps import utc_now
+from fetcher.store.opening import open_existing, open_store
 from fetcher.store.sqlite import Store
 from fetcher.views.audit import FAIL_ON, Audit, build_audit
 from fetcher.views.audit_formats import to_csv, to_html, to_json, to_markdown
@@ -61,10 +62,10 @@ def audit(
     if check:
         from fetcher.run.refresh import run_once  # the fetching machinery, only for --check
 
-        writable = store = Store(config.storage_dir)
+        writable = store = open_store(config)
         run_stoppable(lambda stop: run_once(config, writable, sources, trigger="audit", everything=True, stop=stop))
     else:
-        store = Store.existing(config.storage_dir)
+        store = open_existing(config)
         if store is None:
             click.echo(f"{no_store(config)}: every source is unchecked", err=True)
     result = build_audit(config, store, sources)

@@ -22,6 +22,7 @@ from fetcher.core.models import Snapshot, Source
 from fetcher.core.sources import find_duplicates
 from fetcher.run.pipeline import FetchOptions, Pipeline, utc_now
 from fetcher.run.refresh import run_once
+from fetcher.store.opening import open_existing, open_store
 from fetcher.store.sqlite import Store
 from fetcher.views.preview import make_preview, render_text
 from fetcher.views.status import due, when
@@ -56,11 +57,11 @@ def fetch(
     config = load(context)
     if archive_only and not config.archive.enabled:
         raise BadInput(f"--archive-only: no archive is enabled in {config.path} ([archive] enabled = false)")
-    existing = Store.existing(config.storage_dir)
+    existing = open_existing(config)
     source = resolve(target, config, existing, any_url=True)
     if existing is not None:
         existing.close()
-    store = Store(config.storage_dir)
+    store = open_store(config)
     options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive)
     snapshot = run_cancellable(_fetch_one(config, store, source, options))
     if as_json:
@@ -99,7 +100,7 @@ def refresh(
     sources = _picked(config, only)
     for first, later in find_duplicates(sources):
         log.warning("%s looks like a duplicate of %s (both are fetched)", later.url, first.url)
-    store = Store(config.storage_dir)
+    store = open_store(config)
     options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
     progress = RunProgress()
     try:
@@ -123,7 +124,7 @@ def _picked(config: Config, only: tuple[str, ...]) -> list[Source]:
     """The sources to consider: every configured one, or those --only names."""
     if not only:
         return list(config.sources)
-    existing = Store.existing(config.storage_dir)
+    existing = open_existing(config)
     try:
         return pick(config, only, existing)
     finally:
@@ -152,7 +153,7 @@ def schedule(context: click.Context, run_now: bool) -> None:
     from fetcher.run.schedule import Nightly, cron_trigger
 
     config = load(context)
-    store = Store(config.storage_dir)
+    store = open_store(config)
 
     async def job() -> None:
         try:

@@ -14,6 +14,7 @@ from fetcher.core.config import Config, load_config
 from fetcher.core.errors import BadInput, BadURL
 from fetcher.core.models import Source
 from fetcher.core.sources import looks_like_resource_id, make_source
+from fetcher.store.opening import open_existing
 from fetcher.store.sqlite import Store
 
 
@@ -45,7 +46,7 @@ def existing_store(config: Config, store: Store | None = None, source: Source | 
     """The store, opened read-only for a reading command (or `store`, already
     opened); BadInput (exit 2) when nothing has been stored there yet, so that no
     command reads "nothing" silently. `source`: the one the command asked about."""
-    store = store or Store.existing(config.storage_dir)
+    store = store or open_existing(config)
     if store is None:
         about = f"{source.resource_id} ({source.url}) has not been fetched yet: " if source else ""
         raise BadInput(about + no_store(config))
@@ -55,13 +56,13 @@ def existing_store(config: Config, store: Store | None = None, source: Source | 
 def stored_source(config: Config, target: str) -> tuple[Source, Store]:
     """The source TARGET names (configured or stored) and the store that holds
     its fetches, for the commands that read one source's record."""
-    opened = Store.existing(config.storage_dir)
+    opened = open_existing(config)
     source = resolve(target, config, opened)
     return source, existing_store(config, opened, source)
 
 
 def no_store(config: Config) -> str:
-    return (f"there is no store yet in {config.storage_dir}, nothing has been fetched"
+    return (f"there is no store yet in {config.database_display}, nothing has been fetched"
             " (run `fetcher refresh`, or `fetcher fetch TARGET` for one source)")
 
 

@@ -15,6 +15,7 @@ from fetcher.core.cron import BadCron, parse_cron
 from fetcher.core.models import Source
 from fetcher.core.sources import BadURL, check_url, make_source
 from fetcher.core.errors import ConfigError
+from fetcher.core.locations import check_endpoint, check_s3, database_from, redact_url
 
 DEFAULT_CONFIG = "config.toml"
 ENV_VAR = "FETCHER_CONFIG"
@@ -126,6 +127,17 @@ class Config:
     schedule: ScheduleSettings = ScheduleSettings()
     log: LogSettings = LogSettings()
     workers: WorkerSettings = WorkerSettings()
+    # [storage] database: a postgresql:// URL (None: the SQLite store in storage_dir);
+    # $FETCHER_DATABASE overrides it. Never print it: print database_display.
+    database: str | None = None
+    bodies: str | None = None  # [storage] bodies: "s3://bucket/prefix" (None: beside the index)
+    s3_endpoint: str | None = None  # [storage] s3_endpoint: the S3-compatible server's URL (None: AWS)
+
+    @property
+    def database_display(self) -> str:
+        """Where the store is, for messages: the database URL without its password,
+        or the store directory."""
+        return redact_url(self.database) if self.database else str(self.storage_dir)
 
     def source_by_id(self, resource_id: str) -> Source | None:
         return next((s for s in self.sources if s.resource_id == resource_id), None)
@@ -162,7 +174,7 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_TABLES))})")
     base = path.parent if path else Path.cwd()
-    storage = _table(raw, "storage", {"dir"}, where)
+    storage = _table(raw, "storage", {"dir", "database", "bodies", "s3_endpoint"}, where)
     fetch = _table(raw, "fetch", _names(FetchSettings), where)
     preview = _table(raw, "preview", {"chars"}, where)
     storage_dir = Path(_value(storage, "dir", "str", None, "[storage]", where, "snapshots"))
@@ -180,6 +192,9 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
                            where),
         log=_log_settings(_table(raw, "log", _names(LogSettings), where), base, where),
         workers=_settings(WorkerSettings, _table(raw, "workers", _names(WorkerSettings), where), "[workers]", where),
+        database=database_from(storage, where),
+        bodies=_value(storage, "bodies", "s3", None, "[storage]", where, None),
+        s3_endpoint=_value(storage, "s3_endpoint", "endpoint", None, "[storage]", where, None),
     )
 
 
@@ -341,6 +356,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "level": _check_choice(LOG_LEVELS),
     "log_format": _check_choice(LOG_FORMATS),
     "robots": _check_choice(ROBOTS_MODES),
+    "s3": check_s3,
+    "endpoint": check_endpoint,
 }
 
 

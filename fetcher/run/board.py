@@ -73,10 +73,9 @@ def worker_name() -> str:
 
 
 def create_schema(db: psycopg.Connection[Any]) -> None:
-    """The board's tables, if missing (an advisory lock keeps two workers starting
-    at once from racing to create them)."""
+    """The board's tables, if missing (the caller holds the lock that keeps two
+    workers starting at once from racing to create them)."""
     with db.transaction():
-        db.execute("SELECT pg_advisory_xact_lock(8123, 1)")
         db.execute(SCHEMA)
 
 

@@ -48,16 +48,18 @@ def make_app(url: str, queue: str, fetch: Fetch | None = None, attempts: int = 2
 
 
 async def create_schema(app: procrastinate.App, url: str) -> None:
-    """procrastinate's tables and the board's, once (creating them twice is harmless)."""
+    """procrastinate's tables and the board's, once: whoever starts first creates
+    them while the others wait on an advisory lock."""
     with psycopg.connect(url, autocommit=True) as db:
-        exists = db.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
-        if not (exists and exists[0]):
-            with db.transaction():
-                db.execute("SELECT pg_advisory_xact_lock(8123, 0)")
-                again = db.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
-                if not (again and again[0]):
+        db.execute("SELECT pg_advisory_lock(8123, 0)")
+        try:
+            exists = db.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+            if not (exists and exists[0]):
+                with db.transaction():
                     db.execute(app.schema_manager.get_schema())
-        board.create_schema(db)
+            board.create_schema(db)
+        finally:
+            db.execute("SELECT pg_advisory_unlock(8123, 0)")
 
 
 async def enqueue(

@@ -2,7 +2,8 @@
 
 Concurrency: a host has `per_host_concurrency` slots, each a PostgreSQL session
 advisory lock (the host's hash, slot number) taken on this worker's own
-connection. A worker that dies loses its connection, and the server releases
+connection. (A session may take its own lock again, so the worker also keeps
+the slots it holds in a set: its tasks share its connection.) A worker that dies loses its connection, and the server releases
 its locks with it: a killed worker never holds a host's slot.
 
 Pacing: one row per host (fetcher_host_pace) holds when the next request may
@@ -32,15 +33,21 @@ CREATE TABLE IF NOT EXISTS fetcher_host_pace (
     delay double precision NOT NULL
 )"""
 
-# The wait (seconds) before this request's turn, its turn reserved in one statement.
+# Take the host's turn if it has come (then 0), stamped with the database's clock
+# as it is taken: a worker late to wake does not squeeze the next one's gap.
 _TAKE_TURN = """
 INSERT INTO fetcher_host_pace AS p (host, next_start, delay)
 VALUES (%(host)s, clock_timestamp() + make_interval(secs => %(delay)s), %(delay)s)
 ON CONFLICT (host) DO UPDATE SET
-    next_start = greatest(p.next_start + make_interval(secs => greatest(p.delay, %(delay)s) - p.delay),
-                          clock_timestamp()) + make_interval(secs => greatest(p.delay, %(delay)s)),
+    next_start = clock_timestamp() + make_interval(secs => greatest(p.delay, %(delay)s)),
     delay = greatest(p.delay, %(delay)s)
-RETURNING extract(epoch FROM next_start - clock_timestamp()) - delay
+WHERE p.next_start + make_interval(secs => greatest(p.delay, %(delay)s) - p.delay) <= clock_timestamp()
+RETURNING 0.0
+"""
+# Else how long until it comes.
+_WAIT = """
+SELECT greatest(extract(epoch FROM next_start - clock_timestamp()) + greatest(%(delay)s - delay, 0), 0.001)
+FROM fetcher_host_pace WHERE host = %(host)s
 """
 
 POLL_FIRST, POLL_MOST = 0.01, 0.1  # seconds between tries for a busy host's slot
@@ -61,6 +68,7 @@ class SharedHostSlots:
         self._delay = delay
         self._sleep = sleep
         self._raised: dict[str, float] = {}
+        self._held: set[tuple[int, int]] = set()  # (host key, slot number) held by this worker's tasks
         self._turn = asyncio.Lock()  # one statement at a time on the connection
 
     async def __aenter__(self) -> SharedHostSlots:
@@ -75,17 +83,27 @@ class SharedHostSlots:
     async def slot(self, host: str) -> AsyncIterator[None]:
         number = await self._take_slot(host)
         try:
-            wait = await self._safely(self._query_one, _TAKE_TURN, {"host": host, "delay": self._delay_of(host)})
-            if wait > 0:
-                await self._sleep(wait)
+            await self._take_turn(host)
             yield
         finally:
-            await self._safely(self._query_one, "SELECT pg_advisory_unlock(%s, %s)::int", (host_key(host), number))
+            try:
+                await self._safely(self._query_one, "SELECT pg_advisory_unlock(%s, %s)::int", (host_key(host), number))
+            finally:
+                self._held.discard((host_key(host), number))
 
     def raise_delay(self, host: str, delay: float) -> None:
         """Space the host's starts at least `delay` apart, for every worker: the
         next turn this worker takes raises the host's shared delay."""
         self._raised[host] = max(self._raised.get(host, 0.0), delay)
+
+    async def _take_turn(self, host: str) -> None:
+        """Wait for the host's next start, and take it (one slot holder at a time gets there)."""
+        while True:
+            params = {"host": host, "delay": self._delay_of(host)}
+            wait = await self._safely(self._query_one, _TAKE_TURN, params, _WAIT)
+            if wait <= 0:
+                return
+            await self._sleep(wait)
 
     def _delay_of(self, host: str) -> float:
         return max(self._delay, self._raised.get(host, 0.0))
@@ -97,7 +115,16 @@ class SharedHostSlots:
         while True:
             for offset in range(self._per_host):
                 number = (first + offset) % self._per_host
-                if await self._try_lock(key, number):
+                if (key, number) in self._held:
+                    continue
+                self._held.add((key, number))
+                taken = False
+                try:
+                    taken = await self._try_lock(key, number)
+                finally:
+                    if not taken:
+                        self._held.discard((key, number))
+                if taken:
                     return number
             await asyncio.sleep(pause * (0.5 + random.random()))  # noqa: S311
             pause = min(pause * 2, POLL_MOST)
@@ -116,9 +143,12 @@ class SharedHostSlots:
         """A statement that a cancellation of its caller cannot cut in half."""
         return float(await asyncio.shield(asyncio.ensure_future(query(*args))))
 
-    async def _query_one(self, sql: str, params: Any) -> float:
+    async def _query_one(self, sql: str, params: Any, otherwise: str | None = None) -> float:
+        """The first column of the statement's row; with no row, of `otherwise`'s."""
         async with self._turn:
             cursor = await self._db.execute(sql, params)
             row = await cursor.fetchone()
+            if row is None and otherwise is not None:
+                row = await (await self._db.execute(otherwise, params)).fetchone()
         assert row is not None
         return float(row[0])

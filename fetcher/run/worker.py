@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import procrastinate
@@ -30,10 +31,9 @@ import psycopg
 
 from fetcher.core.config import Config
 from fetcher.core.errors import AlreadyFetched
-from fetcher.core.health import state_counts
 from fetcher.core.models import Snapshot
-from fetcher.core.timestamps import utc_now
 from fetcher.run import board, queue
+from fetcher.run.distributed import database_url, finish_if_done
 from fetcher.run.pipeline import FetchOptions, Pipeline
 from fetcher.run.shared import SharedHostSlots
 from fetcher.store.sqlite import Store, StoreError
@@ -52,14 +52,20 @@ class WorkerOptions:
 
 
 class Worker:
-    def __init__(self, config: Config, store: Store, url: str, options: WorkerOptions):
+    def __init__(self, config: Config, open_store: Callable[[], Store], options: WorkerOptions):
+        """`open_store` is called twice: one store for the engine's thread, one
+        for the board's (recording a run's end)."""
         self._config = config
-        self._store = store
-        self._url = url
+        self._store = open_store()
+        self._board_store = open_store()
+        self._url = database_url(config)
         self._options = options
-        self._marks = psycopg.connect(url, autocommit=True)  # used on the store's thread only
+        self._marks = psycopg.connect(self._url, autocommit=True)  # used on the store's thread only
         self._own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="board")
-        self._board = psycopg.connect(url, autocommit=True)  # used on the board thread only
+        self._board = psycopg.connect(self._url, autocommit=True)  # used on the board thread only
+
+    def serve_blocking(self) -> None:
+        asyncio.run(self.serve())
 
     async def serve(self) -> None:
         """Run jobs until SIGTERM/SIGINT (or, `once`, until the queue is empty)."""
@@ -86,6 +92,8 @@ class Worker:
         self._own.shutdown()
         self._marks.close()
         self._board.close()
+        self._store.close()
+        self._board_store.close()
 
     async def _beat(self, app: procrastinate.App) -> None:
         """Every lease/4: say this worker is alive, put back the jobs of silent
@@ -126,16 +134,10 @@ class Worker:
             board.mark_done(self._marks, run_id, self._options.name, snapshot)
 
     def _finish(self, run_id: int) -> None:
-        """Record the run's end if its every source is done (harmless twice: the same counts)."""
-        if run_id not in board.unfinished_runs(self._board):
-            return
-        finished = utc_now()
-        health = state_counts(list(self._config.sources), self._store.all_health(), self._config.refresh)
-        summary = board.summary(self._board, run_id, finished)
-        summary = replace(summary, health=health)
-        self._store.finish_run(run_id, finished, "completed", summary.to_dict())
-        board.record_finish(self._board, run_id, finished)
-        log.info("run %d completed: %d sources", run_id, summary.total)
+        """Record the run's end if its every source is done."""
+        summary = finish_if_done(self._board, self._config, self._board_store, run_id)
+        if summary is not None:
+            log.info("run %d completed: %d sources", run_id, summary.total)
 
     async def _on_board(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._own, function, *args)

@@ -1,0 +1,138 @@
+"""`fetcher worker` on a PostgreSQL store: three worker processes, as a user
+starts them, over ten loopback hosts and 300 sources, checked where it counts:
+at the servers (every page requested once, never more than the per-host limit
+at once, starts spaced by the per-host delay) and in the store (every source
+stored once a run), with one worker SIGKILLed in the middle of a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import fetcher_command, write_config
+from tests.origin import Origin, html
+
+HOSTS = [f"127.0.0.{n}" for n in range(1, 11)]
+PER_HOST, DELAY, LATENCY, CONCURRENCY, LEASE = 2, 0.2, 0.25, 8, 3.0
+# Between a worker taking a host's turn and its request reaching the server, three
+# loaded worker processes on two cores add up to ~75 ms: each gap is checked with
+# this much slack, the whole host's span (where the noise cancels out) with little.
+TOLERANCE = 0.1
+
+
+def article(n: int) -> str:
+    words = " ".join(f"word{n}x{i}" for i in range(80))
+    return (f"<html><head><title>Bulletin {n}</title></head><body><article><h1>Bulletin {n}</h1>"
+            f"<p>This is bulletin number {n}. {words}</p><p>{words}</p></article></body></html>")
+
+
+def start_worker(cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(fetcher_command() + ["worker"], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stored_per_source(url: str, storage: Path) -> Counter[str]:
+    """How many fetches the store holds for each source."""
+    with psycopg.connect(url) as db:
+        if db.execute("SELECT to_regclass('fetches') IS NOT NULL").fetchone()[0]:
+            return Counter(dict(db.execute("SELECT resource_id, count(*) FROM fetches GROUP BY 1").fetchall()))
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(storage / "fetcher.sqlite3")) as lite:
+        return Counter(dict(lite.execute("SELECT resource_id, count(*) FROM fetches GROUP BY 1").fetchall()))
+
+
+def board_done(url: str, run_id: int) -> int:
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT count(*) FROM fetcher_run_sources WHERE run_id = %s AND state = 'done'",
+                         (run_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def postgres_store_ready(url: str, directory: Path) -> bool:
+    """Whether the PostgreSQL store backend is in this tree (branch h14store)."""
+    from fetcher.core.config import parse_config
+    from fetcher.core.errors import StoreError
+    from fetcher.store.opening import open_store
+
+    config = parse_config({"storage": {"dir": str(directory / "probe"), "database": url}}, None)
+    try:
+        open_store(config).close()
+    except StoreError:
+        return False
+    return True
+
+
+def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive_a_kill(tmp_path, pg_url):
+    if not postgres_store_ready(pg_url, tmp_path):
+        pytest.skip("the PostgreSQL store backend is not in this tree yet")
+    with ExitStack() as stack:
+        origins = [stack.enter_context(Origin(ip, latency=LATENCY)) for ip in HOSTS]
+        urls = [origins[n % 10].route(f"/bulletins/{n}", html(article(n))) for n in range(300)]
+        write_config(tmp_path, urls, concurrency=CONCURRENCY, per_host_concurrency=PER_HOST, per_host_delay=DELAY,
+                     text=f"\n[workers]\nlease = {LEASE}\n\n[schedule]\nshutdown_grace = 2\n")
+        env = {**os.environ, "FETCHER_CONFIG": str(tmp_path / "config.toml"), "FETCHER_DATABASE": pg_url,
+               "PYTHONPATH": str(Path(__file__).parent.parent)}
+        workers = [start_worker(tmp_path, env) for _ in range(3)]
+        stack.callback(lambda: [w.kill() for w in workers])
+
+        # One run, all three workers: every page once, the limits held across the workers.
+        done = subprocess.run(fetcher_command() + ["refresh", "--json"], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert '"ok": 300' in done.stdout
+        for origin in origins:
+            pages = Counter(seen.path for seen in origin.requests if seen.path.startswith("/bulletins/"))
+            assert sorted(pages.values()) == [1] * 30, origin.ip
+            assert origin.max_in_flight <= PER_HOST, (origin.ip, origin.max_in_flight)
+            seen_in_order = sorted(origin.requests, key=lambda seen: seen.started)
+            close = [(a.path, a.peer, b.path, b.peer, round(b.started - a.started, 4))
+                     for a, b in zip(seen_in_order, seen_in_order[1:]) if b.started - a.started < DELAY - TOLERANCE]
+            assert close == [], (origin.ip, close)
+            span = seen_in_order[-1].started - seen_in_order[0].started
+            assert span >= (len(seen_in_order) - 1) * DELAY - 0.05, (origin.ip, span)
+        assert max(origin.max_in_flight for origin in origins) == PER_HOST  # the limit was reached
+        assert stored_per_source(pg_url, tmp_path / 'snapshots') == Counter({rid: 1 for rid in stored_per_source(pg_url, tmp_path / 'snapshots')})
+        assert len(stored_per_source(pg_url, tmp_path / 'snapshots')) == 300
+        for origin in origins:
+            origin.requests.clear()
+
+        # A second run; one worker is killed halfway: the others finish it, each source stored once.
+        queued = subprocess.run(fetcher_command() + ["refresh", "--all", "--no-wait", "--json"], cwd=tmp_path,
+                                env=env, text=True, capture_output=True, timeout=30)
+        assert queued.returncode == 0, queued.stderr
+        run_id = int(queued.stdout.split('"run_id":')[1].split(",")[0])
+        deadline = time.monotonic() + 30
+        while board_done(pg_url, run_id) < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers[0].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        followed = subprocess.run(fetcher_command() + ["refresh"], cwd=tmp_path, env=env, text=True,
+                                  capture_output=True, timeout=60)
+        assert followed.returncode == 3, followed.stderr  # a run is going: a second one is refused
+        while board_done(pg_url, run_id) < 300 and time.monotonic() < deadline + 30:
+            time.sleep(0.1)
+        assert board_done(pg_url, run_id) == 300
+        taken_up_within = time.monotonic() - killed_at
+        assert stored_per_source(pg_url, tmp_path / 'snapshots') == Counter({rid: 2 for rid in stored_per_source(pg_url, tmp_path / 'snapshots')})
+        runs = subprocess.run(fetcher_command() + ["runs", "--json"], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=30)
+        assert runs.returncode == 0, runs.stderr
+        repeated = [path for origin in origins
+                    for path, n in Counter(s.path for s in origin.requests if s.path.startswith("/bulletins/")).items()
+                    if n > 1]
+        assert len(repeated) <= CONCURRENCY, repeated  # only what the killed worker had in hand
+        assert taken_up_within < 1.25 * LEASE + 10, taken_up_within
+        for worker in workers[1:]:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers[1:]:
+            assert worker.wait(timeout=20) == 0, worker.stderr.read() if worker.stderr else ""

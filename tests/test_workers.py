@@ -2,10 +2,11 @@
 starts them, over ten loopback hosts and 300 sources, checked where it counts:
 at the servers (every page requested once, never more than the per-host limit
 at once, starts spaced by the per-host delay) and in the store (every source
-stored once a run), with one worker SIGKILLed in the middle of a run."""
+stored once a run), with one worker SIGKILLed in the middle of a run and another sent SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ PER_HOST, DELAY, LATENCY, CONCURRENCY, LEASE = 2, 0.2, 0.25, 8, 3.0
 # loaded worker processes on two cores add up to ~75 ms: each gap is checked with
 # this much slack, the whole host's span (where the noise cancels out) with little.
 TOLERANCE = 0.1
+GRACE = 2.0
 
 
 def article(n: int) -> str:
@@ -79,7 +81,7 @@ def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive
         origins = [stack.enter_context(Origin(ip, latency=LATENCY)) for ip in HOSTS]
         urls = [origins[n % 10].route(f"/bulletins/{n}", html(article(n))) for n in range(300)]
         write_config(tmp_path, urls, concurrency=CONCURRENCY, per_host_concurrency=PER_HOST, per_host_delay=DELAY,
-                     text=f"\n[workers]\nlease = {LEASE}\n\n[schedule]\nshutdown_grace = 2\n")
+                     text=f"\n[workers]\nlease = {LEASE}\n\n[schedule]\nshutdown_grace = {GRACE}\n")
         env = {**os.environ, "FETCHER_CONFIG": str(tmp_path / "config.toml"), "FETCHER_DATABASE": pg_url,
                "PYTHONPATH": str(Path(__file__).parent.parent)}
         workers = [start_worker(tmp_path, env) for _ in range(3)]
@@ -116,9 +118,19 @@ def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive
             time.sleep(0.05)
         workers[0].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        followed = subprocess.run(fetcher_command() + ["refresh"], cwd=tmp_path, env=env, text=True,
-                                  capture_output=True, timeout=60)
-        assert followed.returncode == 3, followed.stderr  # a run is going: a second one is refused
+        refused = subprocess.run(fetcher_command() + ["refresh"], cwd=tmp_path, env=env, text=True,
+                                 capture_output=True, timeout=60)
+        assert refused.returncode == 3, refused.stderr  # a run is going: a second one is refused
+        assert f"queued run {run_id}" in refused.stderr
+        shown = subprocess.run(fetcher_command() + ["status", "--json"], cwd=tmp_path, env=env, text=True,
+                               capture_output=True, timeout=30)
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        assert status["queued_run"]["run_id"] == run_id
+        assert len(status["workers"]) >= 2 and any(w["fetching"] for w in status["workers"]), status["workers"]
+        # SIGTERM to a second worker: it takes nothing new, and ends once what it holds is done or handed back.
+        workers[1].send_signal(signal.SIGTERM)
+        assert workers[1].wait(timeout=GRACE + 10) == 0
         while board_done(pg_url, run_id) < 300 and time.monotonic() < deadline + 30:
             time.sleep(0.1)
         assert board_done(pg_url, run_id) == 300
@@ -127,12 +139,12 @@ def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive
         runs = subprocess.run(fetcher_command() + ["runs", "--json"], cwd=tmp_path, env=env, text=True,
                               capture_output=True, timeout=30)
         assert runs.returncode == 0, runs.stderr
+        second = json.loads(runs.stdout)[0]
+        assert (second["id"], second["status"], second["summary"]["total"]) == (run_id, "completed", 300), second
         repeated = [path for origin in origins
                     for path, n in Counter(s.path for s in origin.requests if s.path.startswith("/bulletins/")).items()
                     if n > 1]
         assert len(repeated) <= CONCURRENCY, repeated  # only what the killed worker had in hand
         assert taken_up_within < 1.25 * LEASE + 10, taken_up_within
-        for worker in workers[1:]:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers[1:]:
-            assert worker.wait(timeout=20) == 0, worker.stderr.read() if worker.stderr else ""
+        workers[2].send_signal(signal.SIGTERM)
+        assert workers[2].wait(timeout=20) == 0, workers[2].stderr.read() if workers[2].stderr else ""

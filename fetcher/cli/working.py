@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 import click
 
@@ -17,6 +18,7 @@ from fetcher.cli.running import run_cancellable
 from fetcher.core.config import Config
 from fetcher.core.errors import BadInput, Busy, Interrupted, StoreError
 from fetcher.core.models import RunSummary, Source
+from fetcher.core.timestamps import rfc3339
 from fetcher.store.opening import open_store
 
 log = logging.getLogger("fetcher")
@@ -118,3 +120,30 @@ async def queued_schedule_job(config: Config) -> None:
         store.close()
     fields = {"run_id": queued.run_id, "queued": queued.total}
     log.info("run queued: %s", json.dumps(fields), extra={logs.FIELDS: fields})
+
+
+def workers_status(config: Config) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """`status` on a PostgreSQL store: the unfinished queued run and the live
+    workers (heard from within the lease), each with what it is fetching."""
+    import psycopg
+
+    from fetcher.run import board
+
+    with psycopg.connect(config.database or "", autocommit=True) as db:
+        if not board.has_schema(db):
+            return [("workers", "none has run yet")], {"queued_run": None, "workers": []}
+        queued = board.open_run(db)
+        workers = list(board.live_workers(db, config.workers.lease))
+    lines = []
+    if queued is not None:
+        lines.append(("queued run", f"{queued[0]}: {queued[1].done} of {queued[1].total} sources done"))
+    lines.append(("workers", f"{len(workers)} live" if workers else "none live"))
+    for one in workers:
+        doing = ", ".join(one.doing[:3]) + (f" (+{len(one.doing) - 3})" if len(one.doing) > 3 else "")
+        lines.append((f"  {one.name}", f"{one.concurrency} at a time; " + (f"fetching {doing}" if doing else "idle")))
+    fields = {
+        "queued_run": {"run_id": queued[0], "done": queued[1].done, "total": queued[1].total} if queued else None,
+        "workers": [{"name": w.name, "started_at": rfc3339(w.started_at), "seen_at": rfc3339(w.seen_at),
+                     "concurrency": w.concurrency, "fetching": list(w.doing)} for w in workers],
+    }
+    return lines, fields

@@ -151,6 +151,18 @@ def progress(db: psycopg.Connection[Any], run_id: int) -> Progress:
     return Progress(total, done, finished, started_at)
 
 
+def has_schema(db: psycopg.Connection[Any]) -> bool:
+    row = db.execute("SELECT to_regclass('fetcher_queue_runs') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def open_run(db: psycopg.Connection[Any]) -> tuple[int, Progress] | None:
+    """The queued run not yet finished (there is at most one), and its progress."""
+    row = db.execute("SELECT run_id FROM fetcher_queue_runs WHERE finished_at IS NULL ORDER BY run_id LIMIT 1"
+                     ).fetchone()
+    return (row[0], progress(db, row[0])) if row else None
+
+
 def unfinished_runs(db: psycopg.Connection[Any]) -> list[int]:
     """Runs whose every source is done but that no one has recorded as finished."""
     rows = db.execute(

@@ -45,13 +45,11 @@ async def queue_run(
     async with app.open_async():
         await queue.create_schema(app, url)
         with psycopg.connect(url, autocommit=True) as db:
-            running = db.execute(
-                "SELECT run_id, started_at FROM fetcher_queue_runs WHERE finished_at IS NULL ORDER BY run_id LIMIT 1"
-            ).fetchone()
+            running = board.open_run(db)
             if running is not None:
-                done = board.progress(db, running[0])
-                raise Busy(f"run {running[0]} (queued {running[1]:%Y-%m-%d %H:%M:%S}) is still going:"
-                           f" {done.done} of {done.total} sources done")
+                run_id, seen = running
+                raise Busy(f"queued run {run_id} (started {seen.started_at:%Y-%m-%d %H:%M:%S}) is still going:"
+                           f" {seen.done} of {seen.total} sources done; `fetcher status` shows its workers")
         started = wall_clock()
         chosen = sources if everything else due_sources(sources, store.all_health(), config.refresh, started)
         run_id = store.start_run(started, trigger)

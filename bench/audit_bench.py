@@ -162,10 +162,10 @@ def measure_in_process(config_path: Path) -> dict:
     sources = list(config.sources)
     store = Store.existing(config.storage_dir)
     statements: list[str] = []
-    store._db.set_trace_callback(statements.append)  # noqa: SLF001 - counting queries is the point
+    store._db.connection.set_trace_callback(statements.append)  # noqa: SLF001 - counting queries is the point
     build_audit(config, store, sources)
     per_audit = len(statements)
-    store._db.set_trace_callback(None)  # noqa: SLF001
+    store._db.connection.set_trace_callback(None)  # noqa: SLF001
     times, audit = [], None
     for _ in range(REPEATS):
         began = time.perf_counter()

@@ -37,17 +37,20 @@ def origin() -> Iterator[Origin]:
 
 
 def write_config(
-    directory: Path, urls: list[str] = (), text: str = "", archive: dict[str, Any] | None = None, **fetch: Any
+    directory: Path, urls: list[str] = (), text: str = "", archive: dict[str, Any] | None = None,
+    database: str | None = None, **fetch: Any
 ) -> Path:
     """A config.toml in `directory` with the given sources, [fetch] settings and
     [archive] settings (the archive is off unless a test gives its endpoints).
     Private networks are allowed: every test origin is on loopback, which the
-    default refuses (tests/test_private_networks.py checks that default)."""
+    default refuses (tests/test_private_networks.py checks that default).
+    `database`: a PostgreSQL URL for [storage] database (None: SQLite)."""
     settings = {
         "per_host_delay": 0, "connect_timeout": 2, "read_timeout": 2, "deadline": 5,
         "allow_private_networks": True, **fetch,
     }
-    lines = ["[storage]", 'dir = "snapshots"', "", "[fetch]"]
+    lines = ["[storage]", 'dir = "snapshots"', *([f"database = {json.dumps(database)}"] if database else []), "",
+             "[fetch]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     lines += ["", "[archive]"]
     lines += [f"{key} = {toml_value(value)}" for key, value in (archive or {"enabled": False}).items()]
@@ -266,8 +269,9 @@ def assert_sound_store(storage: Path) -> list[tuple[str, str]]:
 
 
 def stored_body(store: Store, sha: str) -> bytes:
-    """A stored body, as a user would read it: its gzip file under snapshots/bodies."""
-    return gzip.decompress(store.body_path(sha).read_bytes())
+    """A stored body, as a user would read it: its gzip file under snapshots/bodies
+    (or its row, or its object, where the store keeps bodies elsewhere)."""
+    return gzip.decompress(store.body(sha))
 
 
 def fetch_count(storage: Path) -> int:
@@ -291,3 +295,27 @@ def pg_cluster() -> Iterator[Any]:
 def pg_url(pg_cluster: Any) -> str:
     """The URL of a new, empty PostgreSQL database for one test."""
     return str(pg_cluster.database())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """Each store backend in turn: None (SQLite), then a fresh PostgreSQL database's URL."""
+    return str(request.getfixturevalue("pg_url")) if request.param == "postgresql" else None
+
+
+@pytest.fixture
+def run_on(tmp_path: Path, database: str | None) -> Iterator[Any]:
+    """Like `run`, over a fresh store of each backend in turn (`database`)."""
+    from fetcher.store.opening import open_store
+
+    stores = []
+
+    def make(**fetch: Any) -> Run:
+        config = load_config(write_config(tmp_path, database=database, **fetch))
+        store = open_store(config)
+        stores.append(store)
+        return Run(config, store, FakeSleep())
+
+    yield make
+    for store in stores:
+        store.close()

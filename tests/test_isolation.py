@@ -91,7 +91,7 @@ def test_a_disk_full_stops_the_run_loudly_recorded_as_failed(tmp_path, origin, m
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("fetcher.store.sqlite.write_atomically", full)
+    monkeypatch.setattr("fetcher.store.bodies.write_atomically", full)
     result = CliRunner().invoke(cli, ["--config", str(config_path), "refresh"])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()

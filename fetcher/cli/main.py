@@ -120,6 +120,8 @@ COMMANDS = {
     "history": Lazy("fetcher.cli.reading", "history", "List every stored fetch of a source, newest first (no network)."),
     "export": Lazy("fetcher.cli.reading", "export",
                    "Write the latest snapshot of every stored source, for a site build (no network)."),
+    "store": Lazy("fetcher.cli.store_admin", "store",
+                  "Look after the store: migrate its schema, copy it to another database."),
 }
 
 

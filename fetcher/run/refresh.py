@@ -20,7 +20,6 @@ from dataclasses import replace
 
 from fetcher.core.config import Config
 from fetcher.core.health import due_sources, state_counts
-from fetcher.store.lock import RunLock
 from fetcher.core.models import RunSummary, Snapshot, Source
 from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.run.pipeline import FetchOptions, Pipeline, Tally
@@ -46,7 +45,7 @@ async def run_once(
     """Refresh the due sources (all of them with `everything`). Raises lock.Busy
     when another run holds the store; records the run however it ends."""
     started = wall_clock()
-    with RunLock(config.storage_dir) as lock:
+    with store.run_lock() as lock:
         lock.acquire(started, trigger)
         if removed := store.remove_stale_temporaries():
             log.info("removed %d half-written body files left by a killed run", removed)

@@ -1,6 +1,8 @@
 """One refresh at a time per store: an exclusive, non-blocking flock on
-`snapshots/refresh.lock`. The kernel drops the lock when its process dies, so a
-killed run never leaves a stale lock behind."""
+`snapshots/refresh.lock` (SQLite), or a session-level advisory lock in the
+database (PostgreSQL). The kernel (or the server, when the connection drops)
+releases the lock when its process dies, so a killed run never leaves a stale
+lock behind."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import TextIO
 
 from fetcher.core.errors import Busy
 from fetcher.core.timestamps import rfc3339
+from fetcher.store.dialect import Database
 
 LOCK_NAME = "refresh.lock"
 
@@ -46,6 +49,37 @@ class RunLock:
             self._handle = None
 
     def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_RUN_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('fetcher: refresh', 0))"
+_RUN_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('fetcher: refresh', 0))"
+
+
+class DatabaseRunLock:
+    """RunLock's counterpart in a PostgreSQL store, held by the store's connection."""
+
+    def __init__(self, db: Database):
+        self._db, self._held = db, False
+
+    def acquire(self, started_at: datetime, trigger: str) -> None:
+        if not self._db.execute(_RUN_LOCK).fetchone()[0]:
+            row = self._db.execute(
+                "SELECT pid, trigger, started_at FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            holder = f"pid {row['pid']} ({row['trigger']}), started {row['started_at']}" if row else "another process"
+            raise Busy(f"another run holds {self._db.where}: {holder}")
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._db.execute(_RUN_UNLOCK)
+            self._held = False
+
+    def __enter__(self) -> DatabaseRunLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,7 +9,6 @@ dict (`insert`)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -78,7 +77,7 @@ def snapshot_query(with_text: bool = True) -> str:
 _SNAPSHOT_FIELDS = tuple(field.name for field in fields(Snapshot))
 
 
-def snapshot_from(row: sqlite3.Row) -> Snapshot:
+def snapshot_from(row: Any) -> Snapshot:
     """A row of `snapshot_query` (its columns named after Snapshot's fields) as a Snapshot."""
     values = dict(zip(_SNAPSHOT_FIELDS, row))
     return Snapshot(**{
@@ -101,7 +100,7 @@ HEALTH_QUERY = f"SELECT {', '.join(HEALTH_COLUMNS)} FROM health "  # append a WH
 _HEALTH_MOMENTS = ("last_checked", "last_ok", "failing_since")
 
 
-def health_from(row: sqlite3.Row) -> Health:
+def health_from(row: Any) -> Health:
     """A row of HEALTH_QUERY (its columns named after Health's fields) as a Health."""
     values = dict(zip(HEALTH_COLUMNS, row))
     for name in _HEALTH_MOMENTS:
@@ -122,7 +121,7 @@ def health_row(health: Health) -> dict[str, Any]:
 CAPTURE_COLUMNS = "archive, timestamp, original, raw_url, captured_at, mime"
 
 
-def capture_from(row: sqlite3.Row) -> Capture:
+def capture_from(row: Any) -> Capture:
     return Capture(row["archive"], row["timestamp"], row["original"], row["raw_url"],
                    datetime.fromisoformat(row["captured_at"]), row["mime"])
 
@@ -138,19 +137,12 @@ def capture_row(capture: Capture | None) -> dict[str, Any]:
     }
 
 
-def run_from(row: sqlite3.Row) -> RunRecord:
+def run_from(row: Any) -> RunRecord:
     return RunRecord(
         id=row["id"], started_at=datetime.fromisoformat(row["started_at"]), finished_at=moment(row["finished_at"]),
         status=row["status"], trigger=row["trigger"], pid=row["pid"],
         summary=json.loads(row["summary"]) if row["summary"] else None,
     )
-
-
-def insert(db: sqlite3.Connection, table: str, values: dict[str, Any], verb: str = "INSERT") -> int:
-    """Write one row by column name; returns its rowid."""
-    names = ", ".join(values)
-    cursor = db.execute(f"{verb} INTO {table} ({names}) VALUES ({', '.join(':' + n for n in values)})", values)
-    return cursor.lastrowid or 0
 
 
 def moment(value: str | None) -> datetime | None:

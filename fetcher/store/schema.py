@@ -1,7 +1,24 @@
-"""The store's SQLite schema. Bump SCHEMA_VERSION, and add a migration in
-store.py, for any change once a version has shipped."""
+"""The store's schema, as one ordered list of versioned steps (STEPS), for both
+engines. A change once a version has shipped is one more Step at the end:
+its SQL (written for SQLite; fetcher.store.dialect turns its DDL words into
+PostgreSQL's) and, where the engines need different SQL, a `postgresql` text.
+SCHEMA_VERSION, what `fetcher store migrate` brings a store to, follows.
 
-SCHEMA_VERSION = 1
+A new store is made by running every step (see fetcher.store.migrations); an
+existing one older than the code is refused until `fetcher store migrate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Step:
+    version: int
+    sql: str  # SQLite's, and PostgreSQL's unless `postgresql` is given
+    postgresql: str | None = None
+    about: str = ""
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -89,3 +106,26 @@ CREATE TABLE IF NOT EXISTS captures (
     PRIMARY KEY (resource_id, archive)
 );
 """
+
+# Bodies in the database (PostgreSQL's default; SQLite keeps them as files):
+# content-addressed, gzip-compressed as in files.
+BODIES_TABLE = """
+CREATE TABLE IF NOT EXISTS bodies (
+    sha256 TEXT PRIMARY KEY,
+    gzipped BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fetcher_schema (version INTEGER NOT NULL);
+"""
+
+# Statements a store opened for writing runs every time: what was added to a
+# version without a bump (idempotent, no data changes).
+ENSURE = """
+CREATE INDEX IF NOT EXISTS fetches_delivering ON fetches(resource_id, sha256, id)
+    WHERE http_status IS NOT NULL AND outcome != 'not-modified';
+"""
+
+STEPS: tuple[Step, ...] = (
+    Step(1, SCHEMA, SCHEMA + BODIES_TABLE, "resources, contents, fetches, health, runs, captures"),
+)
+
+SCHEMA_VERSION = STEPS[-1].version

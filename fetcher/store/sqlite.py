@@ -1,11 +1,14 @@
-"""The snapshot store under snapshots/: an SQLite index (WAL) plus raw bodies,
-gzip-compressed and content-addressed, so text can be re-extracted later.
+"""The snapshot store: an index in SQLite (snapshots/fetcher.sqlite3, WAL) or
+PostgreSQL ([storage] database), plus raw bodies, gzip-compressed and
+content-addressed (fetcher.store.bodies), so text can be re-extracted later.
+The same Store, queries and guarantees on both engines: their differences are
+in fetcher.store.dialect.
 
 Every fetch is one row in `fetches` (the dated history, never overwritten).
 Content is stored once per distinct body (`contents`, keyed by SHA-256): a fetch
 that finds the same body again records a check that points at it, no copy.
-A body file is written (atomically, by rename) before the transaction that
-references it commits, so a kill at any moment leaves the store consistent.
+A body is written (a file atomically, by rename; a row or an object at once)
+before the transaction that references it commits, so a kill at any moment leaves the store consistent.
 
 The store stores and reads; it decides nothing. The engine (fetcher.run.pipeline)
 says what to write and in which order; rows come back as frozen values
@@ -28,12 +31,15 @@ from fetcher.core.errors import StoreError, StoreWriteFailed
 from fetcher.core.health import Health
 from fetcher.core.models import Capture, Download, Snapshot, Source
 from fetcher.core.states import Transition
-from fetcher.store.files import remove_stale_temporaries, write_atomically
+from fetcher.store.bodies import Bodies, BodyFiles
+from fetcher.store.dialect import Database, SqliteDatabase, write_transaction
+from fetcher.store.files import remove_stale_temporaries
+from fetcher.store.lock import DatabaseRunLock, RunLock
+from fetcher.store.migrations import check_version, prepare_for_writing
 from fetcher.store.rows import (
     CAPTURE_COLUMNS, HEALTH_QUERY, TRANSITIONS, CachedLookup, RunRecord, capture_from, health_from, moment, run_from,
     snapshot_from, snapshot_query,
 )
-from fetcher.store.schema import SCHEMA, SCHEMA_VERSION
 from fetcher.store.writing import Writer
 
 DB_NAME = "fetcher.sqlite3"
@@ -42,69 +48,92 @@ __all__ = ["DB_NAME", "CachedLookup", "RunRecord", "Store", "StoreError"]
 
 
 @contextmanager
-def _machine_trouble(directory: Path) -> Iterator[None]:
+def _machine_trouble(db: Database) -> Iterator[None]:
     """Writes that fail for reasons of our machine — disk full, I/O error, a
-    corrupt or locked database — become StoreWriteFailed, which stops a run loudly.
-    Other exceptions (a value SQLite refuses, a bug) stay as they are: they
-    concern one source, and the pipeline stores them as that source's failure."""
+    corrupt or locked database, a lost connection — become StoreWriteFailed,
+    which stops a run loudly. Other exceptions (a value the database refuses, a
+    bug) stay as they are: they concern one source, and the pipeline stores
+    them as that source's failure."""
     try:
         yield
-    except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+    except db.value_errors:
         raise
-    except (OSError, sqlite3.DatabaseError) as error:
-        raise StoreWriteFailed(f"{directory}: cannot write to the store: {error}") from error
+    except db.machine_errors as error:
+        raise StoreWriteFailed(f"{db.where}: cannot write to the store: {error}") from error
 
 
 class Store:
+    """One store: its database (SQLite or PostgreSQL, fetcher.store.dialect) and
+    where its bodies are (fetcher.store.bodies). Commands open it through
+    fetcher.store.opening; `Store(directory)` opens (creating) an SQLite store."""
+
+    directory: Path | None
+    bodies: Path  # SQLite's body files (their directory); see body_store for any kind
+    body_store: Bodies
+    _db: Database
+
     def __init__(self, directory: Path):
-        """Open the store in `directory`, creating it if needed."""
-        self.directory = directory
-        self.bodies = directory / "bodies"
+        """Open the SQLite store in `directory`, creating it if needed."""
+        path = directory / DB_NAME
         try:
-            self.bodies.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(directory / DB_NAME, timeout=30, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._setup()
+            (directory / "bodies").mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            db = SqliteDatabase(connection, str(path))
+            if db.version() > 0:
+                check_version(db)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            prepare_for_writing(db)
         except sqlite3.DatabaseError as error:
-            raise StoreError(f"{directory / DB_NAME}: cannot open the store: {error}") from error
+            raise StoreError(f"{path}: cannot open the store: {error}") from error
         except OSError as error:
             raise StoreError(f"{directory}: cannot use the store directory: {error}") from error
+        self._init(db, BodyFiles(directory / "bodies"), directory)
+
+    def _init(self, db: Database, bodies: Bodies, directory: Path | None) -> None:
+        self._db, self.body_store, self.directory = db, bodies, directory
+        self.bodies = bodies.directory if isinstance(bodies, BodyFiles) else Path("/nonexistent")
+
+    @classmethod
+    def on(cls, db: Database, bodies: Bodies, directory: Path | None = None) -> Store:
+        """A store over an open, checked database (fetcher.store.opening)."""
+        store = cls.__new__(cls)
+        store._init(db, bodies, directory)
+        return store
 
     @classmethod
     def existing(cls, directory: Path) -> Store | None:
-        """Open the store read-only, if one is there: reading commands create and
-        change nothing, and work where the user may only read (another user's
+        """Open the SQLite store read-only, if one is there: reading commands create
+        and change nothing, and work where the user may only read (another user's
         store, a read-only mount). None when nothing has been stored yet."""
         path = directory / DB_NAME
         try:
             if not path.is_file():
                 return None
-            db = _connect_read_only(path)
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            db = SqliteDatabase(_connect_read_only(path), str(path))
+            version = db.version()
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{path}: cannot read the store: {error}") from error
         except OSError as error:
             raise StoreError(f"{directory}: cannot read the store directory: {error.strerror or error}") from error
-        if version > SCHEMA_VERSION:
+        try:
+            if check_version(db) == 0:  # an empty database file: nothing stored yet
+                db.close()
+                return None
+        except StoreError:
             db.close()
-            raise StoreError(f"{directory}: written by a newer fetcher (schema {version})")
-        if version == 0:  # an empty database file: nothing stored yet
-            db.close()
-            return None
-        store = cls.__new__(cls)
-        store.directory, store.bodies, store._db = directory, directory / "bodies", db
-        return store
+            raise
+        return cls.on(db, BodyFiles(directory / "bodies"), directory)
 
-    def _setup(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.directory}: written by a newer fetcher (schema {version})")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._db:
-            self._db.executescript(SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    @property
+    def where(self) -> str:
+        """The store, for messages (a database URL without its password)."""
+        return self._db.where
 
     def close(self) -> None:
         self._db.close()
@@ -112,39 +141,42 @@ class Store:
     def remove_stale_temporaries(self, now: float | None = None) -> int:
         """Delete body files half-written by a process that is gone (a killed run);
         a live writer's temporary file is left alone. Returns how many went."""
+        if not isinstance(self.body_store, BodyFiles):
+            return 0
         return remove_stale_temporaries(self.bodies.glob("*"), time.time() if now is None else now)
+
+    def run_lock(self) -> RunLock | DatabaseRunLock:
+        """The lock that lets one refresh at a time use this store."""
+        if self.directory is not None and self._db.name == "sqlite":
+            return RunLock(self.directory)
+        return DatabaseRunLock(self._db)
 
     # -- writing -------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[Writer]:
         """One write transaction, committed at the end of the block, rolled back
-        if it raises. BEGIN IMMEDIATE: what is read in it (a source's health) is
-        not changed by another writer before it commits."""
-        with _machine_trouble(self.directory):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield Writer(self._db)
-            except BaseException:
-                self._db.rollback()
-                raise
-            self._db.commit()
+        if it raises. What is read in it about a source (its health) is not
+        changed by another writer before it commits (fetcher.store.dialect)."""
+        with _machine_trouble(self._db), write_transaction(self._db):
+            yield Writer(self._db)
 
     def keep_body(self, download: Download) -> None:
-        """Write the body file, unless it is there. Bodies are kept gzip-compressed:
-        as the server compressed them when it did (no CPU spent), else at level 3
-        (half the CPU of level 6 for 9% more bytes; corpus: 1.16 against 2.32 ms
-        a document)."""
-        path = self.body_path(download.sha256)
-        with _machine_trouble(self.directory):
-            if path.exists():
+        """Keep the body, unless it is there (see fetcher.store.bodies). Bodies are
+        kept gzip-compressed: as the server compressed them when it did (no CPU
+        spent), else at level 3 (half the CPU of level 6 for 9% more bytes;
+        corpus: 1.16 against 2.32 ms a document)."""
+        with _machine_trouble(self._db):
+            if self.body_store.has(download.sha256):
                 return
-            path.parent.mkdir(exist_ok=True)
-            body = download.gzipped or gzip.compress(download.body, compresslevel=3)
-            write_atomically(path, lambda out: out.write(body))
+            self.body_store.put(download.sha256, download.gzipped or gzip.compress(download.body, compresslevel=3))
 
     def body_path(self, sha: str) -> Path:
         return self.bodies / sha[:2] / f"{sha}.gz"
+
+    def body(self, sha: str) -> bytes:
+        """A kept body, gzip-compressed, wherever bodies are kept."""
+        return self.body_store.get(sha)
 
     def remember_lookup(self, source: Source, archive: str, when: datetime, capture: Capture | None) -> None:
         """Cache what an archive lookup found (a capture, or none) for later runs."""

@@ -8,38 +8,47 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from datetime import datetime
 from typing import Any
 
 from fetcher.core.health import Health
 from fetcher.core.models import Capture, FetchResult, Source
 from fetcher.core.states import Transition
-from fetcher.store.rows import HEALTH_QUERY, capture_row, health_from, health_row, insert, text
+from fetcher.store.dialect import Database, upsert
+from fetcher.store.rows import HEALTH_COLUMNS, HEALTH_QUERY, capture_row, health_from, health_row, text
+
+_HEALTH_UPSERT = upsert(("resource_id",), list(HEALTH_COLUMNS))
+_CAPTURE_COLUMNS = ["resource_id", "archive", "looked_up_at", "timestamp", "original", "raw_url", "captured_at",
+                    "mime", "sha256"]
+_CAPTURE_UPSERT = upsert(("resource_id", "archive"), _CAPTURE_COLUMNS)
 
 
 class Writer:
     """Writes (and the reads a write depends on) inside one open transaction."""
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: Database):
         self._db = db
 
     def health(self, resource_id: str) -> Health:
-        """The source's health as this transaction sees it (fresh: none yet)."""
+        """The source's health as this transaction sees it (fresh: none yet). From
+        here to the commit no other writer reads or writes this source's health."""
+        self._db.lock_source(resource_id)
         row = self._db.execute(HEALTH_QUERY + "WHERE resource_id = ?", (resource_id,)).fetchone()
         return health_from(row) if row else Health(resource_id)
 
     def record(self, result: FetchResult, health: Health | None, transition: Transition | None) -> int:
         """Store one fetch, its content if new (its body file already written) and,
         after a live check, the source's new health. Returns the fetch's id."""
+        self._db.lock_source(result.source.resource_id)  # what `changed` is computed from stays as read
         self._remember(result.source, result.fetched_at)
         sha = result.content_sha256
         previous = self._last_sha(result.source.resource_id)
         if result.new_content:
             self._keep_content(result)
         if health is not None:
-            insert(self._db, "health", health_row(health), verb="INSERT OR REPLACE")
-        fetch_id = insert(self._db, "fetches", _fetch_row(result, sha is not None and sha != previous, transition))
+            self._db.insert("health", health_row(health), _HEALTH_UPSERT)
+        row = _fetch_row(result, sha is not None and sha != previous, transition)
+        fetch_id = self._db.insert("fetches", row, returning=True)
         capture = result.capture
         if capture is not None and sha is not None:
             self._db.execute(
@@ -55,12 +64,12 @@ class Writer:
         self._remember(source, when)
         row = {"resource_id": source.resource_id, "archive": archive, "looked_up_at": when.isoformat(),
                **capture_row(capture), "sha256": None}
-        insert(self._db, "captures", row, verb="INSERT OR REPLACE")
+        self._db.insert("captures", row, _CAPTURE_UPSERT)
 
     def start_run(self, started_at: datetime, trigger: str) -> int:
         """A run record, `running` under this process's id until finish_run."""
         row = {"started_at": started_at.isoformat(), "status": "running", "trigger": trigger, "pid": os.getpid()}
-        return insert(self._db, "runs", row)
+        return self._db.insert("runs", row, returning=True)
 
     def finish_run(self, run_id: int, finished_at: datetime, status: str, summary: dict[str, Any] | None) -> None:
         self._db.execute(
@@ -85,11 +94,11 @@ class Writer:
     def _keep_content(self, result: FetchResult) -> None:
         extracted, download = result.extracted, result.download
         assert extracted is not None  # new_content says so
-        insert(self._db, "contents", {
+        self._db.insert("contents", {
             "sha256": download.sha256, "kind": extracted.kind, "size_bytes": len(download.body),
             "text_chars": len(extracted.text), "title": extracted.title, "language": extracted.language,
             "published": extracted.published, "text": extracted.text, "first_seen": result.fetched_at.isoformat(),
-        }, verb="INSERT OR IGNORE")
+        }, "ON CONFLICT (sha256) DO NOTHING")
 
 
 def _fetch_row(result: FetchResult, changed: bool, transition: Transition | None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ class Due:
 @dataclass(frozen=True)
 class Status:
     config: Path | None
-    store: Path
+    store: str  # the store directory, or the database URL without its password
     last_run: RunRecord | None
     sources: int
     due: Due
@@ -76,7 +76,7 @@ def status_of(config: Config, store: Store | None, now: datetime, next_run: date
     """`fetcher status`: the last run, the sources' health, what is due and when."""
     runs = recorded_runs(store, 1)
     return Status(
-        config.path, config.storage_dir, runs[0] if runs else None, len(config.sources), due(config, store, now),
+        config.path, config.database_display, runs[0] if runs else None, len(config.sources), due(config, store, now),
         next_run, config.schedule.cron, config.schedule.timezone,
     )
 

@@ -1,0 +1,83 @@
+"""`fetcher store`: the commands that look after the store itself —
+`store migrate` (bring its schema to this fetcher's version) and `store copy`
+(into another store, SQLite or PostgreSQL, e.g. to move to PostgreSQL and back)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from fetcher.cli.inputs import existing_store, load
+from fetcher.core.config import Config
+from fetcher.core.errors import BadInput
+from fetcher.store.copying import copy_store
+from fetcher.store.migrations import migrate as migrate_schema
+from fetcher.store.opening import open_store, open_unchecked
+from fetcher.store.sqlite import DB_NAME
+
+
+@click.group()
+def store() -> None:
+    """Look after the store: migrate its schema, copy it to another database."""
+
+
+@store.command()
+@click.pass_context
+def migrate(context: click.Context) -> None:
+    """Bring the store's schema to this fetcher's version (all steps or none).
+
+    A store older than the code is refused by every other command until this has
+    run; a store not there yet is created. Back the store up first."""
+    config = load(context)
+    db = open_unchecked(config)
+    try:
+        before, after = migrate_schema(db)
+    finally:
+        db.close()
+    if before == after:
+        click.echo(f"{config.database_display}: already at schema {after}, nothing to do")
+    elif before == 0:
+        click.echo(f"{config.database_display}: created at schema {after}")
+    else:
+        click.echo(f"{config.database_display}: migrated from schema {before} to {after}")
+
+
+@store.command()
+@click.option("--to", "target", required=True, metavar="TARGET",
+              help="A postgresql:// URL, or the directory of an SQLite store (made if missing).")
+@click.pass_context
+def copy(context: click.Context, target: str) -> None:
+    """Copy every row and body of the configured store into TARGET.
+
+    TARGET is a PostgreSQL database (postgresql://…, bodies into its `bodies`
+    table) or a directory for an SQLite store (bodies as files). Run it into an
+    empty store; after an interruption, run it again: what is there is skipped
+    or brought up to date. At the end every table's row count is checked
+    against the source's."""
+    config = load(context)
+    destination = _target_config(config, target)
+    if destination.database_display == config.database_display:
+        raise BadInput(f"--to {destination.database_display}: that is the configured store itself")
+    source = existing_store(config)
+    into = open_store(destination)
+    try:
+        copied = copy_store(source, into, lambda table, rows: click.echo(f"  {table}: {rows}", err=True))
+    finally:
+        into.close()
+        source.close()
+    counts = ", ".join(f"{table} {rows}" for table, rows in copied.counts.items())
+    click.echo(f"copied {config.database_display} to {destination.database_display}: {counts},"
+               f" bodies {copied.bodies} ({copied.bodies_written} written); counts checked")
+
+
+def _target_config(config: Config, target: str) -> Config:
+    """The config of the store TARGET names (bodies where that engine keeps them)."""
+    if target.startswith(("postgresql://", "postgres://")):
+        return replace(config, database=target, bodies=None)
+    if "://" in target:
+        raise BadInput(f"--to {target!r}: a postgresql:// URL or a directory")
+    path = Path(target)
+    directory = path.parent if path.name == DB_NAME else path
+    return replace(config, database=None, storage_dir=directory.absolute(), bodies=None)

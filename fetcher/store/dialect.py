@@ -1,0 +1,267 @@
+"""The one place where SQLite and PostgreSQL differ, behind one small interface
+(`Database`): how to connect, placeholders (the store's SQL is written with `?`
+and `:name`; PostgreSQL gets `%s` and `%(name)s`), the id of an inserted row,
+the schema version's home, what a write transaction locks, DDL words, and which
+errors are the machine's trouble (a run stops) rather than one source's.
+
+Everything else — INSERT … ON CONFLICT, partial indexes, the queries — is SQL both
+engines take as written. Timestamps are ISO 8601 text in both, so that every
+output is the same whichever engine holds the store.
+
+psycopg (3) is imported only when a PostgreSQL store is opened."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+# A row: read by column name (row["sha256"]) and in order (tuple(row)).
+Row = Any
+
+
+class Database:
+    """A connection to one store's database, of either engine."""
+
+    name = ""
+    where = ""  # what messages call it: a file path, or the URL without its password
+    # errors that are one value's or one query's (a run goes on), and those of the machine
+    value_errors: tuple[type[BaseException], ...] = ()
+    machine_errors: tuple[type[BaseException], ...] = ()
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        raise NotImplementedError
+
+    def insert(self, table: str, values: dict[str, Any], conflict: str = "", returning: bool = False) -> int:
+        """Write one row by column name, `conflict` being an ON CONFLICT clause;
+        with `returning`, the row's id."""
+        raise NotImplementedError
+
+    def insert_many(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
+        """Write rows (each with the same columns, by name) in one statement's batch."""
+        raise NotImplementedError
+
+    def after_explicit_ids(self, table: str) -> None:
+        """After rows were written with their ids given: new rows get higher ones."""
+
+    def begin(self) -> None:
+        """Start a write transaction."""
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.execute("ROLLBACK")
+
+    def lock_source(self, resource_id: str) -> None:
+        """Within a write transaction: no other writer reads-then-writes this
+        source's health until this transaction ends."""
+
+    def version(self) -> int:
+        raise NotImplementedError
+
+    def set_version(self, version: int) -> str:
+        """The statement that records the schema version."""
+        raise NotImplementedError
+
+    def ddl(self, sql: str) -> str:
+        """The store's DDL (written for SQLite) for this engine."""
+        return sql
+
+    def run_script(self, sql: str) -> None:
+        """Run several statements, in the open transaction."""
+        raise NotImplementedError
+
+    def tables(self) -> set[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def upsert(keys: tuple[str, ...], columns: list[str]) -> str:
+    """ON CONFLICT (keys) DO UPDATE SET each other column to the new row's value."""
+    updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name not in keys)
+    return f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+
+
+class SqliteDatabase(Database):
+    """An SQLite file: BEGIN IMMEDIATE takes the one write lock, so what a write
+    transaction reads is not changed by another writer before it commits."""
+
+    name = "sqlite"
+    value_errors = (sqlite3.IntegrityError, sqlite3.ProgrammingError)
+    machine_errors = (OSError, sqlite3.DatabaseError)
+
+    def __init__(self, connection: sqlite3.Connection, where: str):
+        connection.row_factory = sqlite3.Row
+        self.connection, self.where = connection, where
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self.connection.execute(sql, params)
+
+    def insert(self, table: str, values: dict[str, Any], conflict: str = "", returning: bool = False) -> int:
+        names = ", ".join(values)
+        sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + n for n in values)}) {conflict}"
+        return self.connection.execute(sql, values).lastrowid or 0
+
+    def insert_many(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
+        if rows:
+            names = list(rows[0])
+            self.connection.executemany(
+                f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)}) {conflict}",
+                rows)
+
+    def begin(self) -> None:
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.connection.commit()
+
+    def rollback(self) -> None:
+        self.connection.rollback()
+
+    def version(self) -> int:
+        return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
+
+    def set_version(self, version: int) -> str:
+        return f"PRAGMA user_version={int(version)}"
+
+    def run_script(self, sql: str) -> None:
+        for statement in statements(sql):
+            self.connection.execute(statement)
+
+    def tables(self) -> set[str]:
+        return {row[0] for row in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+_DDL = (("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),)
+_QUESTION = re.compile(r"\?")
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL database over psycopg 3, in autocommit mode outside explicit
+    write transactions (a reading command holds no transaction open). A write
+    transaction takes a transaction-scoped advisory lock per source it writes."""
+
+    name = "postgresql"
+
+    def __init__(self, url: str, where: str, read_only: bool = False):
+        import psycopg
+
+        self.value_errors = (psycopg.IntegrityError, psycopg.ProgrammingError, psycopg.DataError)
+        self.machine_errors = (OSError, psycopg.Error)
+        self.where = where
+        self.connection = psycopg.connect(url, autocommit=True, row_factory=_rows)
+        if read_only:
+            self.connection.execute("SET default_transaction_read_only = on")
+        self._translated: dict[str, str] = {}
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self.connection.execute(self._sql(sql), params)
+
+    def _sql(self, sql: str) -> str:
+        translated = self._translated.get(sql)
+        if translated is None:
+            translated = _NAMED.sub(r"%(\1)s", _QUESTION.sub("%s", sql.replace("%", "%%")))
+            self._translated[sql] = translated
+        return translated
+
+    def insert(self, table: str, values: dict[str, Any], conflict: str = "", returning: bool = False) -> int:
+        names = ", ".join(values)
+        sql = (f"INSERT INTO {table} ({names}) VALUES ({', '.join(f'%({n})s' for n in values)}) {conflict}"
+               + (" RETURNING id" if returning else ""))
+        cursor = self.connection.execute(sql, values)
+        row: Any = cursor.fetchone() if returning else None
+        return int(row[0]) if returning else 0
+
+    def insert_many(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
+        if rows:
+            names = list(rows[0])
+            with self.connection.cursor() as cursor:
+                cursor.executemany(
+                    f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(f'%({n})s' for n in names)})"
+                    f" {conflict}", rows)
+
+    def after_explicit_ids(self, table: str) -> None:
+        self.connection.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT MAX(id) FROM {table}), 1))")
+
+    def begin(self) -> None:
+        self.connection.execute("BEGIN")
+
+    def lock_source(self, resource_id: str) -> None:
+        self.connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (resource_id,))
+
+    def version(self) -> int:
+        if "fetcher_schema" not in self.tables():
+            return 0
+        row: Any = self.connection.execute("SELECT max(version) FROM fetcher_schema").fetchone()
+        return int(row[0] or 0)
+
+    def set_version(self, version: int) -> str:
+        return f"DELETE FROM fetcher_schema; INSERT INTO fetcher_schema (version) VALUES ({int(version)})"
+
+    def ddl(self, sql: str) -> str:
+        for sqlite_words, postgresql_words in _DDL:
+            sql = sql.replace(sqlite_words, postgresql_words)
+        return sql
+
+    def run_script(self, sql: str) -> None:
+        for statement in statements(sql):
+            self.connection.execute(statement)
+
+    def tables(self) -> set[str]:
+        rows = self.connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+        return {row[0] for row in rows}
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def statements(sql: str) -> Iterator[str]:
+    """The statements of a script: `--` comments dropped, split at `;` (the
+    store's DDL has no `;` inside a statement)."""
+    text = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+    yield from (part.strip() for part in text.split(";") if part.strip())
+
+
+class _Row(tuple):
+    """A psycopg row read as sqlite3.Row is: by position, or by column name."""
+
+    _index: dict[str, int] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+def _rows(cursor: Any) -> Callable[[Any], _Row]:
+    """psycopg's row factory: one _Row class per result shape."""
+    names = [column.name for column in cursor.description or ()]
+    shaped = type("Row", (_Row,), {"_index": {name: i for i, name in enumerate(names)}})
+    return lambda values: shaped(values)
+
+
+@contextmanager
+def write_transaction(db: Database) -> Iterator[None]:
+    """One write transaction on `db`: committed at the end, rolled back if it raises."""
+    db.begin()
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()

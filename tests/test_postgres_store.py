@@ -1,0 +1,98 @@
+"""The same commands give the same answers on SQLite and on PostgreSQL, and a
+store copied SQLite -> PostgreSQL -> SQLite reads exactly as the original."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from fetcher.cli.main import cli
+from fetcher.core.sources import resource_id
+from tests.conftest import write_config
+from tests.origin import html, sequence
+
+PAGE = "<html><head><title>{0}</title></head><body><article><p>" + "Findings of report {0}, in words. " * 30
+PAGE += "</p></article></body></html>"
+
+
+def fetcher(config: Path, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["--config", str(config), *args])
+    assert result.exit_code in (0, 1), (args, result.output)
+    return result.output
+
+
+def sources(origin) -> list[str]:
+    return [
+        origin.route("/ok", html(PAGE.format("one"))),
+        origin.route("/changes", sequence(html(PAGE.format("two")), html(PAGE.format("two, revised")))),
+        origin.route("/gone", sequence(html(PAGE.format("three")), html("gone", status=404))),
+        origin.route("/never", html("nothing here", status=500)),
+    ]
+
+
+def folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def two_refreshes(config: Path) -> None:
+    fetcher(config, "refresh", "--all")
+    fetcher(config, "refresh", "--all")
+
+
+def readings(config: Path, urls: list[str]) -> dict[str, str]:
+    """What a user reads: each source's show and history, the audit and the export (JSON)."""
+    audit = json.loads(fetcher(config, "audit", "--format", "json"))
+    del audit["generated_at"]  # when the audit was made
+    out = {"audit": json.dumps(audit, indent=1), "export": fetcher(config, "export")}
+    for url in urls:
+        out[f"show {url}"] = fetcher(config, "show", url, "--format", "json")
+        out[f"history {url}"] = fetcher(config, "history", resource_id(url), "--json")
+    return out
+
+
+_MOMENT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
+_ELAPSED = re.compile(r'"(elapsed_ms|age_days)": [^,}\n]+')
+
+
+def timeless(text: str) -> str:
+    """The output with the moments of fetching (which differ between two runs) blanked."""
+    return _ELAPSED.sub(r'"\1": _', _MOMENT.sub("T", text))
+
+
+def test_refresh_show_history_audit_and_export_read_the_same_on_both_backends(tmp_path, origin, pg_url):
+    urls = sources(origin)
+    on_sqlite = write_config(folder(tmp_path / "sqlite"), urls, retries=0, concurrency=1)
+    two_refreshes(on_sqlite)
+    assert sources(origin) == urls  # the same pages, answering from the start again
+    on_postgresql = write_config(folder(tmp_path / "postgresql"), urls, retries=0, concurrency=1, database=pg_url)
+    two_refreshes(on_postgresql)
+    assert not (tmp_path / "postgresql" / "snapshots" / "fetcher.sqlite3").exists()
+    sqlite_reads, postgresql_reads = readings(on_sqlite, urls), readings(on_postgresql, urls)
+    assert json.loads(sqlite_reads["audit"])  # something was read
+    for name, text in sqlite_reads.items():
+        assert timeless(postgresql_reads[name]) == timeless(text), name
+
+
+def test_a_store_copied_to_postgresql_and_back_reads_exactly_the_same(tmp_path, origin, pg_url):
+    urls = sources(origin)
+    original = write_config(folder(tmp_path / "original"), urls, retries=0)
+    two_refreshes(original)
+    before = readings(original, urls)
+
+    copied = fetcher(original, "store", "copy", "--to", pg_url)
+    assert "counts checked" in copied and "fetches 8" in copied
+    again = fetcher(original, "store", "copy", "--to", pg_url)  # as after an interruption: nothing new
+    assert "counts checked" in again and "(0 written)" in again
+    on_postgresql = write_config(folder(tmp_path / "postgresql"), urls, retries=0, concurrency=1, database=pg_url)
+    assert readings(on_postgresql, urls) == before
+
+    back = tmp_path / "back"
+    assert "counts checked" in fetcher(on_postgresql, "store", "copy", "--to", str(back / "snapshots"))
+    returned = write_config(folder(back), urls, retries=0)
+    assert readings(returned, urls) == before
+    assert sorted(p.name for p in (back / "snapshots" / "bodies").rglob("*.gz")) == \
+        sorted(p.name for p in (tmp_path / "original" / "snapshots" / "bodies").rglob("*.gz"))

@@ -16,7 +16,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from tests.conftest import fetcher_command, write_config
 from tests.origin import Origin, html
@@ -41,16 +40,10 @@ def start_worker(cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def stored_per_source(url: str, storage: Path) -> Counter[str]:
-    """How many fetches the store holds for each source."""
+def stored_per_source(url: str) -> Counter[str]:
+    """How many fetches the store holds for each source, read with psycopg itself."""
     with psycopg.connect(url) as db:
-        if db.execute("SELECT to_regclass('fetches') IS NOT NULL").fetchone()[0]:
-            return Counter(dict(db.execute("SELECT resource_id, count(*) FROM fetches GROUP BY 1").fetchall()))
-    import sqlite3
-    from contextlib import closing
-
-    with closing(sqlite3.connect(storage / "fetcher.sqlite3")) as lite:
-        return Counter(dict(lite.execute("SELECT resource_id, count(*) FROM fetches GROUP BY 1").fetchall()))
+        return Counter(dict(db.execute("SELECT resource_id, count(*) FROM fetches GROUP BY 1").fetchall()))
 
 
 def board_done(url: str, run_id: int) -> int:
@@ -60,23 +53,7 @@ def board_done(url: str, run_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-def postgres_store_ready(url: str, directory: Path) -> bool:
-    """Whether the PostgreSQL store backend is in this tree (branch h14store)."""
-    from fetcher.core.config import parse_config
-    from fetcher.core.errors import StoreError
-    from fetcher.store.opening import open_store
-
-    config = parse_config({"storage": {"dir": str(directory / "probe"), "database": url}}, None)
-    try:
-        open_store(config).close()
-    except StoreError:
-        return False
-    return True
-
-
 def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive_a_kill(tmp_path, pg_url):
-    if not postgres_store_ready(pg_url, tmp_path):
-        pytest.skip("the PostgreSQL store backend is not in this tree yet")
     with ExitStack() as stack:
         origins = [stack.enter_context(Origin(ip, latency=LATENCY)) for ip in HOSTS]
         urls = [origins[n % 10].route(f"/bulletins/{n}", html(article(n))) for n in range(300)]
@@ -103,8 +80,8 @@ def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive
             span = seen_in_order[-1].started - seen_in_order[0].started
             assert span >= (len(seen_in_order) - 1) * DELAY - 0.05, (origin.ip, span)
         assert max(origin.max_in_flight for origin in origins) == PER_HOST  # the limit was reached
-        assert stored_per_source(pg_url, tmp_path / 'snapshots') == Counter({rid: 1 for rid in stored_per_source(pg_url, tmp_path / 'snapshots')})
-        assert len(stored_per_source(pg_url, tmp_path / 'snapshots')) == 300
+        assert stored_per_source(pg_url) == Counter({rid: 1 for rid in stored_per_source(pg_url)})
+        assert len(stored_per_source(pg_url)) == 300
         for origin in origins:
             origin.requests.clear()
 
@@ -135,7 +112,7 @@ def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive
             time.sleep(0.1)
         assert board_done(pg_url, run_id) == 300
         taken_up_within = time.monotonic() - killed_at
-        assert stored_per_source(pg_url, tmp_path / 'snapshots') == Counter({rid: 2 for rid in stored_per_source(pg_url, tmp_path / 'snapshots')})
+        assert stored_per_source(pg_url) == Counter({rid: 2 for rid in stored_per_source(pg_url)})
         runs = subprocess.run(fetcher_command() + ["runs", "--json"], cwd=tmp_path, env=env, text=True,
                               capture_output=True, timeout=30)
         assert runs.returncode == 0, runs.stderr

@@ -36,6 +36,7 @@ from fetcher.run import board, queue
 from fetcher.run.distributed import database_url, finish_if_done
 from fetcher.run.pipeline import FetchOptions, Pipeline
 from fetcher.run.shared import SharedHostSlots
+from fetcher.store.dialect import PostgresDatabase
 from fetcher.store.sqlite import Store, StoreError
 
 log = logging.getLogger("fetcher")
@@ -60,7 +61,6 @@ class Worker:
         self._board_store = open_store()
         self._url = database_url(config)
         self._options = options
-        self._marks = psycopg.connect(self._url, autocommit=True)  # used on the store's thread only
         self._own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="board")
         self._board = psycopg.connect(self._url, autocommit=True)  # used on the board thread only
 
@@ -90,7 +90,6 @@ class Worker:
                         await asyncio.gather(beat, return_exceptions=True)
                         await self._on_board(board.leave, self._board, options.name)
         self._own.shutdown()
-        self._marks.close()
         self._board.close()
         self._store.close()
         self._board_store.close()
@@ -129,9 +128,11 @@ class Worker:
         await self._on_board(self._finish, run_id)
 
     def _mark(self, run_id: int, snapshot: Snapshot) -> None:
-        """Inside the fetch's store transaction: the source is done (or the fetch rolls back)."""
-        with self._marks.transaction():
-            board.mark_done(self._marks, run_id, self._options.name, snapshot)
+        """Inside the fetch's store transaction, on its connection: the source is
+        done (or, done already, the whole fetch rolls back)."""
+        database = self._store.database
+        assert isinstance(database, PostgresDatabase), "workers run on a PostgreSQL store"
+        board.mark_done(database.connection, run_id, self._options.name, snapshot)
 
     def _finish(self, run_id: int) -> None:
         """Record the run's end if its every source is done."""

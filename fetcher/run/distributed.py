@@ -45,16 +45,20 @@ async def queue_run(
     async with app.open_async():
         await queue.create_schema(app, url)
         with psycopg.connect(url, autocommit=True) as db:
-            running = board.open_run(db)
-            if running is not None:
-                run_id, seen = running
-                raise Busy(f"queued run {run_id} (started {seen.started_at:%Y-%m-%d %H:%M:%S}) is still going:"
-                           f" {seen.done} of {seen.total} sources done; `fetcher status` shows its workers")
-        started = wall_clock()
-        chosen = sources if everything else due_sources(sources, store.all_health(), config.refresh, started)
-        run_id = store.start_run(started, trigger)
-        flags = {"archive": options.archive, "recheck_archive": options.recheck_archive}
-        await queue.enqueue(app, url, run_id, started, trigger, chosen, len(sources) - len(chosen), flags)
+            db.execute("SELECT pg_advisory_lock(8123, 2)")  # two refreshes at once: one queues, one is Busy
+            try:
+                running = board.open_run(db)
+                if running is not None:
+                    run_id, seen = running
+                    raise Busy(f"queued run {run_id} (started {seen.started_at:%Y-%m-%d %H:%M:%S}) is still going:"
+                               f" {seen.done} of {seen.total} sources done; `fetcher status` shows its workers")
+                started = wall_clock()
+                chosen = sources if everything else due_sources(sources, store.all_health(), config.refresh, started)
+                run_id = store.start_run(started, trigger)
+                flags = {"archive": options.archive, "recheck_archive": options.recheck_archive}
+                await queue.enqueue(app, url, run_id, started, trigger, chosen, len(sources) - len(chosen), flags)
+            finally:
+                db.execute("SELECT pg_advisory_unlock(8123, 2)")
     return Queued(run_id, started, len(chosen))
 
 

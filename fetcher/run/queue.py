@@ -41,7 +41,7 @@ def make_app(url: str, queue: str, fetch: Fetch | None = None, attempts: int = 2
             raise RuntimeError("this process only enqueues")
         await fetch(context, run_id, resource_id)
 
-    app.task(name=TASK, queue=queue, pass_context=True, retry=procrastinate.RetryStrategy(max_attempts=attempts))(
+    app.task(name=TASK, queue=queue, pass_context=True, retry=procrastinate.RetryStrategy(max_attempts=attempts, wait=1))(
         fetch_source
     )
     return app

@@ -96,3 +96,50 @@ def test_a_store_copied_to_postgresql_and_back_reads_exactly_the_same(tmp_path, 
     assert readings(returned, urls) == before
     assert sorted(p.name for p in (back / "snapshots" / "bodies").rglob("*.gz")) == \
         sorted(p.name for p in (tmp_path / "original" / "snapshots" / "bodies").rglob("*.gz"))
+
+
+def test_writers_on_many_connections_never_interleave_one_sources_health(pg_url, tmp_path):
+    """Four stores (as four workers would hold) record 25 failures each of one
+    source at once: each transaction reads the health and writes the next under
+    the source's lock, so the count of failures in a row is all 100 of them."""
+    import threading
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    from fetcher.core.config import load_config
+    from fetcher.core.models import Download, FetchResult
+    from fetcher.core.outcomes import Outcome
+    from fetcher.core.sources import make_source
+    from fetcher.run.storing import store_result
+    from fetcher.store.opening import open_store
+
+    config = replace(load_config(write_config(tmp_path)), database=pg_url)
+    source, start = make_source("https://example.org/report"), datetime(2026, 1, 1, tzinfo=timezone.utc)
+    stores = [open_store(config) for _ in range(4)]
+
+    def worker(number: int) -> None:
+        for n in range(25):
+            when = start + timedelta(seconds=number * 100 + n)
+            download = Download(source.url, Outcome.HTTP_5XX, source.url, 500, "text/html")
+            store_result(stores[number], FetchResult(source, when, "live", download, 1, live_status=500,
+                                                     live_outcome=Outcome.HTTP_5XX))
+
+    threads = [threading.Thread(target=worker, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stores[0].health(source.resource_id).failures_in_a_row == 100
+    assert len(stores[0].history(source.resource_id)) == 100
+    for store in stores:
+        store.close()
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_without_the_password(tmp_path):
+    config = write_config(folder(tmp_path), ["https://example.org/a"], database="postgresql://kb:s3cret@127.0.0.1:9/kb")
+    for args in (("show", "https://example.org/a"), ("refresh",), ("store", "migrate")):
+        result = CliRunner().invoke(cli, ["--config", str(config), "--log-level", "debug", *args])
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert lines[-1].startswith("error: postgresql://kb:***@127.0.0.1:9/kb: cannot connect")
+        assert "s3cret" not in result.output and "Traceback" not in result.output

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS fetcher_queue_runs (
 CREATE TABLE IF NOT EXISTS fetcher_run_sources (
     run_id bigint NOT NULL REFERENCES fetcher_queue_runs ON DELETE CASCADE,
     resource_id text NOT NULL,
+    position integer NOT NULL,
     url text NOT NULL,
     title text,
     state text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'done')),
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS fetcher_workers (
 );
 """
 
-_MARK_DONE = """
+MARK_DONE = """
 UPDATE fetcher_run_sources SET state = 'done', worker = %(worker)s, outcome = %(outcome)s,
     has_content = %(has_content)s, changed = %(changed)s, archived = %(archived)s, transition = %(transition)s
 WHERE run_id = %(run_id)s AND resource_id = %(resource_id)s AND state <> 'done'
@@ -81,31 +82,34 @@ def create_schema(db: psycopg.Connection[Any]) -> None:
 
 def add_run(db: psycopg.Connection[Any], run_id: int, started_at: datetime, trigger: str,
             options: dict[str, bool], sources: list[Source], not_due: int) -> None:
-    """Put the run and its sources on the board, in one transaction (COPY: a
-    million sources take seconds)."""
-    with db.transaction():
-        db.execute(
-            "INSERT INTO fetcher_queue_runs (run_id, started_at, trigger, options, total, not_due)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (run_id, started_at, trigger, json.dumps(options), len(sources), not_due),
-        )
-        with db.cursor().copy("COPY fetcher_run_sources (run_id, resource_id, url, title) FROM STDIN") as copy:
-            for source in sources:
-                copy.write_row((run_id, source.resource_id, source.url, source.title))
+    """Put the run and its sources on the board, in the order given (COPY: a
+    million sources take seconds). Within the caller's transaction."""
+    db.execute(
+        "INSERT INTO fetcher_queue_runs (run_id, started_at, trigger, options, total, not_due)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (run_id, started_at, trigger, json.dumps(options), len(sources), not_due),
+    )
+    columns = "run_id, resource_id, position, url, title"
+    with db.cursor().copy(f"COPY fetcher_run_sources ({columns}) FROM STDIN") as copy:
+        for position, source in enumerate(sources):
+            copy.write_row((run_id, source.resource_id, position, source.url, source.title))
 
 
 def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, snapshot: Snapshot) -> None:
     """Mark the source done with what its fetch was, unless it is done already:
     then AlreadyFetched, which rolls back the transaction this runs in."""
-    outcome = snapshot.live_outcome or snapshot.outcome
-    cursor = db.execute(_MARK_DONE, {
-        "run_id": run_id, "resource_id": snapshot.resource_id, "worker": worker, "outcome": outcome.value,
-        "has_content": snapshot.has_content, "changed": snapshot.changed,
-        "archived": snapshot.origin == "archive",
-        "transition": snapshot.transition.value if snapshot.transition else None,
-    })
+    cursor = db.execute(MARK_DONE, mark_params(run_id, worker, snapshot))
     if cursor.rowcount == 0:
         raise AlreadyFetched(f"{snapshot.resource_id} was stored for run {run_id} by another worker")
+
+
+def mark_params(run_id: int, worker: str, snapshot: Snapshot) -> dict[str, Any]:
+    outcome = snapshot.live_outcome or snapshot.outcome
+    return {
+        "run_id": run_id, "resource_id": snapshot.resource_id, "worker": worker, "outcome": outcome.value,
+        "has_content": snapshot.has_content, "changed": snapshot.changed, "archived": snapshot.origin == "archive",
+        "transition": snapshot.transition.value if snapshot.transition else None,
+    }
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ async def queue_run(
                 chosen = sources if everything else due_sources(sources, store.all_health(), config.refresh, started)
                 run_id = store.start_run(started, trigger)
                 flags = {"archive": options.archive, "recheck_archive": options.recheck_archive}
-                await queue.enqueue(app, url, run_id, started, trigger, chosen, len(sources) - len(chosen), flags)
+                await queue.enqueue(url, config.workers.queue, run_id, started, trigger, chosen,
+                                    len(sources) - len(chosen), flags)
             finally:
                 db.execute("SELECT pg_advisory_unlock(8123, 2)")
     return Queued(run_id, started, len(chosen))

@@ -28,6 +28,7 @@ from typing import Any
 
 import procrastinate
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from fetcher.core.config import Config
 from fetcher.core.errors import AlreadyFetched
@@ -71,7 +72,9 @@ class Worker:
         """Run jobs until SIGTERM/SIGINT (or, `once`, until the queue is empty)."""
         options, settings = self._options, self._config.fetch
         app = queue.make_app(self._url, options.queue, self._fetch)
-        async with app.open_async():
+        pool = AsyncConnectionPool(self._url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False)
+        async with app.open_async(), pool:
+            self._pool = pool
             await queue.create_schema(app, self._url)
             async with SharedHostSlots(self._url, settings.per_host_concurrency, settings.per_host_delay) as slots:
                 self._pipeline = Pipeline(self._config, self._store, slots=slots)
@@ -110,7 +113,7 @@ class Worker:
 
     async def _fetch(self, context: Any, run_id: int, resource_id: str) -> None:
         """One job: the source, unless it is done already."""
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as db:
+        async with self._pool.connection() as db:
             taken = await board.claim(db, run_id, resource_id, self._options.name)
         if taken is None:
             return

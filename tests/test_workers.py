@@ -128,3 +128,15 @@ def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive
         assert taken_up_within < 1.25 * LEASE + 10, taken_up_within
         workers[2].send_signal(signal.SIGTERM)
         assert workers[2].wait(timeout=20) == 0, workers[2].stderr.read() if workers[2].stderr else ""
+
+
+def test_worker_and_no_wait_need_a_postgresql_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("FETCHER_DATABASE", raising=False)
+    config = write_config(tmp_path, ["http://127.0.0.1:9/a"])
+    for words in (["worker"], ["refresh", "--no-wait"]):
+        result = subprocess.run(fetcher_command() + ["--config", str(config), *words], cwd=tmp_path, text=True,
+                                capture_output=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert "PostgreSQL" in lines[0] or "SQLite" in lines[0], lines[0]

@@ -85,3 +85,22 @@ def test_a_store_older_than_the_code_is_refused_until_migrated(v1_store, request
     assert code == 0 and f"from schema {a_next_version - 1} to {a_next_version}" in said
     assert readings(config) == expected()
     assert "already at schema" in fetcher(config, "store", "migrate")[1]
+
+
+def test_migrating_a_file_that_is_not_a_store_is_one_line_and_leaves_it_alone(tmp_path):
+    config = write_config(tmp_path, ["https://example.org/a"])
+    (tmp_path / "snapshots").mkdir()
+    bogus = tmp_path / "snapshots" / "fetcher.sqlite3"
+    bogus.write_bytes(b"somebody's notes, not a database " * 40)
+    code, said = fetcher(config, "store", "migrate")
+    assert code == 2 and said.count("\n") == 1 and said.startswith("error: ") and "Traceback" not in said
+    assert bogus.read_bytes() == b"somebody's notes, not a database " * 40
+
+
+def test_store_migrate_makes_a_new_store_at_the_current_version(tmp_path, database):
+    config = write_config(tmp_path, ["https://example.org/a"], database=database)
+    code, said = fetcher(config, "store", "migrate")
+    assert code == 0 and f"created at schema {schema.SCHEMA_VERSION}" in said, said
+    assert "already at schema" in fetcher(config, "store", "migrate")[1]
+    code, said = fetcher(config, "export")
+    assert code == 0 and json.loads(said) == []

@@ -11,7 +11,7 @@ import click
 
 from fetcher.cli.inputs import existing_store, load
 from fetcher.core.config import Config
-from fetcher.core.errors import BadInput
+from fetcher.core.errors import BadInput, StoreError, StoreWriteFailed
 from fetcher.store.copying import copy_store
 from fetcher.store.migrations import migrate as migrate_schema
 from fetcher.store.opening import open_store, open_unchecked
@@ -34,6 +34,8 @@ def migrate(context: click.Context) -> None:
     db = open_unchecked(config)
     try:
         before, after = migrate_schema(db)
+    except db.machine_errors as error:  # not a database, no rights, the server went away: nothing was changed
+        raise StoreError(f"{db.where}: cannot migrate the store: {' '.join(str(error).split())}") from error
     finally:
         db.close()
     if before == after:
@@ -64,6 +66,8 @@ def copy(context: click.Context, target: str) -> None:
     into = open_store(destination)
     try:
         copied = copy_store(source, into, lambda table, rows: click.echo(f"  {table}: {rows}", err=True))
+    except (*source.database.machine_errors, *into.database.machine_errors) as error:
+        raise StoreWriteFailed(f"the copy stopped (run it again to go on): {' '.join(str(error).split())}") from error
     finally:
         into.close()
         source.close()

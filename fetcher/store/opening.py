@@ -47,16 +47,22 @@ def open_existing(config: Config) -> Store | None:
 
 def open_unchecked(config: Config) -> Database:
     """The store's database, whatever its schema version (for `fetcher store
-    migrate`); a store not there yet is created, at the current schema."""
+    migrate`); an SQLite store not there yet is an empty database (version 0)."""
     if config.database:
         return connect(config.database)
     path = config.storage_dir / DB_NAME
-    if not path.exists():
-        return Store(config.storage_dir).database
     try:
-        return SqliteDatabase(sqlite3.connect(path, timeout=30, check_same_thread=False), str(path))
+        new = not path.exists()
+        if new:
+            (config.storage_dir / "bodies").mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        if new:
+            connection.execute("PRAGMA journal_mode=WAL")
+        return SqliteDatabase(connection, str(path))
     except sqlite3.DatabaseError as error:
         raise StoreError(f"{path}: cannot open the store: {error}") from error
+    except OSError as error:
+        raise StoreError(f"{config.storage_dir}: cannot use the store directory: {error}") from error
 
 
 def connect(url: str, read_only: bool = False) -> Database:

@@ -28,18 +28,25 @@ class Writer:
 
     def __init__(self, db: Database):
         self._db = db
+        self._locked: set[str] = set()
+
+    def _lock(self, resource_id: str) -> None:
+        """The source's write lock (fetcher.store.dialect), once per transaction."""
+        if resource_id not in self._locked:
+            self._db.lock_source(resource_id)
+            self._locked.add(resource_id)
 
     def health(self, resource_id: str) -> Health:
         """The source's health as this transaction sees it (fresh: none yet). From
         here to the commit no other writer reads or writes this source's health."""
-        self._db.lock_source(resource_id)
+        self._lock(resource_id)
         row = self._db.execute(HEALTH_QUERY + "WHERE resource_id = ?", (resource_id,)).fetchone()
         return health_from(row) if row else Health(resource_id)
 
     def record(self, result: FetchResult, health: Health | None, transition: Transition | None) -> int:
         """Store one fetch, its content if new (its body file already written) and,
         after a live check, the source's new health. Returns the fetch's id."""
-        self._db.lock_source(result.source.resource_id)  # what `changed` is computed from stays as read
+        self._lock(result.source.resource_id)  # what `changed` is computed from stays as read
         self._remember(result.source, result.fetched_at)
         sha = result.content_sha256
         previous = self._last_sha(result.source.resource_id)

@@ -140,3 +140,44 @@ def test_worker_and_no_wait_need_a_postgresql_store(tmp_path, monkeypatch):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
         assert "PostgreSQL" in lines[0] or "SQLite" in lines[0], lines[0]
+
+
+def test_schedule_on_postgresql_queues_the_run_and_a_worker_with_once_finishes_it(tmp_path, pg_url):
+    with Origin("127.0.0.1") as origin:
+        urls = [origin.route(f"/bulletins/{n}", html(article(n))) for n in range(6)]
+        write_config(tmp_path, urls, text="\n[schedule]\ncron = \"0 3 * * *\"\n")
+        env = {**os.environ, "FETCHER_CONFIG": str(tmp_path / "config.toml"), "FETCHER_DATABASE": pg_url,
+               "PYTHONPATH": str(Path(__file__).parent.parent)}
+        scheduler = subprocess.Popen(fetcher_command() + ["schedule", "--run-now"], cwd=tmp_path, env=env, text=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not queued_runs(pg_url):
+                time.sleep(0.1)
+        finally:
+            scheduler.send_signal(signal.SIGTERM)
+            assert scheduler.wait(timeout=20) == 0, scheduler.stderr.read() if scheduler.stderr else ""
+        assert queued_runs(pg_url) == [("schedule", 6)]
+        assert origin.requests == []  # the scheduler queues; it fetches nothing itself
+
+        shown = subprocess.run(fetcher_command() + ["status", "--json"], cwd=tmp_path, env=env, text=True,
+                               capture_output=True, timeout=30)
+        status = json.loads(shown.stdout)
+        assert status["queued_run"]["done"] == 0 and status["queued_run"]["total"] == 6
+        assert status["workers"] == []
+
+        once = subprocess.run(fetcher_command() + ["worker", "--once", "--concurrency", "2"], cwd=tmp_path, env=env,
+                              text=True, capture_output=True, timeout=60)
+        assert once.returncode == 0, once.stderr
+        pages = Counter(seen.path for seen in origin.requests if seen.path.startswith("/bulletins/"))
+        assert pages == Counter({f"/bulletins/{n}": 1 for n in range(6)})
+    runs = json.loads(subprocess.run(fetcher_command() + ["runs", "--json"], cwd=tmp_path, env=env, text=True,
+                                     capture_output=True, timeout=30).stdout)
+    assert [(run["trigger"], run["status"], run["summary"]["total"]) for run in runs] == [("schedule", "completed", 6)]
+
+
+def queued_runs(url: str) -> list[tuple[str, int]]:
+    with psycopg.connect(url) as db:
+        if not db.execute("SELECT to_regclass('fetcher_queue_runs') IS NOT NULL").fetchone()[0]:
+            return []
+        return [tuple(row) for row in db.execute("SELECT trigger, total FROM fetcher_queue_runs").fetchall()]

@@ -103,6 +103,16 @@ def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, snapshot: S
         raise AlreadyFetched(f"{snapshot.resource_id} was stored for run {run_id} by another worker")
 
 
+async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, resource_id: str, worker: str) -> None:
+    """A source whose fetch could not be stored, however often tried: done for the
+    run (an internal error, with no fetch stored: the source stays due)."""
+    await db.execute(
+        "UPDATE fetcher_run_sources SET state = 'done', worker = %s, outcome = %s, has_content = false"
+        " WHERE run_id = %s AND resource_id = %s AND state <> 'done'",
+        (worker, Outcome.INTERNAL_ERROR.value, run_id, resource_id),
+    )
+
+
 def mark_params(run_id: int, worker: str, snapshot: Snapshot) -> dict[str, Any]:
     outcome = snapshot.live_outcome or snapshot.outcome
     return {

@@ -28,10 +28,11 @@ from fetcher.run.pipeline import interleave_by_host
 
 log = logging.getLogger("fetcher")
 TASK = "fetcher.fetch"
+ATTEMPTS = 20  # a job whose store cannot be written is tried this often, 2 s apart, then given up
 Fetch = Callable[[Any, int, str], Awaitable[None]]
 
 
-def make_app(url: str, queue: str, fetch: Fetch | None = None, attempts: int = 20) -> procrastinate.App:
+def make_app(url: str, queue: str, fetch: Fetch | None = None) -> procrastinate.App:
     """A procrastinate app on the database at `url` with the one task. A worker
     passes `fetch` (what the task does); who only enqueues does not."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
@@ -41,7 +42,7 @@ def make_app(url: str, queue: str, fetch: Fetch | None = None, attempts: int = 2
             raise RuntimeError("this process only enqueues")
         await fetch(context, run_id, resource_id)
 
-    app.task(name=TASK, queue=queue, pass_context=True, retry=procrastinate.RetryStrategy(max_attempts=attempts, wait=1))(
+    app.task(name=TASK, queue=queue, pass_context=True, retry=procrastinate.RetryStrategy(max_attempts=ATTEMPTS, wait=2))(
         fetch_source
     )
     return app

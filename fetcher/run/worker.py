@@ -126,6 +126,14 @@ class Worker:
         except AlreadyFetched as error:
             log.info("%s", error)
             return
+        except StoreError as error:  # our machine, not the source: procrastinate tries the job again
+            if context.job.attempts + 1 < queue.ATTEMPTS:
+                raise
+            log.error("giving %s of run %d up after %d attempts: %s", resource_id, run_id, queue.ATTEMPTS, error)
+            async with self._pool.connection() as db:  # the run can end; the source stays due
+                await board.give_up(db, run_id, resource_id, self._options.name)
+            await self._on_board(self._finish, run_id)
+            return
         log.info("%s %s %s (run %d)", (snapshot.live_outcome or snapshot.outcome).value, resource_id,
                  snapshot.url, run_id)
         await self._on_board(self._finish, run_id)

@@ -110,11 +110,14 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
         worker.wait(timeout=60)
 
 
-def wait_for_workers(url: str, n: int) -> None:
+def wait_for_workers(url: str, n: int, workers: list[subprocess.Popen[bytes]], work: Path) -> None:
     import psycopg
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if any(worker.poll() is not None for worker in workers):
+            logs = "".join(path.read_text()[-1500:] for path in sorted(work.glob("worker-*.log")))
+            raise RuntimeError(f"a worker exited: {logs}")
         try:
             with psycopg.connect(url) as db:
                 if db.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0] >= n:
@@ -144,14 +147,14 @@ def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: P
         config = write_config(work / "w", [workload.url_of(s, origin.port) for s in sources], hosts)
         env = {**os.environ, "FETCHER_CONFIG": str(config), "FETCHER_DATABASE": url, "PYTHONPATH": str(ROOT)}
         workers = start_workers(2, env, work)
-        wait_for_workers(url, 2)
+        wait_for_workers(url, 2, workers, work)
         log(f"W1 with 2 workers: {count} sources over {hosts} hosts")
         results["w1_two_workers_s"] = round(timed_refresh(env, work, "w1")[0], 2)
         stop_workers(workers)
         for n, night in zip(counts, [2, 1] * len(counts)):
             origin.call(f"/__night/{night}")
             workers = start_workers(n, env, work)
-            wait_for_workers(url, n)
+            wait_for_workers(url, n, workers, work)
             log(f"W2 with {n} worker(s), night {night}")
             seconds, summary = timed_refresh(env, work, f"w2-{n}")
             stop_workers(workers)

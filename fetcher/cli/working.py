@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -60,10 +62,30 @@ def _needs_database(config: Config, what: str) -> None:
                        " (or $FETCHER_DATABASE); with the SQLite store, `fetcher refresh` runs in-process")
 
 
+@contextmanager
+def database_trouble(config: Config) -> Iterator[None]:
+    """The queue's database failing (down, refusing us) is one StoreError line,
+    its URL shown without the password."""
+    import procrastinate
+    import psycopg
+
+    try:
+        yield
+    except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as error:
+        raise StoreError(f"{config.database_display}: {error}") from error
+
+
 def queued_refresh(config: Config, sources: list[Source], *, everything: bool, archive: bool, recheck: bool,
                    wait: bool, as_json: bool) -> RunSummary | None:
     """Queue the due sources as one run; unless not `wait`, follow it to the end
     and return its summary (None: queued, not followed)."""
+    with database_trouble(config):
+        return _queued_refresh(config, sources, everything=everything, archive=archive, recheck=recheck, wait=wait,
+                               as_json=as_json)
+
+
+def _queued_refresh(config: Config, sources: list[Source], *, everything: bool, archive: bool, recheck: bool,
+                    wait: bool, as_json: bool) -> RunSummary | None:
     from fetcher.cli.terminal import RunProgress
     from fetcher.run.distributed import follow, queue_run
     from fetcher.run.pipeline import FetchOptions
@@ -109,7 +131,8 @@ async def queued_schedule_job(config: Config) -> None:
 
     store = open_store(config)
     try:
-        queued = await queue_run(config, store, list(config.sources), trigger="schedule")
+        with database_trouble(config):
+            queued = await queue_run(config, store, list(config.sources), trigger="schedule")
     except Busy as error:
         log.warning("run skipped: %s", error)
         return
@@ -129,7 +152,7 @@ def workers_status(config: Config) -> tuple[list[tuple[str, str]], dict[str, Any
 
     from fetcher.run import board
 
-    with psycopg.connect(config.database or "", autocommit=True) as db:
+    with database_trouble(config), psycopg.connect(config.database or "", autocommit=True) as db:
         if not board.has_schema(db):
             return [("workers", "none has run yet")], {"queued_run": None, "workers": []}
         queued = board.open_run(db)

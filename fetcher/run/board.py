@@ -219,10 +219,12 @@ def record_finish(db: psycopg.Connection[Any], run_id: int, finished_at: datetim
 
 
 def heartbeat(db: psycopg.Connection[Any], worker: str, concurrency: int) -> None:
+    """This worker is alive; workers not seen for a day (killed long ago) are forgotten."""
     db.execute(
         "INSERT INTO fetcher_workers (name, concurrency) VALUES (%s, %s)"
         " ON CONFLICT (name) DO UPDATE SET seen_at = now()", (worker, concurrency),
     )
+    db.execute("DELETE FROM fetcher_workers WHERE seen_at < now() - interval '1 day'")
 
 
 def leave(db: psycopg.Connection[Any], worker: str) -> None:

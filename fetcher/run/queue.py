@@ -25,6 +25,7 @@ from procrastinate import exceptions as queue_errors
 from fetcher.core.models import Source
 from fetcher.run import board
 from fetcher.run.pipeline import interleave_by_host
+from fetcher.run.shared import PACE_TABLE
 
 log = logging.getLogger("fetcher")
 TASK = "fetcher.fetch"
@@ -59,6 +60,7 @@ async def create_schema(app: procrastinate.App, url: str) -> None:
                 with db.transaction():
                     db.execute(app.schema_manager.get_schema())
             board.create_schema(db)
+            db.execute(PACE_TABLE)
         finally:
             db.execute("SELECT pg_advisory_unlock(8123, 0)")
 

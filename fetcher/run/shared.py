@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS fetcher_host_pace (
     host text PRIMARY KEY,
     next_start timestamptz NOT NULL,
     delay double precision NOT NULL
-)"""
+);
+"""  # created with the board's tables (fetcher.run.queue.create_schema)
 
 # Take the host's turn if it has come (then 0), stamped with the database's clock
 # as it is taken: a worker late to wake does not squeeze the next one's gap.
@@ -73,7 +74,6 @@ class SharedHostSlots:
 
     async def __aenter__(self) -> SharedHostSlots:
         self._db = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
-        await self._db.execute(PACE_TABLE)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

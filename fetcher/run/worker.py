@@ -66,7 +66,12 @@ class Worker:
         self._board = psycopg.connect(self._url, autocommit=True)  # used on the board thread only
 
     def serve_blocking(self) -> None:
-        asyncio.run(self.serve())
+        """Serve; the database failing under it is a StoreError (one line, its URL
+        without the password)."""
+        try:
+            asyncio.run(self.serve())
+        except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as error:
+            raise StoreError(f"{self._config.database_display}: {error}") from error
 
     async def serve(self) -> None:
         """Run jobs until SIGTERM/SIGINT (or, `once`, until the queue is empty)."""

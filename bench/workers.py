@@ -4,10 +4,10 @@
 
 1. Enqueue: one run of `--queue-sources` sources put on the board (COPY) and
    one procrastinate job a source deferred (batches of 10,000): sources/s.
-2. Claim: with that queue full, one worker's job loop (concurrency 16) taking
-   jobs and doing each job's database work (take the source on the board, mark
-   it done, procrastinate's own bookkeeping) with no fetch, for a fixed time:
-   jobs/s at that depth.
+2. Claim: with that queue full, one worker's job loop (2 jobs of 20 sources at
+   once) taking jobs and doing each source's database work (take it on the board,
+   mark it done; procrastinate's own bookkeeping once a job) with no fetch, for a
+   fixed time: sources/s at that depth.
 3. W2 (the next night: 95% not modified or unchanged) of `--w2-sources` sources
    over `--hosts` loopback hosts (100 ms a response, 2 requests a host at once),
    queued by `fetcher refresh` and run by 1, 2 and 4 `fetcher worker` processes:
@@ -58,7 +58,7 @@ def enqueue_rate(url: str, count: int) -> dict[str, Any]:
     return {"sources": count, "seconds": round(seconds, 2), "per_second": round(count / seconds)}
 
 
-def claim_rate(url: str, seconds: float, concurrency: int = 16) -> dict[str, Any]:
+def claim_rate(url: str, seconds: float, concurrency: int = 2) -> dict[str, Any]:
     import psycopg
 
     from fetcher.core.models import Snapshot
@@ -67,9 +67,9 @@ def claim_rate(url: str, seconds: float, concurrency: int = 16) -> dict[str, Any
 
     from psycopg_pool import AsyncConnectionPool
 
-    pool = AsyncConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False)
+    pool = AsyncConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
 
-    async def job(context: Any, run_id: int, resource_id: str) -> None:
+    async def one(run_id: int, resource_id: str) -> None:
         async with pool.connection() as db:
             taken = await board.claim(db, run_id, resource_id, "bench")
         assert taken is not None
@@ -77,6 +77,11 @@ def claim_rate(url: str, seconds: float, concurrency: int = 16) -> dict[str, Any
                             200, Outcome.OK, "", 1, 1, False)
         async with pool.connection() as db, db.transaction():
             await db.execute(board.MARK_DONE, board.mark_params(run_id, "bench", snapshot))
+
+    async def job(context: Any, run_id: int, first: int, last: int) -> None:
+        async with pool.connection() as db:
+            open_ids = await board.open_sources(db, run_id, first, last)
+        await asyncio.gather(*(one(run_id, resource_id) for resource_id in open_ids))
 
     app = queue.make_app(url, "fetcher", job)
 
@@ -93,8 +98,8 @@ def claim_rate(url: str, seconds: float, concurrency: int = 16) -> dict[str, Any
     with psycopg.connect(url) as db:
         done = db.execute("SELECT count(*) FROM fetcher_run_sources WHERE state = 'done'").fetchone()[0]
         left = db.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'").fetchone()[0]
-    return {"seconds": seconds, "concurrency": concurrency, "jobs": done, "per_second": round(done / seconds),
-            "queue_left": left}
+    return {"seconds": seconds, "jobs_at_once": concurrency, "sources": done, "per_second": round(done / seconds),
+            "jobs_left": left}
 
 
 def start_workers(n: int, env: dict[str, str], work: Path) -> list[subprocess.Popen[bytes]]:

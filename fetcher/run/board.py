@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS fetcher_run_sources (
     changed boolean,
     archived boolean,
     transition text,
-    PRIMARY KEY (run_id, resource_id)
+    PRIMARY KEY (run_id, resource_id),
+    UNIQUE (run_id, position)
 );
 CREATE INDEX IF NOT EXISTS fetcher_run_sources_open ON fetcher_run_sources (run_id) WHERE state <> 'done';
 CREATE TABLE IF NOT EXISTS fetcher_workers (
@@ -103,13 +104,22 @@ def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, snapshot: S
         raise AlreadyFetched(f"{snapshot.resource_id} was stored for run {run_id} by another worker")
 
 
-async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, resource_id: str, worker: str) -> None:
-    """A source whose fetch could not be stored, however often tried: done for the
-    run (an internal error, with no fetch stored: the source stays due)."""
+async def open_sources(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int) -> list[str]:
+    """The run's sources at positions first…last that are not done, in order."""
+    cursor = await db.execute(
+        "SELECT resource_id FROM fetcher_run_sources WHERE run_id = %s AND position BETWEEN %s AND %s"
+        " AND state <> 'done' ORDER BY position", (run_id, first, last),
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int, worker: str) -> None:
+    """Sources whose fetch could not be stored, however often tried: done for the
+    run (an internal error, with no fetch stored: they stay due)."""
     await db.execute(
         "UPDATE fetcher_run_sources SET state = 'done', worker = %s, outcome = %s, has_content = false"
-        " WHERE run_id = %s AND resource_id = %s AND state <> 'done'",
-        (worker, Outcome.INTERNAL_ERROR.value, run_id, resource_id),
+        " WHERE run_id = %s AND position BETWEEN %s AND %s AND state <> 'done'",
+        (worker, Outcome.INTERNAL_ERROR.value, run_id, first, last),
     )
 
 

@@ -1,9 +1,9 @@
-"""The run queue on procrastinate (PostgreSQL): one job a source, in the
-store's own database.
+"""The run queue on procrastinate (PostgreSQL): one job for every CHUNK (20)
+sources of a run, in the store's own database.
 
-`enqueue` puts a run on the board (fetcher.run.board) and defers one
-`fetcher.fetch` job for each of its sources, interleaved by host (one
-statement into procrastinate's job table, as its defer writes them). A worker
+`enqueue` puts a run on the board (fetcher.run.board), its sources
+interleaved by host, and defers one `fetcher.fetch` job for each CHUNK of them
+(one statement into procrastinate's job table, as its defer writes them). A worker
 (fetcher.run.worker) runs the jobs. procrastinate gives the rest: jobs taken
 with SKIP LOCKED (one worker a job), a heartbeat per worker, and retries: a job
 cut short by a worker's shutdown goes back to the queue, and a worker whose
@@ -29,8 +29,15 @@ from fetcher.run.shared import PACE_TABLE
 
 log = logging.getLogger("fetcher")
 TASK = "fetcher.fetch"
+CHUNK = 20  # sources a job: the queue's own cost (a job taken, finished, deleted) is paid once for them
 ATTEMPTS = 20  # a job whose store cannot be written is tried this often, 2 s apart, then given up
-Fetch = Callable[[Any, int, str], Awaitable[None]]
+Fetch = Callable[[Any, int, int, int], Awaitable[None]]
+
+
+def jobs_at_once(concurrency: int) -> int:
+    """The jobs a worker runs at once to keep `concurrency` fetches busy (two
+    chunks' worth more, so the next is started while one drains)."""
+    return max(2, -(-concurrency // CHUNK) + 2)
 
 
 def make_app(url: str, queue: str, fetch: Fetch | None = None) -> procrastinate.App:
@@ -38,14 +45,13 @@ def make_app(url: str, queue: str, fetch: Fetch | None = None) -> procrastinate.
     passes `fetch` (what the task does); who only enqueues does not."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
 
-    async def fetch_source(context: Any, run_id: int, resource_id: str) -> None:
+    async def fetch_sources(context: Any, run_id: int, first: int, last: int) -> None:
         if fetch is None:
             raise RuntimeError("this process only enqueues")
-        await fetch(context, run_id, resource_id)
+        await fetch(context, run_id, first, last)
 
-    app.task(name=TASK, queue=queue, pass_context=True, retry=procrastinate.RetryStrategy(max_attempts=ATTEMPTS, wait=2))(
-        fetch_source
-    )
+    retry = procrastinate.RetryStrategy(max_attempts=ATTEMPTS, wait=2)
+    app.task(name=TASK, queue=queue, pass_context=True, retry=retry)(fetch_sources)
     return app
 
 
@@ -65,13 +71,14 @@ async def create_schema(app: procrastinate.App, url: str) -> None:
             db.execute("SELECT pg_advisory_unlock(8123, 0)")
 
 
-# One procrastinate job a source of the run, in the board's order, in one
-# statement: the rows procrastinate's own defer writes (its triggers still notify
-# the workers and log the events), at ~7× the rate of its batch defer.
+# One procrastinate job a CHUNK of the run's sources (by their board position),
+# in one statement: the rows procrastinate's own defer writes (its triggers still
+# notify the workers and log the events).
 _DEFER_RUN = """
 INSERT INTO procrastinate_jobs (queue_name, task_name, priority, args)
-SELECT %(queue)s, %(task)s, 0, jsonb_build_object('run_id', run_id, 'resource_id', resource_id)
-FROM fetcher_run_sources WHERE run_id = %(run_id)s ORDER BY position
+SELECT %(queue)s, %(task)s, 0,
+       jsonb_build_object('run_id', %(run_id)s, 'first', f, 'last', least(f + %(chunk)s, %(total)s) - 1)
+FROM generate_series(0, %(total)s - 1, %(chunk)s) AS f ORDER BY f
 """
 
 
@@ -85,7 +92,8 @@ async def enqueue(
     with psycopg.connect(url, autocommit=True) as db:
         with db.transaction():
             board.add_run(db, run_id, started_at, trigger, options, ordered, not_due)
-            db.execute(_DEFER_RUN, {"queue": queue, "task": TASK, "run_id": run_id})
+            db.execute(_DEFER_RUN, {"queue": queue, "task": TASK, "run_id": run_id, "chunk": CHUNK,
+                                    "total": len(ordered)})
         # Fresh statistics: without them, after a bulk insert the planner takes
         # procrastinate's job fetch for a scan of the whole queue (12 ms a job
         # at 20,000 jobs, growing with the queue) instead of one index probe.

@@ -1,8 +1,10 @@
 """`fetcher worker`: run the queued sources of a PostgreSQL store, alongside
 any number of other workers on any number of machines.
 
-Each job is one source of one run. The worker takes it on the board (it shows
-as running on this worker), fetches it through the one engine
+Each job is a chunk of 20 sources of one run, fetched side by side, at most
+`concurrency` at once over all the worker's jobs. The worker takes each source
+on the board as its fetch starts (it shows as running on this worker), skips
+it if it is done already, fetches it through the one engine
 (fetcher.run.pipeline: the same order of work as an in-process refresh) and
 stores the fetch and marks the source done in one transaction, on the
 condition that no other worker stored it first (fetcher.run.board.mark_done).
@@ -76,8 +78,9 @@ class Worker:
     async def serve(self) -> None:
         """Run jobs until SIGTERM/SIGINT (or, `once`, until the queue is empty)."""
         options, settings = self._options, self._config.fetch
-        app = queue.make_app(self._url, options.queue, self._fetch)
-        pool = AsyncConnectionPool(self._url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False)
+        app = queue.make_app(self._url, options.queue, self._chunk)
+        self._fetching = asyncio.Semaphore(options.concurrency)
+        pool = AsyncConnectionPool(self._url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
         async with app.open_async(), pool:
             self._pool = pool
             await queue.create_schema(app, self._url)
@@ -87,7 +90,8 @@ class Worker:
                     beat = asyncio.ensure_future(self._beat(app))
                     try:
                         await app.run_worker_async(
-                            queues=[options.queue], name=options.name, concurrency=options.concurrency,
+                            queues=[options.queue], name=options.name,
+                            concurrency=queue.jobs_at_once(options.concurrency),
                             wait=not options.once, shutdown_graceful_timeout=options.grace,
                             update_heartbeat_interval=options.lease / 4, stalled_worker_timeout=options.lease,
                             listen_notify=True, fetch_job_polling_interval=min(5.0, options.lease / 4),
@@ -116,32 +120,45 @@ class Worker:
                 log.warning("worker upkeep failed (tried again in %gs): %s", options.lease / 4, error)
             await asyncio.sleep(options.lease / 4)
 
-    async def _fetch(self, context: Any, run_id: int, resource_id: str) -> None:
-        """One job: the source, unless it is done already."""
+    async def _chunk(self, context: Any, run_id: int, first: int, last: int) -> None:
+        """One job: the run's sources at positions first…last not done yet, each
+        fetched as soon as one of this worker's `concurrency` fetches is free."""
         async with self._pool.connection() as db:
-            taken = await board.claim(db, run_id, resource_id, self._options.name)
-        if taken is None:
-            return
-        fetch_options = FetchOptions(
-            archive=taken.options.get("archive", True), recheck_archive=taken.options.get("recheck_archive", False),
-            also_in_transaction=lambda _writer, snapshot: self._mark(run_id, snapshot),
-        )
-        try:
-            snapshot = await self._pipeline.fetch(taken.source, fetch_options)
-        except AlreadyFetched as error:
-            log.info("%s", error)
-            return
-        except StoreError as error:  # our machine, not the source: procrastinate tries the job again
-            if context.job.attempts + 1 < queue.ATTEMPTS:
-                raise
-            log.error("giving %s of run %d up after %d attempts: %s", resource_id, run_id, queue.ATTEMPTS, error)
-            async with self._pool.connection() as db:  # the run can end; the source stays due
-                await board.give_up(db, run_id, resource_id, self._options.name)
-            await self._on_board(self._finish, run_id)
-            return
+            open_ids = await board.open_sources(db, run_id, first, last)
+        outcomes = await asyncio.gather(*(self._one(run_id, resource_id) for resource_id in open_ids),
+                                        return_exceptions=True)
+        failures = [error for error in outcomes if isinstance(error, BaseException)]
+        for error in failures:
+            if not isinstance(error, StoreError):
+                raise error
+        if failures and context.job.attempts + 1 < queue.ATTEMPTS:
+            raise failures[0]  # our machine, not the sources: procrastinate tries the job again
+        if failures:  # given up: the run can end; the sources stay due
+            log.error("giving up sources %d-%d of run %d after %d attempts: %s", first, last, run_id,
+                      queue.ATTEMPTS, failures[0])
+            async with self._pool.connection() as db:
+                await board.give_up(db, run_id, first, last, self._options.name)
+        await self._on_board(self._finish, run_id)
+
+    async def _one(self, run_id: int, resource_id: str) -> None:
+        """One source: taken on the board once a fetch is free, unless done already."""
+        async with self._fetching:
+            async with self._pool.connection() as db:
+                taken = await board.claim(db, run_id, resource_id, self._options.name)
+            if taken is None:
+                return
+            fetch_options = FetchOptions(
+                archive=taken.options.get("archive", True),
+                recheck_archive=taken.options.get("recheck_archive", False),
+                also_in_transaction=lambda _writer, snapshot: self._mark(run_id, snapshot),
+            )
+            try:
+                snapshot = await self._pipeline.fetch(taken.source, fetch_options)
+            except AlreadyFetched as error:
+                log.info("%s", error)
+                return
         log.info("%s %s %s (run %d)", (snapshot.live_outcome or snapshot.outcome).value, resource_id,
                  snapshot.url, run_id)
-        await self._on_board(self._finish, run_id)
 
     def _mark(self, run_id: int, snapshot: Snapshot) -> None:
         """Inside the fetch's store transaction, on its connection: the source is

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import workload
+from bench import measure, workload
 from bench.run import ROOT, OriginProcess, log, write_config
 
 PY = sys.executable
@@ -102,6 +102,17 @@ def claim_rate(url: str, seconds: float, concurrency: int = 2) -> dict[str, Any]
             "jobs_left": left}
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, its children that have exited and its live ones."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu(child) for child in measure._children(pid))
+
+
 def start_workers(n: int, env: dict[str, str], work: Path) -> list[subprocess.Popen[bytes]]:
     logs = [open(work / f"worker-{len(list(work.glob('worker-*')))}-{i}.log", "wb") for i in range(n)]
     return [subprocess.Popen([PY, "-m", "fetcher", "worker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -144,7 +155,8 @@ def timed_refresh(env: dict[str, str], work: Path, label: str) -> tuple[float, d
     return seconds, json.loads(done.stdout)
 
 
-def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: Path) -> dict[str, Any]:
+def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: Path,
+                    postmaster: int) -> dict[str, Any]:
     sources = workload.mixed(workload.load_corpus(), count, hosts)
     origin = OriginProcess("mixed", count, hosts, 0.1)
     results: dict[str, Any] = {"sources": count, "hosts": hosts}
@@ -161,10 +173,16 @@ def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: P
             workers = start_workers(n, env, work)
             wait_for_workers(url, n, workers, work)
             log(f"W2 with {n} worker(s), night {night}")
+            cpu_before = (tree_cpu(postmaster), sum(tree_cpu(w.pid) for w in workers))
             seconds, summary = timed_refresh(env, work, f"w2-{n}")
+            cpu_after = (tree_cpu(postmaster), sum(tree_cpu(w.pid) for w in workers))
             stop_workers(workers)
-            results[f"w2_{n}_workers"] = {"seconds": round(seconds, 2), "changed": summary.get("changed"),
-                                          "total": summary.get("total")}
+            results[f"w2_{n}_workers"] = {
+                "seconds": round(seconds, 2), "changed": summary.get("changed"), "total": summary.get("total"),
+                "cpu_postgres_s": round(cpu_after[0] - cpu_before[0], 2),
+                "cpu_workers_s": round(cpu_after[1] - cpu_before[1], 2),
+                "load_average": os.getloadavg()[0],
+            }
             log(f"W2 with {n}: {seconds:.1f}s")
     finally:
         origin.stop()
@@ -197,8 +215,9 @@ def main() -> None:
                 log(f"claim: {results['claim']}")
             if "w2" in args.only:
                 counts = [int(n) for n in args.workers.split(",")]
+                postmaster = int((cluster.directory / "data" / "postmaster.pid").read_text().split()[0])
                 results["w2"] = w2_over_workers(cluster.database(), args.w2_sources, args.hosts, counts,
-                                                Path(directory))
+                                                Path(directory), postmaster)
     finally:
         next(clusters, None)
     print(json.dumps(results, indent=2))

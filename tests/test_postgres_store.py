@@ -63,7 +63,7 @@ def timeless(text: str) -> str:
     return _ELAPSED.sub(r'"\1": _', _MOMENT.sub("T", text))
 
 
-def test_refresh_show_history_audit_and_export_read_the_same_on_both_backends(tmp_path, origin, pg_url):
+def test_refresh_show_history_audit_export_and_fetch_read_the_same_on_both_backends(tmp_path, origin, pg_url):
     urls = sources(origin)
     on_sqlite = write_config(folder(tmp_path / "sqlite"), urls, retries=0, concurrency=1)
     two_refreshes(on_sqlite)
@@ -75,6 +75,8 @@ def test_refresh_show_history_audit_and_export_read_the_same_on_both_backends(tm
     assert json.loads(sqlite_reads["audit"])  # something was read
     for name, text in sqlite_reads.items():
         assert timeless(postgresql_reads[name]) == timeless(text), name
+    fetched = [fetcher(config, "fetch", urls[0], "--json") for config in (on_sqlite, on_postgresql)]
+    assert '"changed": false' in fetched[0] and timeless(fetched[1]) == timeless(fetched[0])
 
 
 def test_a_store_copied_to_postgresql_and_back_reads_exactly_the_same(tmp_path, origin, pg_url):
@@ -143,3 +145,24 @@ def test_a_database_that_cannot_be_reached_is_one_line_without_the_password(tmp_
         lines = result.output.strip().splitlines()
         assert lines[-1].startswith("error: postgresql://kb:***@127.0.0.1:9/kb: cannot connect")
         assert "s3cret" not in result.output and "Traceback" not in result.output
+
+
+def test_one_refresh_at_a_time_on_postgresql_too(tmp_path, origin, pg_url):
+    """While another process's run holds the database's run lock, a refresh exits 3
+    and fetches nothing; once it is released, the refresh runs."""
+    from datetime import datetime, timezone
+
+    from fetcher.core.config import load_config
+    from fetcher.store.opening import open_store
+
+    urls = sources(origin)
+    config = write_config(folder(tmp_path), urls, retries=0, database=pg_url)
+    holder = open_store(load_config(config))  # another process's connection, as far as the server knows
+    lock = holder.run_lock()
+    lock.acquire(datetime.now(timezone.utc), "refresh")
+    result = CliRunner().invoke(cli, ["--config", str(config), "refresh"])
+    assert result.exit_code == 3 and "another run holds" in result.output and "Traceback" not in result.output
+    assert origin.requests == []
+    lock.release()
+    assert CliRunner().invoke(cli, ["--config", str(config), "refresh"]).exit_code == 0
+    holder.close()

@@ -101,3 +101,25 @@ def test_a_gzip_body_is_kept_exactly_as_the_server_compressed_it(origin, run):
     assert stored_body(r.store, snap.sha256) == ONE.encode() and hashlib.sha256(ONE.encode()).hexdigest() == snap.sha256
     other = r.fetch(plain)
     assert stored_body(r.store, other.sha256) == TWO.encode()
+
+
+def test_a_text_with_a_nul_character_is_stored(run):
+    """PostgreSQL's text cannot hold U+0000: there it becomes U+FFFD; the fetch is stored either way."""
+    from datetime import datetime, timezone
+
+    from fetcher.core.models import Download, Extracted, FetchResult
+    from fetcher.core.outcomes import Outcome
+    from fetcher.core.sources import make_source
+    from fetcher.run.storing import store_result
+
+    r = run()
+    source = make_source("https://example.org/odd")
+    body = b"words\x00 and more words"
+    download = Download(source.url, Outcome.OK, source.url, 200, "text/plain", body)
+    extracted = Extracted(Outcome.OK, "text", "words\x00 and more words", "odd\x00title", "en")
+    result = FetchResult(source, datetime(2026, 1, 1, tzinfo=timezone.utc), "live", download, 1, extracted,
+                         live_status=200, live_outcome=Outcome.OK)
+    stored = store_result(r.store, result)
+    latest = r.store.latest(source.resource_id)
+    assert latest.fetch_id == stored.fetch_id and latest.outcome == "ok"
+    assert latest.text.replace("\ufffd", "\x00") == "words\x00 and more words"

@@ -59,7 +59,7 @@ def copy_store(source: Store, target: Store, progress: Callable[[str, int], None
 
 
 def _copy_table(source: Store, target: Store, table: str, keys: tuple[str, ...], grows: bool) -> int:
-    cursor = source.database.execute(f"SELECT * FROM {table} ORDER BY {', '.join(keys)}")
+    cursor = source.database.stream(f"SELECT * FROM {table} ORDER BY {', '.join(keys)}")
     copied = 0
     while batch := cursor.fetchmany(BATCH):
         rows = [dict(zip(row.keys(), row)) for row in batch]
@@ -68,6 +68,7 @@ def _copy_table(source: Store, target: Store, table: str, keys: tuple[str, ...],
         with write_transaction(target.database):
             target.database.insert_many(table, rows, conflict)
         copied += len(rows)
+    cursor.close()
     if "id" in keys:
         target.database.after_explicit_ids(table)
     return copied

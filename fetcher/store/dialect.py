@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 # A row: read by column name (row["sha256"]) and in order (tuple(row)).
@@ -46,9 +46,24 @@ class Database:
     def after_explicit_ids(self, table: str) -> None:
         """After rows were written with their ids given: new rows get higher ones."""
 
+    def stream(self, sql: str) -> Any:
+        """A cursor over a large result, read with fetchmany without holding it all."""
+        return self.execute(sql)
+
     def begin(self) -> None:
         """Start a write transaction."""
         raise NotImplementedError
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction: committed at the end, rolled back if it raises."""
+        self.begin()
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
 
     def commit(self) -> None:
         self.execute("COMMIT")
@@ -175,6 +190,7 @@ class PostgresDatabase(Database):
         return translated
 
     def insert(self, table: str, values: dict[str, Any], conflict: str = "", returning: bool = False) -> int:
+        values = _without_nul(values)
         names = ", ".join(values)
         sql = (f"INSERT INTO {table} ({names}) VALUES ({', '.join(f'%({n})s' for n in values)}) {conflict}"
                + (" RETURNING id" if returning else ""))
@@ -189,6 +205,12 @@ class PostgresDatabase(Database):
                 cursor.executemany(
                     f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(f'%({n})s' for n in names)})"
                     f" {conflict}", rows)
+
+    def stream(self, sql: str) -> Any:
+        """A server-side cursor (WITH HOLD: no transaction is left open while it is read)."""
+        cursor = self.connection.cursor(name=f"fetcher_stream_{id(sql)}", withhold=True)
+        cursor.execute(self._sql(sql))
+        return cursor
 
     def after_explicit_ids(self, table: str) -> None:
         self.connection.execute(
@@ -227,6 +249,16 @@ class PostgresDatabase(Database):
         self.connection.close()
 
 
+def _without_nul(values: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL's text cannot hold U+0000 (SQLite's can): where a page's text or
+    title has one, it is stored as U+FFFD, the replacement character, rather
+    than the fetch failing. The only way a PostgreSQL store's output can differ."""
+    if not any(isinstance(value, str) and "\x00" in value for value in values.values()):
+        return values
+    return {name: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+            for name, value in values.items()}
+
+
 def statements(sql: str) -> Iterator[str]:
     """The statements of a script: `--` comments dropped, split at `;` (the
     store's DDL has no `;` inside a statement)."""
@@ -255,13 +287,6 @@ def _rows(cursor: Any) -> Callable[[Any], _Row]:
     return lambda values: shaped(values)
 
 
-@contextmanager
-def write_transaction(db: Database) -> Iterator[None]:
+def write_transaction(db: Database) -> AbstractContextManager[None]:
     """One write transaction on `db`: committed at the end, rolled back if it raises."""
-    db.begin()
-    try:
-        yield
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
+    return db.transaction()

@@ -53,11 +53,14 @@ async def queue_run(
                     raise Busy(f"queued run {run_id} (started {seen.started_at:%Y-%m-%d %H:%M:%S}) is still going:"
                                f" {seen.done} of {seen.total} sources done; `fetcher status` shows its workers")
                 started = wall_clock()
-                chosen = sources if everything else due_sources(sources, store.all_health(), config.refresh, started)
-                run_id = store.start_run(started, trigger)
-                flags = {"archive": options.archive, "recheck_archive": options.recheck_archive}
-                await queue.enqueue(url, config.workers.queue, run_id, started, trigger, chosen,
-                                    len(sources) - len(chosen), flags)
+                with store.run_lock() as lock:  # as an in-process run takes it: Busy while another holds it
+                    lock.acquire(started, trigger)
+                    chosen = sources if everything else due_sources(sources, store.all_health(), config.refresh,
+                                                                    started)
+                    run_id = store.start_run(started, trigger)
+                    flags = {"archive": options.archive, "recheck_archive": options.recheck_archive}
+                    await queue.enqueue(url, config.workers.queue, run_id, started, trigger, chosen,
+                                        len(sources) - len(chosen), flags)
             finally:
                 db.execute("SELECT pg_advisory_unlock(8123, 2)")
     return Queued(run_id, started, len(chosen))

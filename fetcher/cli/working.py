@@ -60,6 +60,15 @@ def _needs_database(config: Config, what: str) -> None:
     if not config.database:
         raise BadInput(f"{what} needs a PostgreSQL store: set [storage] database in {config.path}"
                        " (or $FETCHER_DATABASE); with the SQLite store, `fetcher refresh` runs in-process")
+    _needs_queue(what)
+
+
+def _needs_queue(what: str) -> None:
+    """procrastinate comes with the `postgresql` extra; without it, one line saying so."""
+    try:
+        import procrastinate  # noqa: F401
+    except ImportError:
+        raise BadInput(f"{what} needs the queue of the postgresql extra: pip install 'fetcher[postgresql]'") from None
 
 
 @contextmanager
@@ -79,6 +88,7 @@ def queued_refresh(config: Config, sources: list[Source], *, everything: bool, a
                    wait: bool, as_json: bool) -> RunSummary | None:
     """Queue the due sources as one run; unless not `wait`, follow it to the end
     and return its summary (None: queued, not followed)."""
+    _needs_queue("a refresh on a PostgreSQL store")
     with database_trouble(config):
         return _queued_refresh(config, sources, everything=everything, archive=archive, recheck=recheck, wait=wait,
                                as_json=as_json)

@@ -38,9 +38,15 @@ def folder(path: Path) -> Path:
     return path
 
 
-def two_refreshes(config: Path) -> None:
-    fetcher(config, "refresh", "--all")
-    fetcher(config, "refresh", "--all")
+def two_refreshes(config: Path, queued: bool = False) -> None:
+    """Two runs of every source; `queued` (a PostgreSQL store): each queued for,
+    and fetched by, a worker that stops when the queue is empty."""
+    for _ in range(2):
+        if queued:
+            fetcher(config, "refresh", "--all", "--no-wait")
+            fetcher(config, "worker", "--once")
+        else:
+            fetcher(config, "refresh", "--all")
 
 
 def readings(config: Path, urls: list[str]) -> dict[str, str]:
@@ -69,7 +75,7 @@ def test_refresh_show_history_audit_export_and_fetch_read_the_same_on_both_backe
     two_refreshes(on_sqlite)
     assert sources(origin) == urls  # the same pages, answering from the start again
     on_postgresql = write_config(folder(tmp_path / "postgresql"), urls, retries=0, concurrency=1, database=pg_url)
-    two_refreshes(on_postgresql)
+    two_refreshes(on_postgresql, queued=True)
     assert not (tmp_path / "postgresql" / "snapshots" / "fetcher.sqlite3").exists()
     sqlite_reads, postgresql_reads = readings(on_sqlite, urls), readings(on_postgresql, urls)
     assert json.loads(sqlite_reads["audit"])  # something was read
@@ -164,7 +170,8 @@ def test_one_refresh_at_a_time_on_postgresql_too(tmp_path, origin, pg_url):
     assert result.exit_code == 3 and "another run holds" in result.output and "Traceback" not in result.output
     assert origin.requests == []
     lock.release()
-    assert CliRunner().invoke(cli, ["--config", str(config), "refresh"]).exit_code == 0
+    queued = CliRunner().invoke(cli, ["--config", str(config), "refresh", "--no-wait"])  # the workers fetch
+    assert queued.exit_code == 0 and "queued: 4 sources" in queued.output, queued.output
     holder.close()
 
 

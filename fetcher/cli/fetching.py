@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -26,6 +27,9 @@ from fetcher.store.opening import open_existing, open_store
 from fetcher.store.sqlite import Store
 from fetcher.views.preview import make_preview, render_text
 from fetcher.views.status import due, when
+
+if TYPE_CHECKING:
+    from fetcher.run.schedule import Nightly
 
 log = logging.getLogger("fetcher")
 
@@ -89,11 +93,13 @@ async def _fetch_one(config: Config, store: Store, source: Source, options: Fetc
               help="Refresh only this source, a resource id or URL (repeatable).")
 @click.option("--all", "everything", is_flag=True, help="Refresh every source, due or not.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--no-wait", is_flag=True,
+              help="PostgreSQL store: queue the run for the workers and exit, without following it.")
 @_no_archive
 @_recheck_archive
 @click.pass_context
 def refresh(
-    context: click.Context, only: tuple[str, ...], everything: bool, as_json: bool, no_archive: bool,
+    context: click.Context, only: tuple[str, ...], everything: bool, as_json: bool, no_wait: bool, no_archive: bool,
     recheck_archive: bool,
 ) -> None:
     """Fetch the sources that are due (all with --all, or --only some), concurrently
@@ -101,11 +107,20 @@ def refresh(
 
     A source is due when its refresh interval has passed since its last check;
     failing sources are rechecked on a backoff. Exits 0 when the run completed,
-    whatever the health of the sources; 3 when another run holds the store."""
+    whatever the health of the sources; 3 when another run holds the store.
+
+    On a PostgreSQL store ([storage] database) the due sources are queued as one
+    run for `fetcher worker`s, and the run's progress is shown until it is done
+    (unless --no-wait). On the SQLite store the run is fetched here, in-process."""
     config = load(context)
     sources = _picked(config, only)
     for first, later in find_duplicates(sources):
         log.warning("%s looks like a duplicate of %s (both are fetched)", later.url, first.url)
+    if config.database:
+        _queued(config, sources, everything or bool(only), as_json, no_wait, no_archive, recheck_archive)
+        return
+    if no_wait:
+        raise BadInput("--no-wait: the SQLite store has no workers; the refresh runs here (drop --no-wait)")
     store = open_store(config)
     options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
     progress = RunProgress()
@@ -124,6 +139,21 @@ def refresh(
         print_summary(summary)
         if summary.total == 0 and not summary.interrupted:
             click.echo(_nothing_due(config, store))
+
+
+def _queued(config: Config, sources: list[Source], everything: bool, as_json: bool, no_wait: bool,
+            no_archive: bool, recheck: bool) -> None:
+    """refresh on a PostgreSQL store: queue the run, follow it (fetcher.cli.working)."""
+    from fetcher.cli.working import queued_refresh
+
+    summary = queued_refresh(config, sources, everything=everything, archive=not no_archive, recheck=recheck,
+                             wait=not no_wait, as_json=as_json)
+    if summary is None:
+        return
+    if as_json:
+        print_json(summary.to_dict())
+    else:
+        print_summary(summary)
 
 
 def _picked(config: Config, only: tuple[str, ...]) -> list[Source]:
@@ -155,10 +185,18 @@ def schedule(context: click.Context, run_now: bool) -> None:
 
     Missed runs are coalesced, runs never overlap (with each other or a cron
     `fetcher refresh`), and on SIGTERM the run in flight gets [schedule]
-    shutdown_grace seconds to finish before it is abandoned."""
+    shutdown_grace seconds to finish before it is abandoned. On a PostgreSQL
+    store each run is queued for `fetcher worker`s instead of fetched here."""
     from fetcher.run.schedule import Nightly, cron_trigger
 
     config = load(context)
+    if config.database:  # the workers fetch: each run is queued for them
+        from fetcher.cli.working import needs_queue, queued_schedule_job
+
+        needs_queue("fetcher schedule on a PostgreSQL store")
+        trigger = cron_trigger(config.schedule.cron, config.schedule.timezone)
+        _serve(Nightly(trigger, lambda: queued_schedule_job(config), config.schedule.shutdown_grace), run_now)
+        return
     store = open_store(config)
 
     async def job() -> None:
@@ -173,6 +211,11 @@ def schedule(context: click.Context, run_now: bool) -> None:
         log.info("run summary: %s", json.dumps(summary.to_dict()), extra={logs.FIELDS: summary.to_dict()})
 
     nightly = Nightly(cron_trigger(config.schedule.cron, config.schedule.timezone), job, config.schedule.shutdown_grace)
+    _serve(nightly, run_now)
+
+
+def _serve(nightly: Nightly, run_now: bool) -> None:
+    """Run the scheduler until SIGTERM/SIGINT."""
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

@@ -106,6 +106,9 @@ COMMANDS = {
                     "and politely, with archived copies standing in for dead pages."),
     "schedule": Lazy("fetcher.cli.fetching", "schedule",
                      "Run the refresh on the [schedule] cron, in the foreground, until SIGTERM/SIGINT."),
+    "worker": Lazy("fetcher.cli.working", "worker",
+                   "Fetch queued sources of a PostgreSQL store, alongside any number of other\n"
+                   "workers, until SIGTERM/SIGINT."),
     "runs": Lazy("fetcher.cli.reading", "runs", "List recorded refresh runs, newest first (no network)."),
     "status": Lazy("fetcher.cli.reading", "status",
                    "The last run, the health of the sources and what is due next (no network)."),

@@ -44,18 +44,27 @@ def runs(context: click.Context, as_json: bool, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_context
 def status(context: click.Context, as_json: bool) -> None:
-    """The last run, the health of the sources and what is due next (no network)."""
+    """The last run, the health of the sources and what is due next (no network).
+
+    On a PostgreSQL store also the queued run's progress and the live workers,
+    each with the sources it is fetching now."""
     config = load(context)
     store = existing_store(config)
     now = utc_now()
     next_run = next_fire(config.schedule.cron, ZoneInfo(config.schedule.timezone), now)
     result = status_of(config, store, now, next_run)
+    lines, fields = result.lines(), result.to_dict()
+    if config.database:
+        from fetcher.cli.working import workers_status
+
+        more_lines, more_fields = workers_status(config)
+        lines, fields = lines + more_lines, {**fields, **more_fields}
     if as_json:
-        print_json(result.to_dict())
+        print_json(fields)
     else:
         from fetcher.cli.terminal import print_status  # rich, only for a table
 
-        print_status(result.lines())
+        print_status(lines)
 
 
 @click.command()

@@ -122,6 +122,15 @@ class RunProgress:
                 logger.addHandler(handler)
             self._bar = None
 
+    @property
+    def shown(self) -> bool:
+        return self._bar is not None
+
+    def move_to(self, done: int) -> None:
+        """A queued run's progress (fetcher.cli.working): `done` sources so far."""
+        if self._bar:
+            self._bar.update(self._task, completed=done)
+
     def advance(self, snapshot: Snapshot) -> None:
         kind = snapshot.live_outcome or snapshot.outcome
         if self._bar:

@@ -116,6 +116,15 @@ class RenderSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """`fetcher worker` on a PostgreSQL store: a worker whose heartbeat is older
+    than `lease` seconds is taken for dead and its sources go to the others."""
+
+    lease: float = _setting(60.0, "float", 1)
+    queue: str = _setting("fetcher", "str")
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = _setting("info", "level")
     format: str = _setting("text", "log_format")
@@ -135,6 +144,7 @@ class Config:
     schedule: ScheduleSettings = ScheduleSettings()
     log: LogSettings = LogSettings()
     render: RenderSettings = RenderSettings()
+    workers: WorkerSettings = WorkerSettings()
     # [storage] database: a postgresql:// URL (None: the SQLite store in storage_dir);
     # $FETCHER_DATABASE overrides it. Never print it: print database_display.
     database: str | None = None
@@ -157,7 +167,7 @@ ROBOTS_MODES = ("obey", "ignore")
 RENDER_MODES = ("auto", "always", "never")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_TABLES = {"storage", "fetch", "preview", "archive", "refresh", "schedule", "log", "render", "sources"}
+_TABLES = {"storage", "fetch", "preview", "archive", "refresh", "schedule", "log", "render", "sources", "workers"}
 
 
 def config_path(explicit: str | None) -> Path:
@@ -201,6 +211,7 @@ def parse_config(raw: dict[str, Any], path: Path | None) -> Config:
                            where),
         log=_log_settings(_table(raw, "log", _names(LogSettings), where), base, where),
         render=_settings(RenderSettings, _table(raw, "render", _names(RenderSettings), where), "[render]", where),
+        workers=_settings(WorkerSettings, _table(raw, "workers", _names(WorkerSettings), where), "[workers]", where),
         database=database_from(storage, where),
         bodies=_value(storage, "bodies", "s3", None, "[storage]", where, None),
         s3_endpoint=_value(storage, "s3_endpoint", "endpoint", None, "[storage]", where, None),

@@ -13,7 +13,9 @@ table: the code is looked up by class, the nearest ancestor in it winning).
     ├── Busy                     (3)     another run holds the store's run lock
     ├── Interrupted            (130)     SIGINT or SIGTERM stopped the command
     ├── Stopped                          the run is stopping: a source's next request
-    │                                    is not started (never reaches the command line)
+    │   │                                is not started (never reaches the command line)
+    │   └── AlreadyFetched               another worker stored the source for this run
+    │                                    first: the fetch in hand is rolled back
     ├── ExtractFailed                    an extraction library failed on a document
     ├── UndecodableText                  bytes in no text encoding we can tell (a ValueError)
     └── CdxFormatError                   an archive's CDX answer in no format we know (a ValueError)
@@ -84,6 +86,11 @@ class Interrupted(FetcherError):
 class Stopped(FetcherError):
     """The run is stopping: raised instead of starting a new request, so the
     source is left unfinished (no row; it stays due) rather than failed."""
+
+
+class AlreadyFetched(Stopped):
+    """Another worker stored this source for this run first: the fetch in hand is
+    rolled back (a run stores each of its sources once)."""
 
 
 class ExtractFailed(FetcherError):

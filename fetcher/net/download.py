@@ -26,7 +26,7 @@ from fetcher.core.sources import BadURL, check_url, host_of
 from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.net.classify import classify_error
 from fetcher.net.client import LOCATION, TRUSTED, Endpoint, endpoint_of
-from fetcher.net.hosts import HostSlots
+from fetcher.net.hosts import Slots
 from fetcher.net.inflate import Incomplete, Inflater, OverCap
 
 MAX_REDIRECTS = 10
@@ -53,7 +53,7 @@ class Downloader:
         self,
         client: httpx.AsyncClient,
         settings: FetchSettings,
-        slots: HostSlots,
+        slots: Slots,
         wall_clock: WallClock = utc_now,
         trusted: frozenset[Endpoint] = frozenset(),
         stopping: Callable[[], bool] = lambda: False,

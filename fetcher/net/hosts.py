@@ -1,16 +1,30 @@
 """Per-host politeness: at most N requests in flight to one host, and a minimum
-delay between the starts of two requests to it. Clock and sleep are injected."""
+delay between the starts of two requests to it. Clock and sleep are injected.
+
+`Slots` is what the downloader and the robots.txt gate need of it: HostSlots
+keeps the limits within one process; fetcher.run.shared keeps them across
+every worker of a PostgreSQL store, behind the same two methods."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class Slots(Protocol):
+    """A host's turn: `slot(host)` is held for one request (its start paced);
+    `raise_delay` spaces the host's starts further apart (robots.txt Crawl-delay)."""
+
+    def slot(self, host: str) -> AbstractAsyncContextManager[None]: ...
+
+    def raise_delay(self, host: str, delay: float) -> None: ...
 
 
 @dataclass

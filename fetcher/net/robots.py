@@ -28,7 +28,7 @@ from protego import Protego
 
 from fetcher.core.config import FetchSettings
 from fetcher.net.download import Downloader
-from fetcher.net.hosts import HostSlots, Sleep
+from fetcher.net.hosts import Slots, Sleep
 from fetcher.core.models import Download
 from fetcher.core.outcomes import Outcome
 from fetcher.net.retrying import fetch_with_retries
@@ -111,7 +111,7 @@ class RobotsGate:
     may be requested; else the Download that stands for the page (robots-blocked,
     or the failure that kept robots.txt from answering)."""
 
-    def __init__(self, downloader: Downloader, slots: HostSlots, settings: FetchSettings, sleep: Sleep):
+    def __init__(self, downloader: Downloader, slots: Slots, settings: FetchSettings, sleep: Sleep):
         self._downloader = downloader
         self._slots = slots
         self._settings = settings

@@ -26,7 +26,7 @@ from fetcher.net.client import make_client, trusted_endpoints
 from fetcher.net.download import Downloader
 from fetcher.extract.extractor import Extractor
 from fetcher.core.health import Health
-from fetcher.net.hosts import Clock, HostSlots, RateLimiter, Sleep
+from fetcher.net.hosts import Clock, HostSlots, RateLimiter, Sleep, Slots
 from fetcher.core.models import Download, Extracted, FetchResult, RunSummary, Snapshot, Source
 from fetcher.core.outcomes import Outcome
 from fetcher.net.retrying import fetch_with_retries
@@ -37,7 +37,7 @@ from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
 from fetcher.core.states import Transition
 from fetcher.core.timestamps import WallClock, utc_now
-from fetcher.run.storing import store_result
+from fetcher.run.storing import AlsoInTransaction, store_result
 from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
 from fetcher.store.sqlite import Store, StoreError
 
@@ -52,6 +52,8 @@ class FetchOptions:
     archive: bool = True  # False: --no-archive
     recheck_archive: bool = False  # True: ignore cached archive lookups
     render: str | None = None  # "always": --render; "never": --no-render; None: as configured
+    # run inside the fetch's store transaction (fetcher.run.storing); a worker marks its source done there
+    also_in_transaction: AlsoInTransaction | None = None
 
 
 class Pipeline:
@@ -66,8 +68,12 @@ class Pipeline:
         wall_clock: WallClock = utc_now,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        slots: Slots | None = None,
     ):
+        """`slots`: the per-host limits to keep (default: this process's own
+        HostSlots; `fetcher worker` passes limits shared by every worker)."""
         self._config = config
+        self._slots = slots
         self._store = store
         self._processes = processes
         self._wall_clock = wall_clock
@@ -79,7 +85,7 @@ class Pipeline:
         self._stopping = False
         self._client = make_client(settings)
         self._client.event_hooks["request"].append(request_hook(self._clock, self._wall_clock))
-        slots = HostSlots(settings.per_host_concurrency, settings.per_host_delay, self._clock, self._sleep)
+        slots = self._slots or HostSlots(settings.per_host_concurrency, settings.per_host_delay, self._clock, self._sleep)
         trusted = trusted_endpoints(self._config.archives)  # a self-hosted archive may be on localhost
         self._downloader = Downloader(
             self._client, settings, slots, self._wall_clock, trusted, stopping=lambda: self._stopping
@@ -149,19 +155,19 @@ class Pipeline:
             except Exception as error:  # noqa: BLE001 - the point: one source cannot stop the run
                 log.error("internal error on %s (%s): %s: %s", source.resource_id, source.url, type(error).__name__,
                           error, exc_info=True)
-                return await self._record(internal_error(source, began.began_at, error), began)
+                return await self._record(internal_error(source, began.began_at, error), began, options)
 
     async def _fetch(self, source: Source, options: FetchOptions, timing: FetchTiming) -> Snapshot:
         live, fetched_at = None, timing.began_at
         if options.live:
             live = await self._live(source, fetched_at, timing, options.render)
             if not (options.archive and self._falls_back(live.outcome)):
-                snapshot = await self._record(live, timing)
+                snapshot = await self._record(live, timing, options)
                 if snapshot.changed:
                     self._save_later(source.url)
                 return snapshot
         timing.armed = True
-        return await self._record(await self._archived(source, live, fetched_at, options), timing)
+        return await self._record(await self._archived(source, live, fetched_at, options), timing, options)
 
     async def _live(self, source: Source, fetched_at: datetime, timing: FetchTiming, render: str | None) -> FetchResult:
         """One live fetch, conditional when we hold its content: a 304, or a body
@@ -296,14 +302,15 @@ class Pipeline:
         if answer.outcome is not Outcome.OK:
             log.warning("save page now for %s failed: %s %s", url, answer.outcome.value, answer.detail)
 
-    async def _record(self, result: FetchResult, timing: FetchTiming) -> Snapshot:
+    async def _record(self, result: FetchResult, timing: FetchTiming, options: FetchOptions) -> Snapshot:
         """Store the result, dated when its first request was sent (else when the
         fetch began), its elapsed time measured on the store's thread as it is stored."""
         sent, sent_at = timing.start
 
         def timed() -> Snapshot:
             elapsed = int((self._clock() - sent) * 1000)
-            return store_result(self._store, replace(result, fetched_at=sent_at, elapsed_ms=elapsed))
+            timed_result = replace(result, fetched_at=sent_at, elapsed_ms=elapsed)
+            return store_result(self._store, timed_result, options.also_in_transaction)
 
         return await self._in_store(timed)
 

@@ -25,7 +25,7 @@ from fetcher.extract.extractor import Extractor
 from fetcher.extract.render_rule import decide
 from fetcher.net.browser import Browser, Rendered, browser_available, render_bound
 from fetcher.net.download import Downloader
-from fetcher.net.hosts import HostSlots
+from fetcher.net.hosts import HostSlots, Slots
 
 log = logging.getLogger("fetcher")
 RENDERED_TYPE = "text/html; charset=utf-8"
@@ -33,7 +33,7 @@ Step = tuple[Download, Extracted, RenderNote | None]
 
 
 class RenderStep:
-    def __init__(self, config: Config, client: httpx.AsyncClient, slots: HostSlots, extractor: Extractor):
+    def __init__(self, config: Config, client: httpx.AsyncClient, slots: Slots, extractor: Extractor):
         settings = config.render
         self._settings = settings
         self._slots = slots

@@ -5,16 +5,24 @@ benchmark) need not load the network and extraction layers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fetcher.core.health import check_of, next_health
 from fetcher.core.models import FetchResult, Snapshot
 from fetcher.store.sqlite import Store
 
+# Called inside the fetch's transaction with its writer and the stored snapshot;
+# raising there rolls the whole fetch back (a worker marks its source done here).
+AlsoInTransaction = Callable[[Any, Snapshot], None]
 
-def store_result(store: Store, result: FetchResult) -> Snapshot:
+
+def store_result(store: Store, result: FetchResult, also: AlsoInTransaction | None = None) -> Snapshot:
     """Store one fetch, in this order: its new body file, then one transaction that
     reads the source's health, folds the live check into it (fetcher.core.health)
-    and writes the fetch, its content and the new health. Returns it as stored
-    (read back within the transaction: trouble there is trouble writing)."""
+    and writes the fetch, its content and the new health, then `also` (if given).
+    Returns it as stored (read back within the transaction: trouble there is
+    trouble writing)."""
     if result.new_content:
         store.keep_body(result.download)
     if result.render is not None and result.render.static is not None:  # the static body beside a rendered DOM
@@ -22,4 +30,7 @@ def store_result(store: Store, result: FetchResult) -> Snapshot:
     check = check_of(result)
     with store.transaction() as writer:
         health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)
-        return store.fetched(writer.record(result, health, transition))
+        snapshot = store.fetched(writer.record(result, health, transition))
+        if also is not None:
+            also(writer, snapshot)
+        return snapshot

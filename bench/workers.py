@@ -1,0 +1,227 @@
+"""`fetcher worker` on PostgreSQL: the queue's rates and W2 over several workers.
+
+    python -m bench.workers [--queue-sources 1000000] [--w2-sources 2000] [--hosts 40] [--workers 1,2,4]
+
+1. Enqueue: one run of `--queue-sources` sources put on the board (COPY) and
+   one procrastinate job a source deferred (batches of 10,000): sources/s.
+2. Claim: with that queue full, one worker's job loop (2 jobs of 20 sources at
+   once) taking jobs and doing each source's database work (take it on the board,
+   mark it done; procrastinate's own bookkeeping once a job) with no fetch, for a
+   fixed time: sources/s at that depth.
+3. W2 (the next night: 95% not modified or unchanged) of `--w2-sources` sources
+   over `--hosts` loopback hosts (100 ms a response, 2 requests a host at once),
+   queued by `fetcher refresh` and run by 1, 2 and 4 `fetcher worker` processes:
+   wall time from queueing to the run's end. The store is first filled (W1) by
+   the workers. Each W2 run flips the night (2, 1, 2 …) so every run sees the same
+   5% of changed pages.
+
+PostgreSQL is a throwaway cluster (tests/postgres.py). Prints one JSON object.
+Loopback only, as bench/run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench import measure, workload
+from bench.run import ROOT, OriginProcess, log, write_config
+
+PY = sys.executable
+
+
+def enqueue_rate(url: str, count: int) -> dict[str, Any]:
+    from fetcher.core.models import Source
+    from fetcher.run import queue
+
+    sources = [Source(f"http://127.0.0.{2 + n % 40}/s/{n}", f"r{n:07d}") for n in range(count)]
+    app = queue.make_app(url, "fetcher")
+
+    async def go() -> float:
+        async with app.open_async():
+            await queue.create_schema(app, url)
+            began = time.perf_counter()
+            await queue.enqueue(url, "fetcher", 1, datetime.now(timezone.utc), "bench", sources, 0, {})
+            return time.perf_counter() - began
+
+    seconds = asyncio.run(go())
+    return {"sources": count, "seconds": round(seconds, 2), "per_second": round(count / seconds)}
+
+
+def claim_rate(url: str, seconds: float, concurrency: int = 2) -> dict[str, Any]:
+    import psycopg
+
+    from fetcher.core.models import Snapshot
+    from fetcher.core.outcomes import Outcome
+    from fetcher.run import board, queue
+
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
+
+    async def one(run_id: int, resource_id: str) -> None:
+        async with pool.connection() as db:
+            taken = await board.claim(db, run_id, resource_id, "bench")
+        assert taken is not None
+        snapshot = Snapshot(0, resource_id, taken.source.url, taken.source.url, datetime.now(timezone.utc), "live",
+                            200, Outcome.OK, "", 1, 1, False)
+        async with pool.connection() as db, db.transaction():
+            await db.execute(board.MARK_DONE, board.mark_params(run_id, "bench", snapshot))
+
+    async def job(context: Any, run_id: int, first: int, last: int) -> None:
+        async with pool.connection() as db:
+            open_ids = await board.open_sources(db, run_id, first, last)
+        await asyncio.gather(*(one(run_id, resource_id) for resource_id in open_ids))
+
+    app = queue.make_app(url, "fetcher", job)
+
+    async def go() -> None:
+        async with app.open_async(), pool:
+            worker = asyncio.ensure_future(app.run_worker_async(
+                queues=["fetcher"], concurrency=concurrency, wait=True, install_signal_handlers=False,
+                delete_jobs="successful", listen_notify=False))
+            await asyncio.sleep(seconds)
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+    asyncio.run(go())
+    with psycopg.connect(url) as db:
+        done = db.execute("SELECT count(*) FROM fetcher_run_sources WHERE state = 'done'").fetchone()[0]
+        left = db.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'").fetchone()[0]
+    return {"seconds": seconds, "jobs_at_once": concurrency, "sources": done, "per_second": round(done / seconds),
+            "jobs_left": left}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, its children that have exited and its live ones."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu(child) for child in measure._children(pid))
+
+
+def start_workers(n: int, env: dict[str, str], work: Path) -> list[subprocess.Popen[bytes]]:
+    logs = [open(work / f"worker-{len(list(work.glob('worker-*')))}-{i}.log", "wb") for i in range(n)]
+    return [subprocess.Popen([PY, "-m", "fetcher", "worker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=log_file) for log_file in logs]
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(timeout=60)
+
+
+def wait_for_workers(url: str, n: int, workers: list[subprocess.Popen[bytes]], work: Path) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(worker.poll() is not None for worker in workers):
+            logs = "".join(path.read_text()[-1500:] for path in sorted(work.glob("worker-*.log")))
+            raise RuntimeError(f"a worker exited: {logs}")
+        try:
+            with psycopg.connect(url) as db:
+                if db.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0] >= n:
+                    return
+        except psycopg.Error:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{n} workers did not start")
+
+
+def timed_refresh(env: dict[str, str], work: Path, label: str) -> tuple[float, dict[str, Any]]:
+    began = time.perf_counter()
+    done = subprocess.run([PY, "-m", "fetcher", "refresh", "--all", "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    seconds = time.perf_counter() - began
+    (work / f"{label}.log").write_text(done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"{label}: exit {done.returncode}: {done.stderr[-500:]}")
+    return seconds, json.loads(done.stdout)
+
+
+def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: Path,
+                    postmaster: int) -> dict[str, Any]:
+    sources = workload.mixed(workload.load_corpus(), count, hosts)
+    origin = OriginProcess("mixed", count, hosts, 0.1)
+    results: dict[str, Any] = {"sources": count, "hosts": hosts}
+    try:
+        config = write_config(work / "w", [workload.url_of(s, origin.port) for s in sources], hosts)
+        env = {**os.environ, "FETCHER_CONFIG": str(config), "FETCHER_DATABASE": url, "PYTHONPATH": str(ROOT)}
+        workers = start_workers(2, env, work)
+        wait_for_workers(url, 2, workers, work)
+        log(f"W1 with 2 workers: {count} sources over {hosts} hosts")
+        results["w1_two_workers_s"] = round(timed_refresh(env, work, "w1")[0], 2)
+        stop_workers(workers)
+        for n, night in zip(counts, [2, 1] * len(counts)):
+            origin.call(f"/__night/{night}")
+            workers = start_workers(n, env, work)
+            wait_for_workers(url, n, workers, work)
+            log(f"W2 with {n} worker(s), night {night}")
+            cpu_before = (tree_cpu(postmaster), sum(tree_cpu(w.pid) for w in workers))
+            seconds, summary = timed_refresh(env, work, f"w2-{n}")
+            cpu_after = (tree_cpu(postmaster), sum(tree_cpu(w.pid) for w in workers))
+            stop_workers(workers)
+            results[f"w2_{n}_workers"] = {
+                "seconds": round(seconds, 2), "changed": summary.get("changed"), "total": summary.get("total"),
+                "cpu_postgres_s": round(cpu_after[0] - cpu_before[0], 2),
+                "cpu_workers_s": round(cpu_after[1] - cpu_before[1], 2),
+                "load_average": os.getloadavg()[0],
+            }
+            log(f"W2 with {n}: {seconds:.1f}s")
+    finally:
+        origin.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queue-sources", type=int, default=1_000_000)
+    parser.add_argument("--claim-seconds", type=float, default=20.0)
+    parser.add_argument("--w2-sources", type=int, default=2000)
+    parser.add_argument("--hosts", type=int, default=40)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--only", default="queue,w2")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tests.postgres import start_cluster
+
+    clusters = start_cluster()
+    cluster = next(clusters)
+    results: dict[str, Any] = {"cores": os.cpu_count()}
+    try:
+        with tempfile.TemporaryDirectory(prefix="fetcher-bench-workers-") as directory:
+            if "queue" in args.only:
+                url = cluster.database()
+                log(f"enqueue {args.queue_sources} sources")
+                results["enqueue"] = enqueue_rate(url, args.queue_sources)
+                log(f"enqueue: {results['enqueue']}")
+                results["claim"] = claim_rate(url, args.claim_seconds)
+                log(f"claim: {results['claim']}")
+            if "w2" in args.only:
+                counts = [int(n) for n in args.workers.split(",")]
+                postmaster = int((cluster.directory / "data" / "postmaster.pid").read_text().split()[0])
+                results["w2"] = w2_over_workers(cluster.database(), args.w2_sources, args.hosts, counts,
+                                                Path(directory), postmaster)
+    finally:
+        next(clusters, None)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""A queued run's board in PostgreSQL: which sources the run holds, each one's
+state (queued, running on a worker, done) and, once done, what its fetch was;
+and which workers are alive and what they are doing.
+
+The board is where the guarantees live: a source is marked done in the same
+transaction as its fetch is stored, on the condition that it was not done
+already (`mark_done`), so however many workers take it (a stalled job retried
+while its first worker still runs, say) one fetch is stored. Progress and the
+run's summary are counts over the board.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from fetcher.core.errors import AlreadyFetched
+from fetcher.core.models import RunSummary, Snapshot, Source
+from fetcher.core.outcomes import Outcome
+from fetcher.core.states import Transition
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fetcher_queue_runs (
+    run_id bigint PRIMARY KEY,
+    started_at timestamptz NOT NULL,
+    trigger text NOT NULL,
+    options jsonb NOT NULL,
+    total integer NOT NULL,
+    not_due integer NOT NULL,
+    finished_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS fetcher_run_sources (
+    run_id bigint NOT NULL REFERENCES fetcher_queue_runs ON DELETE CASCADE,
+    resource_id text NOT NULL,
+    position integer NOT NULL,
+    url text NOT NULL,
+    title text,
+    state text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'done')),
+    worker text,
+    outcome text,
+    has_content boolean,
+    changed boolean,
+    archived boolean,
+    transition text,
+    PRIMARY KEY (run_id, resource_id),
+    UNIQUE (run_id, position)
+);
+CREATE INDEX IF NOT EXISTS fetcher_run_sources_open ON fetcher_run_sources (run_id) WHERE state <> 'done';
+CREATE TABLE IF NOT EXISTS fetcher_workers (
+    name text PRIMARY KEY,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    seen_at timestamptz NOT NULL DEFAULT now(),
+    concurrency integer NOT NULL
+);
+"""
+
+MARK_DONE = """
+UPDATE fetcher_run_sources SET state = 'done', worker = %(worker)s, outcome = %(outcome)s,
+    has_content = %(has_content)s, changed = %(changed)s, archived = %(archived)s, transition = %(transition)s
+WHERE run_id = %(run_id)s AND resource_id = %(resource_id)s AND state <> 'done'
+"""
+
+
+def worker_name() -> str:
+    """This worker's name: its machine and process id (what `status` shows)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def create_schema(db: psycopg.Connection[Any]) -> None:
+    """The board's tables, if missing (the caller holds the lock that keeps two
+    workers starting at once from racing to create them)."""
+    with db.transaction():
+        db.execute(SCHEMA)
+
+
+def add_run(db: psycopg.Connection[Any], run_id: int, started_at: datetime, trigger: str,
+            options: dict[str, bool], sources: list[Source], not_due: int) -> None:
+    """Put the run and its sources on the board, in the order given (COPY: a
+    million sources take seconds). Within the caller's transaction."""
+    db.execute(
+        "INSERT INTO fetcher_queue_runs (run_id, started_at, trigger, options, total, not_due)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (run_id, started_at, trigger, json.dumps(options), len(sources), not_due),
+    )
+    columns = "run_id, resource_id, position, url, title"
+    with db.cursor().copy(f"COPY fetcher_run_sources ({columns}) FROM STDIN") as copy:
+        for position, source in enumerate(sources):
+            copy.write_row((run_id, source.resource_id, position, source.url, source.title))
+
+
+def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, snapshot: Snapshot) -> None:
+    """Mark the source done with what its fetch was, unless it is done already:
+    then AlreadyFetched, which rolls back the transaction this runs in."""
+    cursor = db.execute(MARK_DONE, mark_params(run_id, worker, snapshot))
+    if cursor.rowcount == 0:
+        raise AlreadyFetched(f"{snapshot.resource_id} was stored for run {run_id} by another worker")
+
+
+async def open_sources(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int) -> list[str]:
+    """The run's sources at positions first…last that are not done, in order."""
+    cursor = await db.execute(
+        "SELECT resource_id FROM fetcher_run_sources WHERE run_id = %s AND position BETWEEN %s AND %s"
+        " AND state <> 'done' ORDER BY position", (run_id, first, last),
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int, worker: str) -> None:
+    """Sources whose fetch could not be stored, however often tried: done for the
+    run (an internal error, with no fetch stored: they stay due)."""
+    await db.execute(
+        "UPDATE fetcher_run_sources SET state = 'done', worker = %s, outcome = %s, has_content = false"
+        " WHERE run_id = %s AND position BETWEEN %s AND %s AND state <> 'done'",
+        (worker, Outcome.INTERNAL_ERROR.value, run_id, first, last),
+    )
+
+
+def mark_params(run_id: int, worker: str, snapshot: Snapshot) -> dict[str, Any]:
+    outcome = snapshot.live_outcome or snapshot.outcome
+    return {
+        "run_id": run_id, "resource_id": snapshot.resource_id, "worker": worker, "outcome": outcome.value,
+        "has_content": snapshot.has_content, "changed": snapshot.changed, "archived": snapshot.origin == "archive",
+        "transition": snapshot.transition.value if snapshot.transition else None,
+    }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A source a worker has taken for a run, and how the run fetches."""
+
+    run_id: int
+    source: Source
+    options: dict[str, bool]
+
+
+async def claim(db: psycopg.AsyncConnection[Any], run_id: int, resource_id: str, worker: str) -> Claim | None:
+    """Take the source (it shows as running on this worker), unless it is done: then None."""
+    cursor = await db.execute(
+        "UPDATE fetcher_run_sources s SET state = 'running', worker = %s FROM fetcher_queue_runs r"
+        " WHERE s.run_id = %s AND s.resource_id = %s AND s.state <> 'done' AND r.run_id = s.run_id"
+        " RETURNING s.url, s.title, r.options",
+        (worker, run_id, resource_id),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    url, title, options = row
+    return Claim(run_id, Source(url, resource_id, title), options)
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    done: int
+    finished: bool
+    started_at: datetime
+
+
+def progress(db: psycopg.Connection[Any], run_id: int) -> Progress:
+    row = db.execute(
+        "SELECT r.total, r.finished_at IS NOT NULL, r.started_at,"
+        " (SELECT count(*) FROM fetcher_run_sources s WHERE s.run_id = r.run_id AND s.state = 'done')"
+        " FROM fetcher_queue_runs r WHERE r.run_id = %s", (run_id,),
+    ).fetchone()
+    assert row is not None, run_id
+    total, finished, started_at, done = row
+    return Progress(total, done, finished, started_at)
+
+
+def has_schema(db: psycopg.Connection[Any]) -> bool:
+    row = db.execute("SELECT to_regclass('fetcher_queue_runs') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def open_run(db: psycopg.Connection[Any]) -> tuple[int, Progress] | None:
+    """The queued run not yet finished (there is at most one), and its progress."""
+    row = db.execute("SELECT run_id FROM fetcher_queue_runs WHERE finished_at IS NULL ORDER BY run_id LIMIT 1"
+                     ).fetchone()
+    return (row[0], progress(db, row[0])) if row else None
+
+
+def unfinished_runs(db: psycopg.Connection[Any]) -> list[int]:
+    """Runs whose every source is done but that no one has recorded as finished."""
+    rows = db.execute(
+        "SELECT run_id FROM fetcher_queue_runs r WHERE finished_at IS NULL AND NOT EXISTS"
+        " (SELECT 1 FROM fetcher_run_sources s WHERE s.run_id = r.run_id AND s.state <> 'done')"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def summary(db: psycopg.Connection[Any], run_id: int, finished_at: datetime) -> RunSummary:
+    """The run's summary, over every worker's work (health and interruption aside)."""
+    head = db.execute("SELECT started_at, not_due FROM fetcher_queue_runs WHERE run_id = %s", (run_id,)).fetchone()
+    assert head is not None, run_id
+    rows = db.execute(
+        "SELECT outcome, has_content, changed, archived, transition, count(*) FROM fetcher_run_sources"
+        " WHERE run_id = %s AND state = 'done' GROUP BY 1, 2, 3, 4, 5", (run_id,),
+    ).fetchall()
+    return _summed(head[0], finished_at, head[1], rows)
+
+
+def _summed(started_at: datetime, finished_at: datetime, not_due: int, rows: Iterable[tuple[Any, ...]]) -> RunSummary:
+    counts: Counter[Outcome] = Counter()
+    marks: Counter[str] = Counter()
+    for outcome, has_content, changed, archived, transition, n in rows:
+        counts[Outcome(outcome)] += n
+        if has_content:
+            marks["changed" if changed else "unchanged"] += n
+            marks["archived"] += n if archived else 0
+        marks[transition or ""] += n
+    failed = sum(n for kind, n in counts.items() if not kind.is_success)
+    return RunSummary(
+        started_at, finished_at, dict(counts), marks["changed"], marks["unchanged"], failed, marks["archived"],
+        marks[Transition.NEWLY_FAILING.value], marks[Transition.RECOVERED.value], not_due,
+    )
+
+
+def record_finish(db: psycopg.Connection[Any], run_id: int, finished_at: datetime) -> None:
+    db.execute("UPDATE fetcher_queue_runs SET finished_at = %s WHERE run_id = %s AND finished_at IS NULL",
+               (finished_at, run_id))
+
+
+def heartbeat(db: psycopg.Connection[Any], worker: str, concurrency: int) -> None:
+    """This worker is alive; workers not seen for a day (killed long ago) are forgotten."""
+    db.execute(
+        "INSERT INTO fetcher_workers (name, concurrency) VALUES (%s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET seen_at = now()", (worker, concurrency),
+    )
+    db.execute("DELETE FROM fetcher_workers WHERE seen_at < now() - interval '1 day'")
+
+
+def leave(db: psycopg.Connection[Any], worker: str) -> None:
+    db.execute("DELETE FROM fetcher_workers WHERE name = %s", (worker,))
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    name: str
+    started_at: datetime
+    seen_at: datetime
+    concurrency: int
+    doing: tuple[str, ...]  # the URLs it is fetching now
+
+
+def live_workers(db: psycopg.Connection[Any], lease: float) -> Iterator[LiveWorker]:
+    """The workers seen within the lease, each with the sources it is running."""
+    rows = db.execute(
+        "SELECT w.name, w.started_at, w.seen_at, w.concurrency, coalesce(array_agg(s.url ORDER BY s.url)"
+        " FILTER (WHERE s.url IS NOT NULL), '{}') FROM fetcher_workers w"
+        " LEFT JOIN fetcher_run_sources s ON s.worker = w.name AND s.state = 'running'"
+        " WHERE w.seen_at > now() - make_interval(secs => %s) GROUP BY w.name ORDER BY w.name", (lease,),
+    ).fetchall()
+    for name, started_at, seen_at, concurrency, doing in rows:
+        yield LiveWorker(name, started_at, seen_at, concurrency, tuple(doing))

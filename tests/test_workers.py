@@ -1,0 +1,183 @@
+"""`fetcher worker` on a PostgreSQL store: three worker processes, as a user
+starts them, over ten loopback hosts and 300 sources, checked where it counts:
+at the servers (every page requested once, never more than the per-host limit
+at once, starts spaced by the per-host delay) and in the store (every source
+stored once a run), with one worker SIGKILLed in the middle of a run and another sent SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+
+from tests.conftest import fetcher_command, write_config
+from tests.origin import Origin, html
+
+HOSTS = [f"127.0.0.{n}" for n in range(1, 11)]
+PER_HOST, DELAY, LATENCY, CONCURRENCY, LEASE = 2, 0.2, 0.25, 8, 3.0
+# Turns are taken DELAY apart on the database's clock; between a worker taking its
+# turn and its request reaching the server, three worker processes with their
+# extraction processes on two cores (and the servers' own threads) now and then add
+# well over 100 ms. So: at most one gap a host closer than DELAY - TOLERANCE, and
+# the host's whole span (where the noise cancels out, the host being busy
+# throughout) at least (n - 1) × DELAY, less a little.
+TOLERANCE = 0.12
+GRACE = 2.0
+
+
+def article(n: int) -> str:
+    words = " ".join(f"word{n}x{i}" for i in range(80))
+    return (f"<html><head><title>Bulletin {n}</title></head><body><article><h1>Bulletin {n}</h1>"
+            f"<p>This is bulletin number {n}. {words}</p><p>{words}</p></article></body></html>")
+
+
+def start_worker(cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(fetcher_command() + ["worker"], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stored_per_source(url: str) -> Counter[str]:
+    """How many fetches the store holds for each source, read with psycopg itself."""
+    with psycopg.connect(url) as db:
+        return Counter(dict(db.execute("SELECT resource_id, count(*) FROM fetches GROUP BY 1").fetchall()))
+
+
+def board_done(url: str, run_id: int) -> int:
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT count(*) FROM fetcher_run_sources WHERE run_id = %s AND state = 'done'",
+                         (run_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive_a_kill(tmp_path, pg_url):
+    with ExitStack() as stack:
+        origins = [stack.enter_context(Origin(ip, latency=LATENCY)) for ip in HOSTS]
+        urls = [origins[n % 10].route(f"/bulletins/{n}", html(article(n))) for n in range(300)]
+        write_config(tmp_path, urls, concurrency=CONCURRENCY, per_host_concurrency=PER_HOST, per_host_delay=DELAY,
+                     text=f"\n[workers]\nlease = {LEASE}\n\n[schedule]\nshutdown_grace = {GRACE}\n")
+        env = {**os.environ, "FETCHER_CONFIG": str(tmp_path / "config.toml"), "FETCHER_DATABASE": pg_url,
+               "PYTHONPATH": str(Path(__file__).parent.parent)}
+        workers = [start_worker(tmp_path, env) for _ in range(3)]
+        stack.callback(lambda: [w.kill() for w in workers])
+
+        # One run, all three workers: every page once, the limits held across the workers.
+        done = subprocess.run(fetcher_command() + ["refresh", "--json"], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert '"ok": 300' in done.stdout
+        for origin in origins:
+            pages = Counter(seen.path for seen in origin.requests if seen.path.startswith("/bulletins/"))
+            assert sorted(pages.values()) == [1] * 30, origin.ip
+            assert origin.max_in_flight <= PER_HOST, (origin.ip, origin.max_in_flight)
+            seen_in_order = sorted(origin.requests, key=lambda seen: seen.started)
+            close = [(a.path, a.peer, b.path, b.peer, round(b.started - a.started, 4))
+                     for a, b in zip(seen_in_order, seen_in_order[1:]) if b.started - a.started < DELAY - TOLERANCE]
+            assert len(close) <= 1, (origin.ip, close)
+            span = seen_in_order[-1].started - seen_in_order[0].started
+            assert span >= (len(seen_in_order) - 1) * DELAY - 0.05, (origin.ip, span)
+        assert max(origin.max_in_flight for origin in origins) == PER_HOST  # the limit was reached
+        assert stored_per_source(pg_url) == Counter({rid: 1 for rid in stored_per_source(pg_url)})
+        assert len(stored_per_source(pg_url)) == 300
+        for origin in origins:
+            origin.requests.clear()
+
+        # A second run; one worker is killed halfway: the others finish it, each source stored once.
+        queued = subprocess.run(fetcher_command() + ["refresh", "--all", "--no-wait", "--json"], cwd=tmp_path,
+                                env=env, text=True, capture_output=True, timeout=30)
+        assert queued.returncode == 0, queued.stderr
+        run_id = int(queued.stdout.split('"run_id":')[1].split(",")[0])
+        deadline = time.monotonic() + 30
+        while board_done(pg_url, run_id) < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers[0].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        refused = subprocess.run(fetcher_command() + ["refresh"], cwd=tmp_path, env=env, text=True,
+                                 capture_output=True, timeout=60)
+        assert refused.returncode == 3, refused.stderr  # a run is going: a second one is refused
+        assert f"queued run {run_id}" in refused.stderr
+        shown = subprocess.run(fetcher_command() + ["status", "--json"], cwd=tmp_path, env=env, text=True,
+                               capture_output=True, timeout=30)
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        assert status["queued_run"]["run_id"] == run_id
+        assert len(status["workers"]) >= 2 and any(w["fetching"] for w in status["workers"]), status["workers"]
+        # SIGTERM to a second worker: it takes nothing new, and ends once what it holds is done or handed back.
+        workers[1].send_signal(signal.SIGTERM)
+        assert workers[1].wait(timeout=GRACE + 10) == 0
+        while board_done(pg_url, run_id) < 300 and time.monotonic() < deadline + 30:
+            time.sleep(0.1)
+        assert board_done(pg_url, run_id) == 300
+        taken_up_within = time.monotonic() - killed_at
+        assert stored_per_source(pg_url) == Counter({rid: 2 for rid in stored_per_source(pg_url)})
+        runs = subprocess.run(fetcher_command() + ["runs", "--json"], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=30)
+        assert runs.returncode == 0, runs.stderr
+        second = json.loads(runs.stdout)[0]
+        assert (second["id"], second["status"], second["summary"]["total"]) == (run_id, "completed", 300), second
+        repeated = [path for origin in origins
+                    for path, n in Counter(s.path for s in origin.requests if s.path.startswith("/bulletins/")).items()
+                    if n > 1]
+        assert len(repeated) <= CONCURRENCY, repeated  # only what the killed worker had in hand
+        assert taken_up_within < 1.25 * LEASE + 10, taken_up_within
+        workers[2].send_signal(signal.SIGTERM)
+        assert workers[2].wait(timeout=20) == 0, workers[2].stderr.read() if workers[2].stderr else ""
+
+
+def test_worker_and_no_wait_need_a_postgresql_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("FETCHER_DATABASE", raising=False)
+    config = write_config(tmp_path, ["http://127.0.0.1:9/a"])
+    for words in (["worker"], ["refresh", "--no-wait"]):
+        result = subprocess.run(fetcher_command() + ["--config", str(config), *words], cwd=tmp_path, text=True,
+                                capture_output=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert "PostgreSQL" in lines[0] or "SQLite" in lines[0], lines[0]
+
+
+def test_schedule_on_postgresql_queues_the_run_and_a_worker_with_once_finishes_it(tmp_path, pg_url):
+    with Origin("127.0.0.1") as origin:
+        urls = [origin.route(f"/bulletins/{n}", html(article(n))) for n in range(6)]
+        write_config(tmp_path, urls, text="\n[schedule]\ncron = \"0 3 * * *\"\n")
+        env = {**os.environ, "FETCHER_CONFIG": str(tmp_path / "config.toml"), "FETCHER_DATABASE": pg_url,
+               "PYTHONPATH": str(Path(__file__).parent.parent)}
+        scheduler = subprocess.Popen(fetcher_command() + ["schedule", "--run-now"], cwd=tmp_path, env=env, text=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not queued_runs(pg_url):
+                time.sleep(0.1)
+        finally:
+            scheduler.send_signal(signal.SIGTERM)
+            assert scheduler.wait(timeout=20) == 0, scheduler.stderr.read() if scheduler.stderr else ""
+        assert queued_runs(pg_url) == [("schedule", 6)]
+        assert origin.requests == []  # the scheduler queues; it fetches nothing itself
+
+        shown = subprocess.run(fetcher_command() + ["status", "--json"], cwd=tmp_path, env=env, text=True,
+                               capture_output=True, timeout=30)
+        status = json.loads(shown.stdout)
+        assert status["queued_run"]["done"] == 0 and status["queued_run"]["total"] == 6
+        assert status["workers"] == []
+
+        once = subprocess.run(fetcher_command() + ["worker", "--once", "--concurrency", "2"], cwd=tmp_path, env=env,
+                              text=True, capture_output=True, timeout=60)
+        assert once.returncode == 0, once.stderr
+        pages = Counter(seen.path for seen in origin.requests if seen.path.startswith("/bulletins/"))
+        assert pages == Counter({f"/bulletins/{n}": 1 for n in range(6)})
+    runs = json.loads(subprocess.run(fetcher_command() + ["runs", "--json"], cwd=tmp_path, env=env, text=True,
+                                     capture_output=True, timeout=30).stdout)
+    assert [(run["trigger"], run["status"], run["summary"]["total"]) for run in runs] == [("schedule", "completed", 6)]
+
+
+def queued_runs(url: str) -> list[tuple[str, int]]:
+    with psycopg.connect(url) as db:
+        if not db.execute("SELECT to_regclass('fetcher_queue_runs') IS NOT NULL").fetchone()[0]:
+            return []
+        return [tuple(row) for row in db.execute("SELECT trigger, total FROM fetcher_queue_runs").fetchall()]

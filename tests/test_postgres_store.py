@@ -185,7 +185,8 @@ def test_a_database_lost_while_reading_is_one_line(tmp_path, origin, pg_url):
     from fetcher.store.opening import open_existing
 
     config = write_config(tmp_path, sources(origin)[:1], database=pg_url, retries=0)
-    fetcher(config, "refresh")
+    fetcher(config, "refresh", "--no-wait")  # on PostgreSQL the run is queued, and a worker fetches it
+    fetcher(config, "worker", "--once")
     store = open_existing(load_config(config))
     assert store is not None
     assert store.latest(resource_id(sources(origin)[0])) is not None

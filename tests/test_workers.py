@@ -181,3 +181,29 @@ def queued_runs(url: str) -> list[tuple[str, int]]:
         if not db.execute("SELECT to_regclass('fetcher_queue_runs') IS NOT NULL").fetchone()[0]:
             return []
         return [tuple(row) for row in db.execute("SELECT trigger, total FROM fetcher_queue_runs").fetchall()]
+
+
+def test_a_followed_refresh_with_no_worker_says_so_and_ends_when_one_comes(tmp_path, pg_url):
+    """`refresh` on PostgreSQL waits for the workers: with none running it says so
+    (once, on stderr), and it ends with the run once a worker has fetched it."""
+    with Origin("127.0.0.1") as origin:
+        urls = [origin.route(f"/notes/{n}", html(article(n))) for n in range(3)]
+        write_config(tmp_path, urls)
+        env = {**os.environ, "FETCHER_CONFIG": str(tmp_path / "config.toml"), "FETCHER_DATABASE": pg_url,
+               "PYTHONPATH": str(Path(__file__).parent.parent)}
+        following = subprocess.Popen(fetcher_command() + ["refresh", "--json"], cwd=tmp_path, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not queued_runs(pg_url):
+                time.sleep(0.1)
+            assert following.poll() is None and origin.requests == []  # queued, waiting, nothing fetched
+            once = subprocess.run(fetcher_command() + ["worker", "--once"], cwd=tmp_path, env=env, text=True,
+                                  capture_output=True, timeout=60)
+            assert once.returncode == 0, once.stderr
+            out, err = following.communicate(timeout=30)
+        finally:
+            following.kill()
+    assert following.returncode == 0, err
+    assert err.count("no worker is running on this store") == 1, err
+    assert json.loads(out)["total"] == 3

@@ -113,6 +113,8 @@ def _queued_refresh(config: Config, sources: list[Source], *, everything: bool, 
         return None
     log.info("run %d queued: %d sources; following it (Ctrl-C stops following, not the run)",
              queued.run_id, queued.total)
+    if queued.total and not workers_status(config)[1]["workers"]:
+        log.warning("no worker is running on this store: the run waits for one (start `fetcher worker`)")
     progress = RunProgress()
     progress.start(queued.total)
     reported = [time.monotonic()]

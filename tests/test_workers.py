@@ -124,7 +124,8 @@ def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive
         repeated = [path for origin in origins
                     for path, n in Counter(s.path for s in origin.requests if s.path.startswith("/bulletins/")).items()
                     if n > 1]
-        assert len(repeated) <= CONCURRENCY, repeated  # only what the killed worker had in hand
+        # only what the killed worker had in hand, and what the SIGTERMed one handed back unfinished
+        assert len(repeated) <= 2 * CONCURRENCY, repeated
         assert taken_up_within < 1.25 * LEASE + 10, taken_up_within
         workers[2].send_signal(signal.SIGTERM)
         assert workers[2].wait(timeout=20) == 0, workers[2].stderr.read() if workers[2].stderr else ""

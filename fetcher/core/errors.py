@@ -9,7 +9,8 @@ table: the code is looked up by class, the nearest ancestor in it winning).
     │   └── BadCron                      not a five-field crontab line (also a ValueError)
     ├── StoreError               (2)     the store cannot be opened or read
     │   └── StoreWriteFailed     (1)     a write failed on our machine (disk full, I/O
-    │                                    error, a corrupt database): the run fails
+    │       │                            error, a corrupt database): the run fails
+    │       └── StoreLost        (1)     the connection to the database server broke
     ├── Busy                     (3)     another run holds the store's run lock
     ├── Interrupted            (130)     SIGINT or SIGTERM stopped the command
     ├── Stopped                          the run is stopping: a source's next request

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fetcher.core.cron import BadCron, parse_cron
+from fetcher.core.checks import (
+    check_bool, check_choice, check_cron, check_durations, check_float, check_hosts, check_int, check_str,
+    check_http_url, check_timezone, parse_duration,
+)
 from fetcher.core.models import Source
-from fetcher.core.sources import BadURL, check_url, make_source
+from fetcher.core.sources import BadURL, make_source
 from fetcher.core.errors import ConfigError
 from fetcher.core.locations import check_endpoint, check_s3, database_from, redact_url
 
@@ -165,8 +166,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 ROBOTS_MODES = ("obey", "ignore")
 RENDER_MODES = ("auto", "always", "never")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _TABLES = {"storage", "fetch", "preview", "archive", "refresh", "schedule", "log", "render", "sources", "workers"}
 
 
@@ -303,99 +302,21 @@ def _value(table: dict, key: str, kind: str, minimum: float | None, label: str, 
     return value
 
 
-def parse_duration(value: Any) -> float:
-    """'90s', '30m', '12h', '1d', '2w' (or a number of seconds) to seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError("a duration like \"12h\", \"1d\" or \"7d\"")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _check_str(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise TypeError("a non-empty string")
-    return value
-
-
-def _check_int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError("a whole number")
-    return value
-
-
-def _check_float(value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError("a number")
-    return float(value)
-
-
-def _check_bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError("true or false")
-    return value
-
-
-def _check_url(value: Any) -> str:
-    try:
-        return check_url(_check_str(value)).rstrip("/")
-    except (TypeError, BadURL) as error:
-        raise ValueError(f"an http(s) URL ({error})") from None
-
-
-def _check_durations(value: Any) -> tuple[float, ...]:
-    if not isinstance(value, list) or not value:
-        raise TypeError("a list of durations like [\"1d\", \"3d\", \"7d\"]")
-    return tuple(parse_duration(item) for item in value)
-
-
-def _check_hosts(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
-        raise TypeError("a list of host names like [\"app.example.org\"]")
-    return tuple(item.strip().lower() for item in value)
-
-
-def _check_cron(value: Any) -> str:
-    try:
-        parse_cron(_check_str(value))
-    except (TypeError, BadCron) as error:
-        raise ValueError(f"a five-field cron expression like \"0 3 * * *\" ({error})") from None
-    return value
-
-
-def _check_timezone(value: Any) -> str:
-    try:
-        ZoneInfo(_check_str(value))
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ValueError("an IANA time zone like \"UTC\" or \"Europe/Paris\"") from error
-    return value
-
-
-def _check_choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"one of {', '.join(choices)}")
-        return value
-
-    return check
-
-
 _CHECKS: dict[str, Callable[[Any], Any]] = {
-    "str": _check_str,
-    "url": _check_url,
-    "int": _check_int,
-    "float": _check_float,
-    "bool": _check_bool,
+    "str": check_str,
+    "url": check_http_url,
+    "int": check_int,
+    "float": check_float,
+    "bool": check_bool,
     "duration": parse_duration,
-    "durations": _check_durations,
-    "cron": _check_cron,
-    "timezone": _check_timezone,
-    "level": _check_choice(LOG_LEVELS),
-    "log_format": _check_choice(LOG_FORMATS),
-    "robots": _check_choice(ROBOTS_MODES),
-    "render": _check_choice(RENDER_MODES),
-    "hosts": _check_hosts,
+    "durations": check_durations,
+    "cron": check_cron,
+    "timezone": check_timezone,
+    "level": check_choice(LOG_LEVELS),
+    "log_format": check_choice(LOG_FORMATS),
+    "robots": check_choice(ROBOTS_MODES),
+    "render": check_choice(RENDER_MODES),
+    "hosts": check_hosts,
     "s3": check_s3,
     "endpoint": check_endpoint,
 }

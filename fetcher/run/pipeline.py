@@ -14,7 +14,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import zip_longest
 from typing import ParamSpec, TypeVar
@@ -37,23 +37,14 @@ from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
 from fetcher.core.states import Transition
 from fetcher.core.timestamps import WallClock, utc_now
-from fetcher.run.storing import AlsoInTransaction, store_result
+from fetcher.run.options import FetchOptions
+from fetcher.run.storing import store_result
 from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
 from fetcher.store.sqlite import Store, StoreError
 
 log = logging.getLogger("fetcher")
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class FetchOptions:
-    live: bool = True  # False: --archive-only
-    archive: bool = True  # False: --no-archive
-    recheck_archive: bool = False  # True: ignore cached archive lookups
-    render: str | None = None  # "always": --render; "never": --no-render; None: as configured
-    # run inside the fetch's store transaction (fetcher.run.storing); a worker marks its source done there
-    also_in_transaction: AlsoInTransaction | None = None
 
 
 class Pipeline:

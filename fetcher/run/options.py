@@ -1,0 +1,17 @@
+"""How one fetch is to be done: what a one-off's flags, or a worker, ask of the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fetcher.run.storing import AlsoInTransaction
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    live: bool = True  # False: --archive-only
+    archive: bool = True  # False: --no-archive
+    recheck_archive: bool = False  # True: ignore cached archive lookups
+    render: str | None = None  # "always": --render; "never": --no-render; None: as configured
+    # run inside the fetch's store transaction (fetcher.run.storing); a worker marks its source done there
+    also_in_transaction: AlsoInTransaction | None = None

@@ -319,3 +319,23 @@ def run_on(tmp_path: Path, database: str | None) -> Iterator[Any]:
     yield make
     for store in stores:
         store.close()
+
+
+def server_tls_context(directory: Path, subject: str, alt_name: str) -> tuple[Any, Path]:
+    """A self-signed certificate made with openssl (its own CA) for `alt_name`
+    ("IP:127.0.0.1", "DNS:secure.example"), and a server-side SSL context holding
+    it; returns (context, certificate file to trust). Skips where openssl cannot."""
+    import ssl
+
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    try:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={subject}",
+             "-addext", f"subjectAltName={alt_name}", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True, timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        pytest.skip(f"cannot make a test certificate with openssl: {error}")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_fetcher, write_config
+from tests.conftest import run_fetcher, server_tls_context, write_config
 from tests.origin import Origin, conditional, respond, trickle
 
 SOURCES = 20
@@ -139,20 +139,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(tmp_path, run):
 
 def _https(origin: Origin, directory: Path) -> Path:
     """Serve `origin` over TLS with a certificate for 127.0.0.1; returns the certificate (its own CA)."""
-    import ssl
-    import subprocess
-
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    try:
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True, timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError) as error:
-        pytest.skip(f"cannot make a test certificate with openssl: {error}")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context, cert = server_tls_context(directory, "127.0.0.1", "IP:127.0.0.1")
     origin._server.socket = context.wrap_socket(origin._server.socket, server_side=True)
     return cert
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import subprocess
 import threading
 from ipaddress import IPv4Address, ip_address
 from typing import Any
@@ -31,7 +30,7 @@ from fetcher.net.client import make_client
 from fetcher.core.models import Hop
 from fetcher.core.sources import make_source
 from fetcher.store.sqlite import Store
-from tests.conftest import FakeClock, FakeSleep, Run, write_config
+from tests.conftest import FakeClock, FakeSleep, Run, server_tls_context, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import Origin, html, redirect
 
@@ -277,17 +276,7 @@ def test_a_public_page_redirecting_to_the_archive_host_is_refused(archive_world,
 def test_tls_uses_the_host_name_while_connecting_to_the_vetted_address(tmp_path, monkeypatch):
     """The connection goes to the address checked, and TLS is started with the URL's
     name: the server sees it as SNI and the certificate is verified against it."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    try:
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=secure.example",
-             "-addext", "subjectAltName=DNS:secure.example", "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True, timeout=30,
-        )
-    except (FileNotFoundError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"cannot make a test certificate with openssl: {error}")
-    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_side.load_cert_chain(cert, key)
+    server_side, cert = server_tls_context(tmp_path, "secure.example", "DNS:secure.example")
     names: list[str | None] = []
     server_side.sni_callback = lambda sock, name, context: names.append(name)
     listener = socket.create_server((PUBLIC_IP, 0))

@@ -6,8 +6,6 @@ whose certificate only a CA made for the test signs."""
 from __future__ import annotations
 
 import json
-import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_fetcher, write_config
+from tests.conftest import run_fetcher, server_tls_context, write_config
 
 PAGE = ("<html><head><title>Over TLS</title></head><body>"
         + "".join(f"<p>Paragraph {i} of a page served over HTTPS by a loopback server.</p>" for i in range(8))
@@ -38,17 +36,8 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def https_url(tmp_path: Path) -> Iterator[str]:
     """https://127.0.0.1:PORT/page, its certificate (for IP 127.0.0.1) in tmp_path/ca.pem."""
-    cert, key = tmp_path / "ca.pem", tmp_path / "key.pem"
-    try:
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=fetcher test CA",
-             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True, timeout=30,
-        )
-    except (FileNotFoundError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"cannot make a test certificate with openssl: {error}")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context, cert = server_tls_context(tmp_path, "fetcher test CA", "IP:127.0.0.1")
+    cert.replace(tmp_path / "ca.pem")  # the name the tests trust it under
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

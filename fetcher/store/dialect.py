@@ -175,6 +175,7 @@ class PostgresDatabase(Database):
 
         self.value_errors = (psycopg.IntegrityError, psycopg.ProgrammingError, psycopg.DataError)
         self.machine_errors = (OSError, psycopg.Error)
+        self._broken_errors = psycopg.OperationalError
         self.where = where
         self.connection = psycopg.connect(url, autocommit=True, row_factory=_rows)
         if read_only:
@@ -189,11 +190,9 @@ class PostgresDatabase(Database):
     def _lost(self) -> Iterator[None]:
         """A broken connection (the server stopped or went away) is StoreLost: one line,
         for reading commands too; other errors stay as they are (see _machine_trouble)."""
-        import psycopg
-
         try:
             yield
-        except psycopg.OperationalError as error:
+        except self._broken_errors as error:
             if not self.connection.broken and not self.connection.closed:
                 raise
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -109,6 +109,49 @@ def test_title_date_and_language_are_recorded(origin, run):
     assert (snap.title, snap.published, snap.language) == ("Only a title tag", None, None)
 
 
+def _hidden_page(article: str, hidden_style: str, hidden: str) -> bytes:
+    return (
+        "<html><head><title>Harbour bridge</title></head><body>"
+        f"<div class='content'><h1>Harbour bridge repairs agreed</h1>{article}</div>"
+        f"<div style='{hidden_style}' itemscope itemtype='http://schema.org/NewsArticle'>{hidden}</div>"
+        "</body></html>"
+    ).encode()
+
+
+def test_text_the_page_hides_is_left_out_but_still_dates_it(origin, run):
+    """A schema.org block styled display:none repeats the article, its keywords and
+    dates: a reader never sees it, so the preview does not show it (the corpus's
+    businessinsider page: token F1 0.46 before)."""
+    article = "".join(f"<p>The committee heard {i} witnesses on the harbour bridge repairs and agreed a "
+                      "schedule of works for the spring.</p>" for i in range(8))
+    hidden = ("<div itemprop='keywords'>bridges,harbour,zebrakeyword</div>"
+              "<div itemprop='datePublished'>2019-11-19T08:57:40+01:00</div><div itemprop='articleBody'>"
+              + "".join(f"<p>Hidden copy sentence {i} of the works schedule agreed by the committee.</p>"
+                        for i in range(8)) + "</div>")
+    r = run()
+    for style in ("display:none;", "DISPLAY : None", "color: red;\n display:\tnone"):
+        url = origin.route(f"/hidden/{len(style)}", respond(200, _hidden_page(article, style, hidden)))
+        snap = r.fetch(url)
+        assert "heard 7 witnesses" in snap.text
+        assert "zebrakeyword" not in snap.text and "Hidden copy sentence" not in snap.text, style
+        assert snap.published == "2019-11-19"
+    shown = origin.route("/shown", respond(200, _hidden_page(article, "color: red", hidden)))
+    assert "Hidden copy sentence 3" in r.fetch(shown).text  # not hidden: kept, so the rule is what removed it
+
+
+def test_a_page_that_hides_nearly_all_its_text_until_a_script_runs_keeps_it(origin, run):
+    """Hidden text that is most of the page is the page (shown by script on load):
+    it is extracted, not thrown away."""
+    article = "".join(f"<p>Paragraph {i} of the report on the regional water supply and the reservoirs "
+                      "that feed it through the dry summer months.</p>" for i in range(10))
+    body = ("<html><head><title>Water</title></head><body><nav><a href='/'>Home</a></nav>"
+            f"<main style='display:none' id='app'><article><h1>Water supply</h1>{article}</article></main>"
+            "<script>document.getElementById('app').style.display='block'</script></body></html>")
+    url = origin.route("/revealed", respond(200, body.encode()))
+    snap = run().fetch(url)
+    assert "Paragraph 9 of the report on the regional water supply" in snap.text
+
+
 @pytest.mark.parametrize("name", sorted(corpus_pdfs()))
 def test_pdf_known_sentences_are_extracted(origin, run, name):
     data, sentences = corpus_pdfs()[name]

@@ -31,6 +31,12 @@ MAX_ATTRIBUTE = 65_536
 _NOT_TEXT = ("script", "style", "noscript", "template")
 _COUNT = etree.XPath("count(//*)")
 _LONG_ATTRIBUTE = etree.XPath("//@*[string-length(.) > $limit]")  # the attributes: 0.23 ms a page, not 0.32
+# Elements the page itself hides from every reader (inline display:none, the `hidden`
+# attribute), outermost only; and the length of the text in a set of elements.
+_IS_HIDDEN = "@hidden or contains(translate(@style, 'DISPLAYNOE \t\r\n', 'displaynoe'), 'display:none')"
+_HIDDEN = etree.XPath(f"//body//*[{_IS_HIDDEN}][not(ancestor::*[{_IS_HIDDEN}])]")
+_TEXT_LENGTH = etree.XPath("string-length(normalize-space(.))")
+HIDDEN_SHARE = 0.75  # hidden text beyond this share of the page's: the page shows it by script, keep it
 _BLOCK_START = re.compile(
     r"<(?:p|div|br|li|tr|h[1-6]|pre|blockquote|section|article|table|dd|dt|hr)\b", re.IGNORECASE
 )
@@ -67,7 +73,8 @@ def extract_article(html: str, url: str | None) -> Article:
             del tree  # before a second parse: one big tree at a time
             return _plain_text(html, elements)
         drop_long_attributes(tree, html)
-        title, published = _title_and_date(tree, url)
+        title, published = _title_and_date(tree, url)  # hidden metadata still dates the page
+        drop_hidden(tree)
         document = trafilatura.bare_extraction(
             tree,  # copied by trafilatura before it prunes
             url=url,
@@ -97,6 +104,28 @@ def drop_long_attributes(tree: HtmlElement, source: str) -> None:
         element = attribute.getparent()
         if element is not None and attribute.attrname in element.attrib:
             del element.attrib[attribute.attrname]
+
+
+def drop_hidden(tree: HtmlElement) -> None:
+    """Remove what the page hides from its readers: elements styled `display:none`
+    inline or marked `hidden` (schema.org metadata blocks repeating the headline,
+    keywords and dates; templates of dialogs). trafilatura drops such elements only
+    inside the article block it picks, not in the fallbacks it mixes in. A page
+    whose hidden elements hold most of its text shows them by script once loaded
+    (an app shell, a reveal on load): there nothing is removed.
+
+    On the 181 corpus pages: 128 hide something; the text of one changes (token F1
+    0.46 → 0.99), none gets worse; corpus F1 0.9549 → 0.9578. Cost: two XPath
+    passes in C, ~1% of a page's extraction. Runs after the title and date are
+    read: a hidden schema.org block still dates the page."""
+    hidden = _HIDDEN(tree)
+    if not hidden:
+        return
+    body = tree.find("body")
+    if sum(_TEXT_LENGTH(element) for element in hidden) > HIDDEN_SHARE * _TEXT_LENGTH(tree if body is None else body):
+        return
+    for element in hidden:
+        element.drop_tree()
 
 
 def count_elements(tree: HtmlElement) -> int:

@@ -78,3 +78,56 @@ def test_an_unreachable_bucket_stops_the_run_with_one_line(tmp_path, origin, s3)
     result = CliRunner().invoke(cli, ["--config", str(config), "refresh"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith("error: ") and "no-such-bucket" in result.output
+
+
+def test_a_store_copied_to_postgresql_with_its_bodies_in_a_bucket_reads_the_same(tmp_path, origin, s3, pg_url):
+    """`store copy --to postgresql://… --bodies s3://…`: the rows into the database,
+    every body into the bucket (none into the database), and the copy shows the
+    same texts as the original."""
+    endpoint, client = s3
+    urls = [origin.route(f"/{n}", html(PAGE.format(n))) for n in range(3)]
+    for name in ("original", "moved"):
+        (tmp_path / name).mkdir()
+    original = write_config(tmp_path / "original", urls, retries=0)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(original), "refresh"]).exit_code == 0
+
+    copy = ["--config", str(original), "store", "copy", "--to", pg_url, "--bodies", "s3://kb-bodies/moved/",
+            "--s3-endpoint", endpoint]
+    copied = runner.invoke(cli, copy)
+    assert copied.exit_code == 0, copied.output
+    assert "counts checked" in copied.output and "bodies 3 (3 written)" in copied.output
+    again = runner.invoke(cli, copy)  # as after an interruption: nothing written twice
+    assert again.exit_code == 0 and "bodies 3 (0 written)" in again.output
+
+    keys = [entry["Key"] for entry in client.list_objects_v2(Bucket="kb-bodies", Prefix="moved/")["Contents"]]
+    files = (tmp_path / "original" / "snapshots" / "bodies").rglob("*.gz")
+    assert sorted(key.rsplit("/", 1)[1] for key in keys) == sorted(path.name for path in files)
+    for key in keys:
+        body = gzip.decompress(client.get_object(Bucket="kb-bodies", Key=key)["Body"].read())
+        assert key.endswith(f"/{hashlib.sha256(body).hexdigest()}.gz")
+    import psycopg
+
+    with psycopg.connect(pg_url) as db:
+        assert db.execute("SELECT COUNT(*) FROM bodies").fetchone()[0] == 0
+    moved = write_config(tmp_path / "moved", urls, retries=0, database=pg_url)
+    moved.write_text(moved.read_text().replace(
+        "[storage]\n", f'[storage]\nbodies = "s3://kb-bodies/moved"\ns3_endpoint = "{endpoint}"\n'))
+    for url in urls:
+        shown = [runner.invoke(cli, ["--config", str(config), "show", url, "--format", "json"])
+                 for config in (original, moved)]
+        assert shown[0].exit_code == shown[1].exit_code == 0
+        assert json.loads(shown[1].stdout) == json.loads(shown[0].stdout)
+        assert "Findings of report" in shown[1].stdout
+
+
+@pytest.mark.parametrize("options, complaint", [
+    (["--bodies", "bucket/prefix"], "--bodies/--s3-endpoint: expected an S3 location"),
+    (["--s3-endpoint", "http://127.0.0.1:9"], "--s3-endpoint: it goes with --bodies"),
+])
+def test_store_copy_refuses_a_bad_bucket_option_in_one_line(tmp_path, options, complaint):
+    config = write_config(tmp_path, ["http://127.0.0.1:9/a"])
+    result = CliRunner().invoke(cli, ["--config", str(config), "store", "copy", "--to", str(tmp_path / "b"), *options])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: ") and complaint in result.output
+    assert not (tmp_path / "b").exists()

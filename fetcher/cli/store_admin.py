@@ -12,6 +12,7 @@ import click
 from fetcher.cli.inputs import existing_store, load
 from fetcher.core.config import Config
 from fetcher.core.errors import BadInput, StoreError, StoreWriteFailed
+from fetcher.core.locations import check_endpoint, check_s3
 from fetcher.store.copying import copy_store
 from fetcher.store.migrations import migrate as migrate_schema
 from fetcher.store.opening import open_store, open_unchecked
@@ -49,17 +50,22 @@ def migrate(context: click.Context) -> None:
 @store.command()
 @click.option("--to", "target", required=True, metavar="TARGET",
               help="A postgresql:// URL, or the directory of an SQLite store (made if missing).")
+@click.option("--bodies", "bodies", metavar="S3", default=None,
+              help='Put the bodies in this bucket ("s3://bucket/prefix"), as [storage] bodies does.')
+@click.option("--s3-endpoint", "endpoint", metavar="URL", default=None,
+              help="The S3-compatible server of --bodies (default: AWS), as [storage] s3_endpoint.")
 @click.pass_context
-def copy(context: click.Context, target: str) -> None:
+def copy(context: click.Context, target: str, bodies: str | None, endpoint: str | None) -> None:
     """Copy every row and body of the configured store into TARGET.
 
     TARGET is a PostgreSQL database (postgresql://…, bodies into its `bodies`
-    table) or a directory for an SQLite store (bodies as files). Run it into an
-    empty store; after an interruption, run it again: what is there is skipped
-    or brought up to date. At the end every table's row count is checked
-    against the source's."""
+    table) or a directory for an SQLite store (bodies as files); with --bodies,
+    the bodies go to that S3 bucket instead (credentials as for [storage]
+    bodies). Run it into an empty store; after an interruption, run it again:
+    what is there is skipped or brought up to date. At the end every table's
+    row count is checked against the source's."""
     config = load(context)
-    destination = _target_config(config, target)
+    destination = _with_bodies(_target_config(config, target), bodies, endpoint)
     if destination.database_display == config.database_display:
         raise BadInput(f"--to {destination.database_display}: that is the configured store itself")
     source = existing_store(config)
@@ -74,6 +80,18 @@ def copy(context: click.Context, target: str) -> None:
     counts = ", ".join(f"{table} {rows}" for table, rows in copied.counts.items())
     click.echo(f"copied {config.database_display} to {destination.database_display}: {counts},"
                f" bodies {copied.bodies} ({copied.bodies_written} written); counts checked")
+
+
+def _with_bodies(config: Config, bodies: str | None, endpoint: str | None) -> Config:
+    """The target's config with its bodies in the bucket --bodies names, checked as the config file's."""
+    if endpoint is not None and bodies is None:
+        raise BadInput("--s3-endpoint: it goes with --bodies s3://bucket/prefix")
+    if bodies is None:
+        return config
+    try:
+        return replace(config, bodies=check_s3(bodies), s3_endpoint=None if endpoint is None else check_endpoint(endpoint))
+    except ValueError as error:
+        raise BadInput(f"--bodies/--s3-endpoint: expected {error}") from error
 
 
 def _target_config(config: Config, target: str) -> Config:

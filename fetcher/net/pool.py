@@ -46,11 +46,7 @@ class OriginPool:
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         timeouts = request.extensions.get("timeout", {})
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError as error:
-            raise httpcore.PoolTimeout(f"no connection free within {timeouts.get('pool')}s") from error
+        await self._acquire(timeouts.get("pool"))
         try:
             connection = await self._reuse() or await self._connect(request, timeouts.get("connect"))
             response = await connection.handle_async_request(request)  # on failure it closes the connection
@@ -60,6 +56,18 @@ class OriginPool:
         content = _Returning(response.stream, connection, self)
         return httpcore.Response(response.status, headers=response.headers, content=content,
                                  extensions=response.extensions)
+
+    async def _acquire(self, timeout: float | None) -> None:
+        """A connection slot: at once when one is free (the usual case: the downloader
+        keeps each host's concurrency below it), else within `timeout` (PoolTimeout)."""
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns without waiting
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
+        except TimeoutError as error:
+            raise httpcore.PoolTimeout(f"no connection free within {timeout}s") from error
 
     async def _reuse(self) -> httpcore.AsyncHTTP11Connection | None:
         """The most recently used idle connection still open (the server may have closed it)."""

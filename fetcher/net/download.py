@@ -32,6 +32,7 @@ from fetcher.net.inflate import Incomplete, Inflater, OverCap
 MAX_REDIRECTS = 10
 DRAIN_MAX = 64 * 1024  # an answer's unwanted body up to this is read and dropped, keeping its connection
 DRAIN_SECONDS = 1.0  # … if it comes within this long (and before the deadline): a slow one is not waited for
+_NO_BODY = (204, 304)  # answers that have no body, whatever their headers say (RFC 9110)
 _URL_ERRORS = (httpx.InvalidURL, UnicodeError, ValueError)
 Gate = Callable[[str], Awaitable[Download | None]]  # a URL about to be requested -> a refusal, or None
 
@@ -198,7 +199,7 @@ async def _drain(response: httpx.Response, deadline: float | None) -> None:
         until = min(until, deadline - min(0.1, (deadline - now) / 10))
     read = 0
     try:
-        async with asyncio.timeout_at(until):
+        async with asyncio.timeout_at(None if response.status_code in _NO_BODY else until):  # none: nothing to wait for
             async for chunk in response.aiter_raw():
                 read += len(chunk)
                 if read > DRAIN_MAX:

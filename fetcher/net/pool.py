@@ -85,7 +85,11 @@ class OriginPool:
         if origin.scheme == b"https":
             self._tls.set_alpn_protocols(["http/1.1"])
             name = request.extensions.get("sni_hostname") or host
-            stream = await stream.start_tls(self._tls, server_hostname=name, timeout=timeout)
+            try:
+                stream = await stream.start_tls(self._tls, server_hostname=name, timeout=timeout)
+            except BaseException:  # a failed handshake, or cancelled in it: the socket is not left open
+                await stream.aclose()
+                raise
         connection = httpcore.AsyncHTTP11Connection(origin, stream, keepalive_expiry=self._expiry)
         connection._state_lock = asyncio.Lock()  # type: ignore[assignment]  # httpcore's AsyncLock goes through anyio
         return connection

@@ -61,8 +61,8 @@ class FetchClient(httpx.AsyncClient):
     timer and httpx's own "HTTP Request" log line. Kept: the client's headers
     under the request's, its timeouts, its cookie jar (a Set-Cookie is kept and
     sent back, as before), its request and response hooks, a closed client
-    refusing. That machinery was about a sixth of the main process's CPU for
-    a check answered 304."""
+    refusing. On a bare client that machinery was a quarter of the CPU of a
+    request answered 304 (0.55 against 0.41 ms)."""
 
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any):
         super().__init__(transport=transport, **kwargs)

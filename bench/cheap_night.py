@@ -1,40 +1,51 @@
 """What a night on which nothing changed costs: the CPU of `fetcher refresh`'s
-main process per unchanged check, and the TCP connections each host accepted.
+main process per unchanged check, and the TCP connections each host accepted;
+and what the first night costs the main process per source.
 
-    python -m bench.cheap_night [--sources 400] [--hosts 10] [--latency 0.05] [--runs 3] [--code DIR]
+    python -m bench.cheap_night [--sources 400] [--hosts 10] [--latency 0.05] [--runs 3] [--code DIR]...
 
 SOURCES pages over HOSTS loopback hosts (127.0.0.2 …, HTTP, one server thread
-per connection, each answer held LATENCY seconds) with an ETag each. The first
-`refresh --all` downloads and extracts them all; then `refresh --all` is run
-RUNS times more, every check a conditional GET answered 304 (robots.txt a 404).
-Reported, as medians over those runs:
+per connection, each answer held LATENCY seconds) with an ETag each. Each of
+RUNS rounds, on a fresh store: a first `refresh --all` downloads and extracts
+them all; a second is an all-304 night (every check a conditional GET answered
+304, robots.txt a 404); a third `refresh` finds nothing due. Reported, as
+medians over the rounds:
 
-- CPU of the refresh (user + system, from the kernel's rusage of the child; an
-  all-304 night starts no extraction process, so this is the main process), per
-  check;
-- the same less a `refresh` that finds nothing due (the start-up: imports,
+- CPU of the all-304 refresh (user + system, from the kernel's rusage of the
+  child; an all-304 night starts no extraction process, so this is the main
+  process), per check;
+- the same less the `refresh` that finds nothing due (the start-up: imports,
   config, store, due computation, run record), per check: the cost of a check;
 - wall seconds, and the most connections any one host accepted during the run
-  (aim: <= per_host_concurrency, 2).
+  (aim: <= per_host_concurrency, 2);
+- the first night: the main process's own CPU per source (its RUSAGE_SELF, all
+  its threads, written by the child as it exits: its extraction processes are
+  not in it), the same less start-up, and the whole run's CPU per source with
+  the extraction processes.
 
 Not a test: nothing fails; the aims (<= 1.5 ms of CPU per check, <= 2
 connections per host) are reported as met or not. Nothing leaves loopback:
-the archive is off. --code DIR measures the fetcher package in DIR instead.
+the archive is off. --code DIR measures the fetcher package in DIR instead
+(repeatable: the checkouts take turns round by round, in one call). A warm-up
+night per checkout first fills the children's bytecode cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -120,48 +131,90 @@ def _config(directory: Path, servers: list[_Host], sources: int) -> None:
     (directory / "config.toml").write_text("\n".join(lines), encoding="utf-8")
 
 
-def _refresh(directory: Path, code: Path, *arguments: str) -> tuple[float, float, dict]:
-    """CPU seconds (the child's user + system), wall seconds and the JSON summary of one refresh.
+# Runs `python -m fetcher ARGS…` and, as it exits, writes the process's own rusage (user +
+# system of all its threads, not of its extraction children) to the file named by argv[1].
+_SELF_CPU = (
+    "import atexit, resource, runpy, sys\n"
+    "out = sys.argv.pop(1)\n"
+    "def note():\n"
+    "    usage = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "    open(out, 'w').write(repr(usage.ru_utime + usage.ru_stime))\n"
+    "atexit.register(note)\n"
+    "sys.argv[0] = 'fetcher'\n"
+    "runpy.run_module('fetcher', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def _refresh(directory: Path, code: Path, *arguments: str, cache: Path | None = None) -> tuple[float, float, float, dict]:
+    """CPU seconds of the whole refresh (the kernel's rusage of the child and its
+    extraction processes), CPU seconds of its main process alone (its own
+    RUSAGE_SELF, written as it exits), wall seconds, and its JSON summary.
     Python's bytecode cache is on (kept beside the stores), as for an installed fetcher, even
     where PYTHONDONTWRITEBYTECODE is set: else every run compiles fetcher's sources again."""
-    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONPYCACHEPREFIX": str(directory.parent / "pycache")}
+    cache = cache or directory.parent / "pycache"
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONPYCACHEPREFIX": str(cache)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    own = directory.parent / "main-cpu"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "fetcher", "refresh", "--json", *arguments],
-        cwd=directory, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", _SELF_CPU, str(own), "refresh", "--json", *arguments],
+        cwd=directory, env=env, capture_output=True, text=True, timeout=600,
     )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"refresh exited {result.returncode}: {result.stderr.strip()[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, wall, json.loads(result.stdout)
+    return cpu, float(own.read_text()), wall, json.loads(result.stdout)
 
 
-def measure(code: Path, sources: int, hosts: int, latency: float, runs: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="fetcher-cheap-night-") as work, _hosts(hosts, latency) as servers:
-        directory = Path(work) / "night"
-        _config(directory, servers, sources)
-        _refresh(directory, code, "--all")  # the first night: everything new
-        cpus, walls, connections, idle = [], [], [], []
-        for _ in range(runs):
-            accepted = [server.accepted for server in servers]
-            cpu, wall, summary = _refresh(directory, code, "--all")
-            if summary["unchanged"] != sources:
-                raise SystemExit(f"expected {sources} unchanged checks, got {summary}")
-            cpus.append(cpu)
-            walls.append(wall)
-            connections.append(max(server.accepted - was for server, was in zip(servers, accepted)))
-            idle.append(_refresh(directory, code)[0])  # nothing is due: start-up and bookkeeping only
-    cpu, start = statistics.median(cpus), statistics.median(idle)
+def measure(codes: list[Path], sources: int, hosts: int, latency: float, runs: int) -> dict[Path, dict[str, float]]:
+    """Per checkout: the all-304 figures, and the first night's (every source new,
+    its body extracted): its main process's CPU per source, and the whole run's.
+    The checkouts take turns, run by run, so a change in the machine's load
+    falls on them alike."""
+    seen: dict[Path, dict[str, list[float]]] = {code: collections.defaultdict(list) for code in codes}
+    with _hosts(hosts, latency) as servers, tempfile.TemporaryDirectory(prefix="fetcher-cheap-night-") as base:
+        refresh = functools.partial(_refresh, cache=Path(base) / "pycache")
+        for number, code in enumerate(codes):  # fills the bytecode cache; not measured
+            _config(Path(base) / f"warm-up-{number}", servers, min(sources, 20))
+            refresh(Path(base) / f"warm-up-{number}", code, "--all")
+        for run in range(runs):
+            for number, code in enumerate(codes):
+                _night(refresh, seen[code], Path(base) / f"run-{run}-{number}", code, servers, sources)
+    return {code: _figures(lists, sources) for code, lists in seen.items()}
+
+
+def _night(refresh: Callable[..., tuple[float, float, float, dict]], seen: dict[str, list[float]],
+           directory: Path, code: Path, servers: list[_Host], sources: int) -> None:
+    """A first night on a fresh store, then an all-304 night and a nothing-due refresh on it."""
+    _config(directory, servers, sources)
+    total, main, wall, _ = refresh(directory, code, "--all")
+    seen["first_main"].append(main), seen["first_total"].append(total), seen["first_wall"].append(wall)
+    accepted = [server.accepted for server in servers]
+    cpu, _main, wall, summary = refresh(directory, code, "--all")
+    if summary["unchanged"] != sources:
+        raise SystemExit(f"expected {sources} unchanged checks, got {summary}")
+    seen["cpu"].append(cpu), seen["wall"].append(wall)
+    seen["connections"].append(max(server.accepted - was for server, was in zip(servers, accepted)))
+    seen["idle"].append(refresh(directory, code)[0])  # nothing is due: start-up and bookkeeping only
+    shutil.rmtree(directory)
+
+
+def _figures(seen: dict[str, list[float]], sources: int) -> dict[str, float]:
+    median = {name: statistics.median(values) for name, values in seen.items()}
+    cpu, start, first = median["cpu"], median["idle"], median["first_main"]
     return {
         "cpu_ms_per_check": cpu / sources * 1000,
         "cpu_ms_per_check_less_startup": (cpu - start) / sources * 1000,
         "startup_cpu_s": start,
-        "wall_s": statistics.median(walls),
-        "connections_per_host": max(connections),
+        "wall_s": median["wall"],
+        "connections_per_host": max(seen["connections"]),
+        "first_main_ms_per_source": first / sources * 1000,
+        "first_main_ms_less_startup": (first - start) / sources * 1000,
+        "first_total_ms_per_source": median["first_total"] / sources * 1000,
+        "first_wall_s": median["first_wall"],
     }
 
 
@@ -179,6 +232,18 @@ def report(figures: dict[Path, dict[str, float]], sources: int, hosts: int, late
             f"| {code} | {f['cpu_ms_per_check']:.2f} | {f['cpu_ms_per_check_less_startup']:.2f} | "
             f"{f['startup_cpu_s']:.2f} | {f['wall_s']:.2f} | {f['connections_per_host']:.0f} | {met} |"
         )
+    lines += [
+        "",
+        f"first night (every page new and extracted), medians of {runs} runs on fresh stores:",
+        "",
+        "| code | main process CPU ms / source | less start-up | whole run (with extraction) CPU ms / source | wall s |",
+        "|---|---|---|---|---|",
+    ]
+    for code, f in figures.items():
+        lines.append(
+            f"| {code} | {f['first_main_ms_per_source']:.2f} | {f['first_main_ms_less_startup']:.2f} | "
+            f"{f['first_total_ms_per_source']:.2f} | {f['first_wall_s']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -191,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", type=Path, action="append", help="a checkout whose fetcher is measured (repeatable)")
     a = parser.parse_args(argv)
     codes = [code.resolve() for code in a.code or [ROOT]]
-    figures = {code: measure(code, a.sources, a.hosts, a.latency, a.runs) for code in codes}
+    figures = measure(codes, a.sources, a.hosts, a.latency, a.runs)
     print(report(figures, a.sources, a.hosts, a.latency, a.runs))
     return 0
 

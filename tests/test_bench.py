@@ -46,3 +46,17 @@ def test_bench_smoke_runs_every_workload_and_reports_it(tmp_path):
                 "| W4 | PDF known sentences found |", "**Smoke run**", "| W2 | connections and TLS handshakes",
                 "| W1-8 | wall time ÷ floor |", "| W2-8 | wall time ÷ W1-8's |"):
         assert row in table
+
+
+def test_cheap_night_reports_the_all_304_night_and_the_first_nights_main_process():
+    """`python -m bench.cheap_night` at its smallest: both tables, with figures."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cheap_night", "--sources", "4", "--hosts", "2", "--runs", "1", "--latency", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith(f"| {ROOT}")]
+    assert len(rows) == 2, done.stdout
+    night, first = ([float(cell) for cell in row[1:] if cell.strip() not in ("yes", "no")] for row in rows)
+    assert night[0] > 0 and night[4] <= 2  # CPU per check; connections one host accepted
+    assert 0 < first[0] < first[2]  # the main process's CPU per source is part of the whole run's

@@ -87,6 +87,18 @@ def test_redirect_chain_is_followed_and_recorded(origin, run):
     assert [(h.url, h.status) for h in snap.redirects] == [(origin.url("/a"), 301), (origin.url("/b"), 302)]
 
 
+def test_a_cookie_set_by_a_redirect_is_sent_back_on_the_next_hop(origin, run):
+    """A site that sets a cookie and redirects to itself (a cookie check) gets it
+    back, as httpx's client does: the downloader's short way to send keeps its jar."""
+    origin.route("/check", respond(302, b"", {"Location": "/article", "Set-Cookie": "seen=yes; Path=/"}))
+    origin.route("/article", html(page()))
+    snap = run().fetch(origin.url("/check"))
+    assert snap.outcome == "ok" and snap.final_url == origin.url("/article")
+    [article] = [seen for seen in origin.requests if seen.path == "/article"]
+    assert article.headers.get("Cookie") == "seen=yes"
+    assert "Cookie" not in next(seen for seen in origin.requests if seen.path == "/check").headers
+
+
 def test_redirect_loop_is_caught(origin, run):
     origin.route("/a", redirect("/b"))
     origin.route("/b", redirect("/a"))

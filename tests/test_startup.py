@@ -7,6 +7,7 @@ measured by bench/startup.py, not asserted here.)"""
 from __future__ import annotations
 
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,19 @@ def test_a_one_off_fetch_of_a_page_does_not_import_the_pdf_reader(site):
     assert result.returncode == 0, result.stderr
     assert "Words worth keeping." in result.stdout
     assert "trafilatura" in loaded and "pypdf" not in loaded and "apscheduler" not in loaded
+
+
+def test_a_refresh_extracts_in_workers_without_importing_the_extraction_libraries(tmp_path):
+    """The pages are extracted in worker processes, which import trafilatura and
+    pypdf themselves (by name): the main process imports neither."""
+    with Origin("127.0.0.1") as origin:
+        urls = [origin.route(f"/page{n}", html(PAGE)) for n in range(2)]
+        write_config(tmp_path, urls)
+        result, loaded = fetcher_loading(tmp_path, "refresh", "--all", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["changed"] == 2 and summary["counts"] == {"ok": 2}, summary
+    assert "trafilatura" not in loaded and "pypdf" not in loaded, loaded
 
 
 @pytest.mark.parametrize(

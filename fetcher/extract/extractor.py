@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from fetcher.extract.decode import UndecodableText, charset_from_content_type, decode_text
 from fetcher.core.errors import ExtractFailed
-from fetcher.extract.pool import Limits, WorkerPool
+from fetcher.extract.pool import Limits, NamedJob, WorkerPool
 from fetcher.core.models import Extracted
 from fetcher.core.outcomes import Outcome
 
@@ -136,9 +136,8 @@ class Extractor:
         if self._pool is None:
             workers = self._workers if self._processes else 1
             context = multiprocessing.get_context("spawn")  # no fork of a threaded process; no forkserver to lose
-            from fetcher.extract.worker import extract_in_worker
-
-            self._pool = WorkerPool(extract_in_worker, workers, self._limits, context)
+            job = NamedJob("fetcher.extract.worker", "extract_in_worker")  # not imported here: see NamedJob
+            self._pool = WorkerPool(job, workers, self._limits, context)
         result = await self._pool.run(body, content_type, url)
         if result.kind == "unknown" and result.outcome is Outcome.EXTRACT_FAILED:
             result = replace(result, kind=sniff_kind(body, content_type))

@@ -1,7 +1,8 @@
 """What an extraction worker process runs: `extract`, with the HTML and PDF
-libraries imported when the worker starts (unpickling this function imports this
-module), before it says "ready": neither a document's time limit nor the
-worker's memory limit pays for them."""
+libraries imported when the worker starts (it imports this module by name,
+fetcher.extract.pool.NamedJob), before it says "ready": neither a document's
+time limit nor the worker's memory limit pays for them. fetcher's main process
+does not import this module."""
 
 from __future__ import annotations
 

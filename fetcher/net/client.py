@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,7 +50,67 @@ def make_client(settings: FetchSettings, policy: Policy = refusal) -> httpx.Asyn
     make_pool = plain if settings.allow_private_networks else guarded
     transport = HostPools(make_pool, keep=settings.concurrency, make_trusted_pool=plain)
     headers = {"User-Agent": settings.user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
-    return httpx.AsyncClient(timeout=timeout, transport=transport, headers=headers, follow_redirects=False)
+    return FetchClient(timeout=timeout, transport=transport, headers=headers, follow_redirects=False)
+
+
+class FetchClient(httpx.AsyncClient):
+    """httpx's AsyncClient, with a short way for fetcher's GETs (`build_get`,
+    `send_get`): what `send(build_request("GET", url, …), stream=True)` does,
+    less what fetcher never uses — a base URL, query parameters, auth, httpx's
+    redirect machinery (Downloader follows redirects itself), the `elapsed`
+    timer and httpx's own "HTTP Request" log line. Kept: the client's headers
+    under the request's, its timeouts, its cookie jar (a Set-Cookie is kept and
+    sent back, as before), its request and response hooks, a closed client
+    refusing. On a bare client that machinery was a quarter of the CPU of a
+    request answered 304 (0.55 against 0.41 ms)."""
+
+    def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any):
+        super().__init__(transport=transport, **kwargs)
+        self._direct = transport
+        self._timeouts = self.timeout.as_dict()
+
+    def build_get(self, url: str, headers: dict[str, str] | None, extensions: dict[str, Any] | None) -> httpx.Request:
+        """The GET `build_request` would make (httpx.InvalidURL and the like for a URL it cannot send)."""
+        merged = httpx.Headers(self.headers)
+        if headers:
+            merged.update(headers)
+        request = httpx.Request("GET", url, headers=merged, extensions={**(extensions or {}), "timeout": self._timeouts})
+        if self.cookies:
+            httpx.Cookies(self.cookies).set_cookie_header(request)
+        return request
+
+    async def send_get(self, request: httpx.Request) -> httpx.Response:
+        """The response, its body not yet read (`send(request, stream=True)`)."""
+        if self.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        for hook in self.event_hooks["request"]:
+            await hook(request)
+        response = await self._direct.handle_async_request(request)
+        response.request = request
+        if "set-cookie" in response.headers:
+            self.cookies.extract_cookies(response)
+        try:
+            for hook in self.event_hooks["response"]:
+                await hook(response)
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+
+def build_get(client: httpx.AsyncClient, url: str, headers: dict[str, str] | None,
+              extensions: dict[str, Any] | None) -> httpx.Request:
+    """A GET for `send_get`, by FetchClient's short way when the client is one."""
+    if isinstance(client, FetchClient):
+        return client.build_get(url, headers, extensions)
+    return client.build_request("GET", url, headers=headers, extensions=extensions)
+
+
+async def send_get(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """The response to a GET, its body not yet read."""
+    if isinstance(client, FetchClient):
+        return await client.send_get(request)
+    return await client.send(request, stream=True)
 
 
 def trust(settings: FetchSettings) -> ssl.SSLContext:

@@ -23,6 +23,7 @@ import httpcore
 import httpx
 
 from fetcher.net.addresses import Address, Policy, refusal
+from fetcher.net.pool import OriginPool
 
 HINT = "refused; set [fetch] allow_private_networks = true to allow"
 
@@ -125,10 +126,11 @@ def _literal(host: str) -> Address | None:
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport, with its connections opened by `backend`.
+    """httpx's own transport, its connections those of one OriginPool
+    (fetcher.net.pool) opened by `backend`.
 
-    httpx 0.28's AsyncHTTPTransport takes no network_backend argument, but the
-    httpcore pool it wraps (`self._pool`) does. Replacing that pool keeps all of
+    httpx 0.28's AsyncHTTPTransport takes no network_backend argument, but keeps
+    the httpcore pool it wraps in `self._pool`. Replacing that pool keeps all of
     httpx's request/response conversion and exception mapping, which a
     transport of our own would have to copy from httpx's private modules. If a
     later httpx stops keeping its pool there, this fails loudly at start-up
@@ -138,10 +140,6 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         super().__init__(verify=verify, limits=limits)
         if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
             raise RuntimeError("httpx.AsyncHTTPTransport no longer keeps an httpcore pool in _pool: update GuardedTransport")
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=verify,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
+        self._pool = OriginPool(  # type: ignore[assignment]
+            backend, verify, limits.max_connections, limits.max_keepalive_connections, limits.keepalive_expiry
         )

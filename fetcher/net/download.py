@@ -25,13 +25,14 @@ from fetcher.core.outcomes import Outcome, outcome_for_status
 from fetcher.core.sources import BadURL, check_url, host_of
 from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.net.classify import classify_error
-from fetcher.net.client import LOCATION, TRUSTED, Endpoint, endpoint_of
+from fetcher.net.client import LOCATION, TRUSTED, Endpoint, build_get, endpoint_of, send_get
 from fetcher.net.hosts import Slots
 from fetcher.net.inflate import Incomplete, Inflater, OverCap
 
 MAX_REDIRECTS = 10
 DRAIN_MAX = 64 * 1024  # an answer's unwanted body up to this is read and dropped, keeping its connection
 DRAIN_SECONDS = 1.0  # … if it comes within this long (and before the deadline): a slow one is not waited for
+_NO_BODY = (204, 304)  # answers that have no body, whatever their headers say (RFC 9110)
 _URL_ERRORS = (httpx.InvalidURL, UnicodeError, ValueError)
 Gate = Callable[[str], Awaitable[Download | None]]  # a URL about to be requested -> a refusal, or None
 
@@ -114,13 +115,12 @@ class Downloader:
         self, url: str, current: str, headers: dict[str, str] | None, trusted: bool, cap: _Cap
     ) -> Download | _Redirect:
         try:
-            extensions = {TRUSTED: True} if trusted else None
-            request = self._client.build_request("GET", current, headers=headers, extensions=extensions)
+            request = build_get(self._client, current, headers, {TRUSTED: True} if trusted else None)
         except _URL_ERRORS as error:  # httpx.InvalidURL (a DEL byte, over 64 KB), idna's UnicodeError
             return _failed(url, current, Outcome.BAD_CONTENT, f"unusable URL: {type(error).__name__}: {error}")
         try:
             async with asyncio.timeout(self._settings.deadline) as deadline:
-                response = await self._client.send(request, stream=True)
+                response = await send_get(self._client, request)
                 try:
                     answer = await self._answer(url, current, response, cap)
                     if not response.is_stream_consumed:
@@ -199,7 +199,7 @@ async def _drain(response: httpx.Response, deadline: float | None) -> None:
         until = min(until, deadline - min(0.1, (deadline - now) / 10))
     read = 0
     try:
-        async with asyncio.timeout_at(until):
+        async with asyncio.timeout_at(None if response.status_code in _NO_BODY else until):  # none: nothing to wait for
             async for chunk in response.aiter_raw():
                 read += len(chunk)
                 if read > DRAIN_MAX:

@@ -4,6 +4,7 @@ and a server's Retry-After honoured up to a cap."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -35,7 +36,6 @@ async def fetch_with_retries(
     waits between them — ends within that many seconds: a wait that would end past
     it is not begun, and an attempt still running at it is cut. Cut, the result is
     the last answer had, its detail saying so, or a `timeout` for `url` if none came."""
-    retrying = _policy(retries, max_retry_after, sleep, time_limit)
     answers: list[Download] = []
     begun = 0
 
@@ -45,9 +45,20 @@ async def fetch_with_retries(
         answers.append(await attempt())
         return answers[-1]
 
+    made: list[Download] = []  # an attempt made before tenacity took over, given to it as its first
+
+    async def replayed() -> Download:
+        return made.pop() if made else await counted()
+
+    started = time.monotonic()
     try:
         async with asyncio.timeout(time_limit):
-            return await retrying(counted), begun
+            first = await counted()  # most answers are final: no retry policy to set up for them
+            if retries == 0 or not _should_retry(first, max_retry_after):
+                return first, 1
+            left = None if time_limit is None else time_limit - (time.monotonic() - started)
+            made.append(first)  # tenacity's clock starts now: its limit is what is left
+            return await _policy(retries, max_retry_after, sleep, left)(replayed), begun
     except TimeoutError:
         attempts = begun
         cut = f"the {time_limit:g}s limit (source_deadline) was reached"
@@ -62,9 +73,7 @@ def _policy(retries: int, max_retry_after: float, sleep: Sleep, time_limit: floa
     server's Retry-After; a server asking for more than `max_retry_after` is not."""
 
     def should_retry(result: Download) -> bool:
-        if not result.outcome.is_transient:
-            return False
-        return result.retry_after is None or result.retry_after <= max_retry_after
+        return _should_retry(result, max_retry_after)
 
     backoff = wait_exponential_jitter(initial=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=BACKOFF_JITTER)
 
@@ -81,6 +90,12 @@ def _policy(retries: int, max_retry_after: float, sleep: Sleep, time_limit: floa
         stop=stop, retry=retry_if_result(should_retry), wait=wait, sleep=sleep,
         retry_error_callback=_last_result,
     )
+
+
+def _should_retry(result: Download, max_retry_after: float) -> bool:
+    if not result.outcome.is_transient:
+        return False
+    return result.retry_after is None or result.retry_after <= max_retry_after
 
 
 def _last_result(state: RetryCallState) -> Download:

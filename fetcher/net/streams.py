@@ -40,9 +40,10 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if not buffer:
             return
         try:
-            async with asyncio.timeout(timeout):
-                self._writer.write(buffer)
-                await self._writer.drain()
+            self._writer.write(buffer)
+            if self._writer.transport.get_write_buffer_size():  # not all taken by the socket at once
+                async with asyncio.timeout(timeout):
+                    await self._writer.drain()
         except TimeoutError as error:
             raise httpcore.WriteTimeout(f"could not write within {timeout}s") from error
         except OSError as error:

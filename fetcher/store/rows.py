@@ -8,6 +8,7 @@ dict (`insert`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -62,6 +63,7 @@ _DELIVERED = (
 )
 
 
+@functools.cache  # built once: every stored fetch is read back with it
 def snapshot_query(with_text: bool = True) -> str:
     """SELECT … FROM fetches joined with contents and with the fetch that delivered
     the body, one column per Snapshot field (text NULL without `with_text`);

@@ -23,9 +23,11 @@ from typing import Any
 import psycopg
 
 from fetcher.core.errors import AlreadyFetched
+from fetcher.core.health import Health
 from fetcher.core.models import RunSummary, Snapshot, Source
 from fetcher.core.outcomes import Outcome
 from fetcher.core.states import Transition
+from fetcher.store.rows import HEALTH_COLUMNS, health_from
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fetcher_queue_runs (
@@ -66,6 +68,7 @@ MARK_DONE = """
 UPDATE fetcher_run_sources SET state = 'done', worker = %(worker)s, outcome = %(outcome)s,
     has_content = %(has_content)s, changed = %(changed)s, archived = %(archived)s, transition = %(transition)s
 WHERE run_id = %(run_id)s AND resource_id = %(resource_id)s AND state <> 'done'
+RETURNING 1
 """
 
 
@@ -100,17 +103,24 @@ def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, snapshot: S
     """Mark the source done with what its fetch was, unless it is done already:
     then AlreadyFetched, which rolls back the transaction this runs in."""
     cursor = db.execute(MARK_DONE, mark_params(run_id, worker, snapshot))
-    if cursor.rowcount == 0:
+    if cursor.fetchone() is None:  # (its rowcount is not known yet in pipeline mode)
         raise AlreadyFetched(f"{snapshot.resource_id} was stored for run {run_id} by another worker")
 
 
-async def open_sources(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int) -> list[str]:
-    """The run's sources at positions first…last that are not done, in order."""
-    cursor = await db.execute(
-        "SELECT resource_id FROM fetcher_run_sources WHERE run_id = %s AND position BETWEEN %s AND %s"
-        " AND state <> 'done' ORDER BY position", (run_id, first, last),
-    )
-    return [row[0] for row in await cursor.fetchall()]
+_OPEN_SOURCES = (
+    f"SELECT s.resource_id, {', '.join('h.' + name for name in HEALTH_COLUMNS)} FROM fetcher_run_sources s"
+    " LEFT JOIN health h ON h.resource_id = s.resource_id"
+    " WHERE s.run_id = %s AND s.position BETWEEN %s AND %s AND s.state <> 'done' ORDER BY s.position"
+)
+
+
+async def open_sources(db: psycopg.AsyncConnection[Any], run_id: int, first: int,
+                       last: int) -> list[tuple[str, Health]]:
+    """The run's sources at positions first…last that are not done, in order, each
+    with its health as the store holds it now (its validators: one read a chunk)."""
+    cursor = await db.execute(_OPEN_SOURCES, (run_id, first, last))
+    return [(row[0], health_from(row[1:]) if row[1] is not None else Health(row[0]))
+            for row in await cursor.fetchall()]
 
 
 async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int, worker: str) -> None:

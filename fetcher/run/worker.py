@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from fetcher.core.config import Config
 from fetcher.core.errors import AlreadyFetched
+from fetcher.core.health import Health
 from fetcher.core.models import Snapshot
 from fetcher.run import board, queue
 from fetcher.run.distributed import database_url, finish_if_done
@@ -125,7 +126,7 @@ class Worker:
         fetched as soon as one of this worker's `concurrency` fetches is free."""
         async with self._pool.connection() as db:
             open_ids = await board.open_sources(db, run_id, first, last)
-        outcomes = await asyncio.gather(*(self._one(run_id, resource_id) for resource_id in open_ids),
+        outcomes = await asyncio.gather(*(self._one(run_id, *source) for source in open_ids),
                                         return_exceptions=True)
         failures = [error for error in outcomes if isinstance(error, BaseException)]
         for error in failures:
@@ -140,7 +141,7 @@ class Worker:
                 await board.give_up(db, run_id, first, last, self._options.name)
         await self._on_board(self._finish, run_id)
 
-    async def _one(self, run_id: int, resource_id: str) -> None:
+    async def _one(self, run_id: int, resource_id: str, health: Health) -> None:
         """One source: taken on the board once a fetch is free, unless done already."""
         async with self._fetching:
             async with self._pool.connection() as db:
@@ -150,7 +151,7 @@ class Worker:
             fetch_options = FetchOptions(
                 archive=taken.options.get("archive", True),
                 recheck_archive=taken.options.get("recheck_archive", False),
-                also_in_transaction=lambda _writer, snapshot: self._mark(run_id, snapshot),
+                also_in_transaction=lambda _writer, snapshot: self._mark(run_id, snapshot), health=health,
             )
             try:
                 snapshot = await self._pipeline.fetch(taken.source, fetch_options)

@@ -45,6 +45,12 @@ class Database:
         """Write rows (each with the same columns, by name) in one statement's batch."""
         raise NotImplementedError
 
+    def inserted(self, table: str, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        """Write one row of a table with an `id`; returns the condition on `id` (and
+        its parameters) that selects it in this transaction, so that a read of it
+        can follow without waiting for the id (PostgreSQL: one round trip fewer)."""
+        return "id = ?", (self.insert(table, values, returning=True),)
+
     def after_explicit_ids(self, table: str) -> None:
         """After rows were written with their ids given: new rows get higher ones."""
 
@@ -221,6 +227,19 @@ class PostgresDatabase(Database):
                 cursor.executemany(
                     f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(f'%({n})s' for n in names)})"
                     f" {conflict}", rows)
+
+    def inserted(self, table: str, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        self.insert(table, values)
+        return f"id = (SELECT currval(pg_get_serial_sequence('{table}', 'id')))", ()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction in pipeline mode: statements are sent without waiting
+        for their results, and the connection waits only where a result is read (the
+        Writer reads what it needs first, in one go), so a stored fetch costs a few
+        round trips instead of one a statement."""
+        with self._lost(), self.connection.pipeline(), self.connection.transaction():
+            yield
 
     def stream(self, sql: str) -> Any:
         """A server-side cursor (WITH HOLD: no transaction is left open while it is read)."""

@@ -20,8 +20,9 @@
 1. Enqueue: one run of `--queue-sources` sources put on the board (COPY) and
    one procrastinate job a source deferred (batches of 10,000): sources/s.
 2. Claim: with that queue full, one worker's job loop (2 jobs of 20 sources at
-   once) taking jobs and doing each source's database work (take it on the board,
-   mark it done; procrastinate's own bookkeeping once a job) with no fetch, for a
+   once) taking jobs and doing each source's database work (the job's sources
+   taken on the board with their health in one statement, each marked done;
+   procrastinate's own bookkeeping once a job) with no fetch, for a
    fixed time: sources/s at that depth.
 3. W2 (the next night: 95% not modified or unchanged) of `--w2-sources` sources
    over `--hosts` loopback hosts (100 ms a response, 2 requests a host at once),
@@ -88,19 +89,16 @@ def claim_rate(url: str, seconds: float, concurrency: int = 2) -> dict[str, Any]
 
     pool = AsyncConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
 
-    async def one(run_id: int, resource_id: str) -> None:
-        async with pool.connection() as db:
-            taken = await board.claim(db, run_id, resource_id, "bench")
-        assert taken is not None
-        snapshot = Snapshot(0, resource_id, taken.source.url, taken.source.url, datetime.now(timezone.utc), "live",
-                            200, Outcome.OK, "", 1, 1, False)
+    async def one(taken: board.Claim) -> None:
+        snapshot = Snapshot(0, taken.source.resource_id, taken.source.url, taken.source.url,
+                            datetime.now(timezone.utc), "live", 200, Outcome.OK, "", 1, 1, False)
         async with pool.connection() as db, db.transaction():
-            await db.execute(board.MARK_DONE, board.mark_params(run_id, "bench", snapshot))
+            await db.execute(board.MARK_DONE, board.mark_params(taken.run_id, "bench", snapshot))
 
     async def job(context: Any, run_id: int, first: int, last: int) -> None:
         async with pool.connection() as db:
-            open_ids = await board.open_sources(db, run_id, first, last)
-        await asyncio.gather(*(one(run_id, resource_id) for resource_id, _ in open_ids))
+            claims = await board.claim(db, run_id, first, last, "bench")
+        await asyncio.gather(*(one(taken) for taken in claims))
 
     app = queue.make_app(url, "fetcher", job)
 
@@ -165,7 +163,7 @@ def wait_for_workers(url: str, n: int, workers: list[subprocess.Popen[bytes]], w
 
 def timed_refresh(env: dict[str, str], work: Path, label: str) -> tuple[float, dict[str, Any]]:
     began = time.perf_counter()
-    done = subprocess.run([PY, "-m", "fetcher", "refresh", "--all", "--json"], cwd=env.get("PYTHONPATH", ROOT), env=env,
+    done = subprocess.run([PY, "-m", "fetcher", "refresh", "--all", "--json"], cwd=str(env.get("PYTHONPATH", ROOT)).split(os.pathsep)[-1], env=env,
                           capture_output=True, text=True, timeout=1800)
     seconds = time.perf_counter() - began
     (work / f"{label}.log").write_text(done.stderr)

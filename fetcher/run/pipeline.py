@@ -87,7 +87,7 @@ class Pipeline:
         )
         self._render = RenderStep(self._config, self._client, slots, self._extractor)
         self._probes = HostProbes(self._downloader, self._extractor, gate=self._robots.refusal)
-        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._store_thread = ThreadPoolExecutor(max_workers=self._store.database.threads, thread_name_prefix="store")
         self._archives = [
             ArchiveClient(
                 archive,
@@ -306,7 +306,7 @@ class Pipeline:
         return await self._in_store(timed)
 
     async def _in_store(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Store calls run one at a time on the store's own thread."""
+        """Store calls run on the store's own thread (a few, each its own connection: Database.threads)."""
         call = functools.partial(function, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, call)
 

@@ -1,21 +1,24 @@
 """`fetcher worker` on PostgreSQL: against SQLite, the queue's rates and W2 over several workers.
 
-    python -m bench.workers [--only compare,queue,w2] [--compare-sources 400] [--compare-hosts 10]
+    python -m bench.workers [--only compare,queue,w2] [--compare-w1 400x10] [--compare-w2 2000x40]
         [--w2-runs 5] [--code DIR ...] [--queue-sources 1000000] [--w2-sources 2000] [--hosts 40]
         [--workers 1,2,4]
 
-0. Compare (`--only compare`): W1 (the first night: everything downloaded,
-   extracted, stored) and W2 (the next night: 95% not modified or unchanged) of
-   the same sources from the same origin, on an SQLite store by an in-process
-   `fetcher refresh`, and on a PostgreSQL store by one `fetcher worker` (the
-   refresh enqueues and waits for the run's end): seconds and PG/SQLite for
-   each. W1 once on each engine; W2 `--w2-runs` times, alternating the engines,
-   each pair of runs flipping the night (2, 1, 2 …: every run sees the same 5%
-   changed); medians. Default size 400 sources over 10 hosts (W1 at 2,000
-   sources takes minutes a run: `--compare-sources 2000 --compare-hosts 40`).
-   `--code DIR` (repeatable, default this checkout): run fetcher from DIR's
-   code instead, each code with its own stores, runs alternating between codes
-   (before/after in one invocation).
+0. Compare: the same sources from the same origin (100 ms a response, 2
+   requests a host at once) on an SQLite store by an in-process `fetcher
+   refresh`, and on a PostgreSQL store by one `fetcher worker` (the refresh
+   enqueues and waits for the run's end): seconds and PG/SQLite for W1 (the
+   first night: everything downloaded, extracted, stored; into empty stores,
+   once on each engine) and W2 (the next night: 95% not modified or unchanged;
+   `--w2-runs` times, the engines alternating, each pair of runs flipping the
+   night 2, 1, 2 … so that every run sees the same 5% changed; medians). W1's
+   size is `--compare-w1` (default 400 sources over 10 hosts: W1 at 2,000
+   sources takes minutes a run; `--compare-w1 2000x40` for it); W2's is
+   `--compare-w2` (default 2,000 over 40), its stores filled by one SQLite W1
+   (timed: `w2_fill_sqlite_s`) and copied (`fetcher store copy` to PostgreSQL).
+   `--code DIR` (repeatable; default this checkout): run fetcher from DIR's
+   code, each code with its own stores and worker, the codes alternating in
+   each W2 run: before and after in one invocation.
 
 1. Enqueue: one run of `--queue-sources` sources put on the board (COPY) and
    one procrastinate job a source deferred (batches of 10,000): sources/s.

@@ -1,12 +1,31 @@
-"""`fetcher worker` on PostgreSQL: the queue's rates and W2 over several workers.
+"""`fetcher worker` on PostgreSQL: against SQLite, the queue's rates and W2 over several workers.
 
-    python -m bench.workers [--queue-sources 1000000] [--w2-sources 2000] [--hosts 40] [--workers 1,2,4]
+    python -m bench.workers [--only compare,queue,w2] [--compare-w1 400x10] [--compare-w2 2000x40]
+        [--w2-runs 5] [--code DIR ...] [--queue-sources 1000000] [--w2-sources 2000] [--hosts 40]
+        [--workers 1,2,4]
+
+0. Compare: the same sources from the same origin (100 ms a response, 2
+   requests a host at once) on an SQLite store by an in-process `fetcher
+   refresh`, and on a PostgreSQL store by one `fetcher worker` (the refresh
+   enqueues and waits for the run's end): seconds and PG/SQLite for W1 (the
+   first night: everything downloaded, extracted, stored; into empty stores,
+   once on each engine) and W2 (the next night: 95% not modified or unchanged;
+   `--w2-runs` times, the engines alternating, each pair of runs flipping the
+   night 2, 1, 2 … so that every run sees the same 5% changed; medians). W1's
+   size is `--compare-w1` (default 400 sources over 10 hosts: W1 at 2,000
+   sources takes minutes a run; `--compare-w1 2000x40` for it); W2's is
+   `--compare-w2` (default 2,000 over 40), its stores filled by one SQLite W1
+   (timed: `w2_fill_sqlite_s`) and copied (`fetcher store copy` to PostgreSQL).
+   `--code DIR` (repeatable; default this checkout): run fetcher from DIR's
+   code, each code with its own stores and worker, the codes alternating in
+   each W2 run: before and after in one invocation.
 
 1. Enqueue: one run of `--queue-sources` sources put on the board (COPY) and
    one procrastinate job a source deferred (batches of 10,000): sources/s.
 2. Claim: with that queue full, one worker's job loop (2 jobs of 20 sources at
-   once) taking jobs and doing each source's database work (take it on the board,
-   mark it done; procrastinate's own bookkeeping once a job) with no fetch, for a
+   once) taking jobs and doing each source's database work (the job's sources
+   taken on the board with their health in one statement, each marked done;
+   procrastinate's own bookkeeping once a job) with no fetch, for a
    fixed time: sources/s at that depth.
 3. W2 (the next night: 95% not modified or unchanged) of `--w2-sources` sources
    over `--hosts` loopback hosts (100 ms a response, 2 requests a host at once),
@@ -23,15 +42,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from bench import measure, workload
@@ -69,19 +92,16 @@ def claim_rate(url: str, seconds: float, concurrency: int = 2) -> dict[str, Any]
 
     pool = AsyncConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
 
-    async def one(run_id: int, resource_id: str) -> None:
-        async with pool.connection() as db:
-            taken = await board.claim(db, run_id, resource_id, "bench")
-        assert taken is not None
-        snapshot = Snapshot(0, resource_id, taken.source.url, taken.source.url, datetime.now(timezone.utc), "live",
-                            200, Outcome.OK, "", 1, 1, False)
+    async def one(taken: board.Claim) -> None:
+        snapshot = Snapshot(0, taken.source.resource_id, taken.source.url, taken.source.url,
+                            datetime.now(timezone.utc), "live", 200, Outcome.OK, "", 1, 1, False)
         async with pool.connection() as db, db.transaction():
-            await db.execute(board.MARK_DONE, board.mark_params(run_id, "bench", snapshot))
+            await db.execute(board.MARK_DONE, board.mark_params(taken.run_id, "bench", snapshot))
 
     async def job(context: Any, run_id: int, first: int, last: int) -> None:
         async with pool.connection() as db:
-            open_ids = await board.open_sources(db, run_id, first, last)
-        await asyncio.gather(*(one(run_id, resource_id) for resource_id in open_ids))
+            claims = await board.claim(db, run_id, first, last, "bench")
+        await asyncio.gather(*(one(taken) for taken in claims))
 
     app = queue.make_app(url, "fetcher", job)
 
@@ -113,9 +133,9 @@ def tree_cpu(pid: int) -> float:
     return own + sum(tree_cpu(child) for child in measure._children(pid))
 
 
-def start_workers(n: int, env: dict[str, str], work: Path) -> list[subprocess.Popen[bytes]]:
+def start_workers(n: int, env: dict[str, str], work: Path, cwd: Path = ROOT) -> list[subprocess.Popen[bytes]]:
     logs = [open(work / f"worker-{len(list(work.glob('worker-*')))}-{i}.log", "wb") for i in range(n)]
-    return [subprocess.Popen([PY, "-m", "fetcher", "worker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    return [subprocess.Popen([PY, "-m", "fetcher", "worker"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                              stderr=log_file) for log_file in logs]
 
 
@@ -146,7 +166,7 @@ def wait_for_workers(url: str, n: int, workers: list[subprocess.Popen[bytes]], w
 
 def timed_refresh(env: dict[str, str], work: Path, label: str) -> tuple[float, dict[str, Any]]:
     began = time.perf_counter()
-    done = subprocess.run([PY, "-m", "fetcher", "refresh", "--all", "--json"], cwd=ROOT, env=env,
+    done = subprocess.run([PY, "-m", "fetcher", "refresh", "--all", "--json"], cwd=str(env.get("PYTHONPATH", ROOT)).split(os.pathsep)[-1], env=env,
                           capture_output=True, text=True, timeout=1800)
     seconds = time.perf_counter() - began
     (work / f"{label}.log").write_text(done.stderr)
@@ -189,6 +209,91 @@ def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: P
     return results
 
 
+def size(text: str) -> tuple[int, int]:
+    """`COUNTxHOSTS`, as 400x10."""
+    count, hosts = text.lower().split("x")
+    return int(count), int(hosts)
+
+
+def compare(cluster: Any, w1: tuple[int, int], w2: tuple[int, int], runs: int, codes: list[Path],
+            work: Path) -> dict[str, Any]:
+    """W1 on SQLite and PostgreSQL (one worker) at size w1; W2 `runs` times on each at size w2; per code."""
+    results: dict[str, Any] = {"w1_size": list(w1), "w2_size": list(w2), "w2_runs": runs, "codes": {}}
+    times: dict[tuple[str, str, str], list[float]] = {}
+    sources = workload.mixed(workload.load_corpus(), *w1)
+    origin = OriginProcess("mixed", w1[0], w1[1], 0.1)
+    try:
+        setups = _setups(cluster, [workload.url_of(s, origin.port) for s in sources], w1[1], codes, work / "w1")
+        for code, sqlite_env, pg_env in setups:
+            log(f"compare W1 ({code}): {w1[0]} sources over {w1[1]} hosts, SQLite then PostgreSQL")
+            times[(code, "w1", "sqlite")] = [timed_refresh(sqlite_env, work, "c-w1-sqlite")[0]]
+            with one_worker(pg_env, work, code):
+                times[(code, "w1", "pg")] = [timed_refresh(pg_env, work, "c-w1-pg")[0]]
+    finally:
+        origin.stop()
+    sources = workload.mixed(workload.load_corpus(), *w2)
+    origin = OriginProcess("mixed", w2[0], w2[1], 0.1)
+    try:
+        setups = _setups(cluster, [workload.url_of(s, origin.port) for s in sources], w2[1], codes, work / "w2")
+        log(f"compare W2: the stores filled by one SQLite W1 of {w2[0]} sources over {w2[1]} hosts, copied")
+        results["w2_fill_sqlite_s"] = round(timed_refresh(setups[0][1], work, "c-fill")[0], 2)
+        for code, sqlite_env, pg_env in setups:
+            filled = Path(setups[0][1]["FETCHER_CONFIG"]).parent / "snapshots"
+            if code != setups[0][0]:
+                shutil.copytree(filled, Path(sqlite_env["FETCHER_CONFIG"]).parent / "snapshots")
+            copied = subprocess.run([PY, "-m", "fetcher", "store", "copy", "--to", pg_env["FETCHER_DATABASE"]],
+                                    cwd=ROOT, env=setups[0][1], capture_output=True, text=True)
+            if copied.returncode != 0:
+                raise RuntimeError(f"store copy: {copied.stderr[-500:]}")
+        with contextlib.ExitStack() as stack:
+            for code, _, pg_env in setups:
+                stack.enter_context(one_worker(pg_env, work, code))
+            for run in range(runs):
+                origin.call(f"/__night/{2 if run % 2 == 0 else 1}")
+                for code, sqlite_env, pg_env in setups if run % 2 == 0 else setups[::-1]:
+                    engines = [("sqlite", sqlite_env), ("pg", pg_env)]
+                    for engine, env in engines if run % 2 == 0 else engines[::-1]:
+                        seconds = timed_refresh(env, work, f"c-w2-{engine}")[0]
+                        times.setdefault((code, "w2", engine), []).append(seconds)
+                        log(f"compare W2 run {run + 1} ({code}, {engine}): {seconds:.2f}s")
+    finally:
+        origin.stop()
+    for code in (str(code) for code in codes):
+        results["codes"][code] = {night: _ratio(times, code, night) for night in ("w1", "w2")}
+    return results
+
+
+def _ratio(times: dict[tuple[str, str, str], list[float]], code: str, night: str) -> dict[str, Any]:
+    sqlite_s = statistics.median(times[(code, night, "sqlite")])
+    pg_s = statistics.median(times[(code, night, "pg")])
+    log(f"{code} {night.upper()}: SQLite {sqlite_s:.2f}s, PostgreSQL {pg_s:.2f}s: {pg_s / sqlite_s:.2f}x")
+    return {"sqlite_s": round(sqlite_s, 2), "pg_one_worker_s": round(pg_s, 2), "pg_over_sqlite": round(pg_s / sqlite_s, 3),
+            "runs": {engine: [round(t, 2) for t in times[(code, night, engine)]] for engine in ("sqlite", "pg")}}
+
+
+def _setups(cluster: Any, urls: list[str], hosts: int, codes: list[Path],
+            work: Path) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """Per code: the environment of its SQLite store and of its PostgreSQL store (a fresh database)."""
+    setups = []
+    for n, code in enumerate(codes):
+        base = {**os.environ, "PYTHONPATH": str(code)}
+        sqlite_env = {**base, "FETCHER_CONFIG": str(write_config(work / f"c{n}-sqlite", urls, hosts))}
+        pg_env = {**base, "FETCHER_CONFIG": str(write_config(work / f"c{n}-pg", urls, hosts)),
+                  "FETCHER_DATABASE": cluster.database()}
+        setups.append((str(code), sqlite_env, pg_env))
+    return setups
+
+
+@contextlib.contextmanager
+def one_worker(env: dict[str, str], work: Path, code: str) -> Iterator[None]:
+    started = start_workers(1, env, work, cwd=Path(code))
+    try:
+        wait_for_workers(env["FETCHER_DATABASE"], 1, started, work)
+        yield
+    finally:
+        stop_workers(started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queue-sources", type=int, default=1_000_000)
@@ -196,7 +301,11 @@ def main() -> None:
     parser.add_argument("--w2-sources", type=int, default=2000)
     parser.add_argument("--hosts", type=int, default=40)
     parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--only", default="queue,w2")
+    parser.add_argument("--compare-w1", type=size, default="400x10", help="W1's size, COUNTxHOSTS")
+    parser.add_argument("--compare-w2", type=size, default="2000x40", help="W2's size, COUNTxHOSTS")
+    parser.add_argument("--w2-runs", type=int, default=5)
+    parser.add_argument("--code", type=Path, action="append", help="fetcher's code to compare (repeatable)")
+    parser.add_argument("--only", default="compare,queue,w2")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from tests.postgres import start_cluster
@@ -206,6 +315,10 @@ def main() -> None:
     results: dict[str, Any] = {"cores": os.cpu_count()}
     try:
         with tempfile.TemporaryDirectory(prefix="fetcher-bench-workers-") as directory:
+            if "compare" in args.only:
+                codes = [code.resolve() for code in args.code or [ROOT]]
+                results["compare"] = compare(cluster, args.compare_w1, args.compare_w2, args.w2_runs,
+                                             codes, Path(directory))
             if "queue" in args.only:
                 url = cluster.database()
                 log(f"enqueue {args.queue_sources} sources")

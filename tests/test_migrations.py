@@ -124,3 +124,20 @@ def test_store_migrate_makes_a_new_store_at_the_current_version(tmp_path, databa
     assert "already at schema" in fetcher(config, "store", "migrate")[1]
     code, said = fetcher(config, "export")
     assert code == 0 and json.loads(said) == []
+
+
+def test_store_migrate_on_postgresql_also_makes_the_run_queue_tables(tmp_path, pg_url):
+    """A worker's or a queued refresh's tables are there after `store migrate`,
+    before any worker started; migrating again changes nothing."""
+    import psycopg
+
+    config = write_config(tmp_path, ["https://example.org/a"], database=pg_url)
+    code, said = fetcher(config, "store", "migrate")
+    assert code == 0 and "created at schema" in said, said
+    tables = ("procrastinate_jobs", "fetcher_queue_runs", "fetcher_run_sources", "fetcher_workers",
+              "fetcher_host_pace")
+    with psycopg.connect(pg_url) as db:
+        assert all(db.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0] for name in tables)
+    code, said = fetcher(config, "store", "migrate")
+    assert code == 0 and "already at schema" in said, said
+    assert fetcher(config, "status")[0] == 0

@@ -30,11 +30,15 @@ def migrate(context: click.Context) -> None:
     """Bring the store's schema to this fetcher's version (all steps or none).
 
     A store older than the code is refused by every other command until this has
-    run; a store not there yet is created. Back the store up first."""
+    run; a store not there yet is created. On PostgreSQL it also creates the run
+    queue's tables (procrastinate's, the board's, the host pace table), which a
+    worker or a queued refresh otherwise creates on first use. Back the store up first."""
     config = load(context)
     db = open_unchecked(config)
     try:
         before, after = migrate_schema(db)
+        if config.database:
+            _queue_tables(config.database, config.workers.queue)
     except db.machine_errors as error:  # not a database, no rights, the server went away: nothing was changed
         raise StoreError(f"{db.where}: cannot migrate the store: {' '.join(str(error).split())}") from error
     finally:
@@ -45,6 +49,15 @@ def migrate(context: click.Context) -> None:
         click.echo(f"{config.database_display}: created at schema {after}")
     else:
         click.echo(f"{config.database_display}: migrated from schema {before} to {after}")
+
+
+def _queue_tables(url: str, queue_name: str) -> None:
+    """The run queue's tables, if missing (fetcher.run.queue.create_schema)."""
+    import asyncio
+
+    from fetcher.run import queue
+
+    asyncio.run(queue.create_schema(queue.make_app(url, queue_name), url))
 
 
 @store.command()

@@ -23,9 +23,11 @@ from typing import Any
 import psycopg
 
 from fetcher.core.errors import AlreadyFetched
+from fetcher.core.health import Health
 from fetcher.core.models import RunSummary, Snapshot, Source
 from fetcher.core.outcomes import Outcome
 from fetcher.core.states import Transition
+from fetcher.store.rows import HEALTH_COLUMNS, health_from
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fetcher_queue_runs (
@@ -66,6 +68,7 @@ MARK_DONE = """
 UPDATE fetcher_run_sources SET state = 'done', worker = %(worker)s, outcome = %(outcome)s,
     has_content = %(has_content)s, changed = %(changed)s, archived = %(archived)s, transition = %(transition)s
 WHERE run_id = %(run_id)s AND resource_id = %(resource_id)s AND state <> 'done'
+RETURNING 1
 """
 
 
@@ -100,17 +103,8 @@ def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, snapshot: S
     """Mark the source done with what its fetch was, unless it is done already:
     then AlreadyFetched, which rolls back the transaction this runs in."""
     cursor = db.execute(MARK_DONE, mark_params(run_id, worker, snapshot))
-    if cursor.rowcount == 0:
+    if cursor.fetchone() is None:  # (its rowcount is not known yet in pipeline mode)
         raise AlreadyFetched(f"{snapshot.resource_id} was stored for run {run_id} by another worker")
-
-
-async def open_sources(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int) -> list[str]:
-    """The run's sources at positions first…last that are not done, in order."""
-    cursor = await db.execute(
-        "SELECT resource_id FROM fetcher_run_sources WHERE run_id = %s AND position BETWEEN %s AND %s"
-        " AND state <> 'done' ORDER BY position", (run_id, first, last),
-    )
-    return [row[0] for row in await cursor.fetchall()]
 
 
 async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int, worker: str) -> None:
@@ -134,26 +128,36 @@ def mark_params(run_id: int, worker: str, snapshot: Snapshot) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Claim:
-    """A source a worker has taken for a run, and how the run fetches."""
+    """A source a worker has taken for a run, how the run fetches, and the
+    source's health as the store held it (its validators)."""
 
     run_id: int
     source: Source
     options: dict[str, bool]
+    health: Health
 
 
-async def claim(db: psycopg.AsyncConnection[Any], run_id: int, resource_id: str, worker: str) -> Claim | None:
-    """Take the source (it shows as running on this worker), unless it is done: then None."""
-    cursor = await db.execute(
-        "UPDATE fetcher_run_sources s SET state = 'running', worker = %s FROM fetcher_queue_runs r"
-        " WHERE s.run_id = %s AND s.resource_id = %s AND s.state <> 'done' AND r.run_id = s.run_id"
-        " RETURNING s.url, s.title, r.options",
-        (worker, run_id, resource_id),
-    )
-    row = await cursor.fetchone()
-    if row is None:
-        return None
-    url, title, options = row
-    return Claim(run_id, Source(url, resource_id, title), options)
+_CLAIM = f"""
+WITH taken AS (
+    UPDATE fetcher_run_sources SET state = 'running', worker = %(worker)s
+    WHERE run_id = %(run_id)s AND position BETWEEN %(first)s AND %(last)s AND state <> 'done'
+    RETURNING resource_id, position, url, title)
+SELECT t.resource_id, t.url, t.title, r.options, {', '.join('h.' + name for name in HEALTH_COLUMNS)}
+FROM taken t JOIN fetcher_queue_runs r ON r.run_id = %(run_id)s LEFT JOIN health h ON h.resource_id = t.resource_id
+ORDER BY t.position
+"""
+
+
+async def claim(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int, worker: str) -> list[Claim]:
+    """Take the run's sources at positions first…last that are not done (they show
+    as running on this worker), in order, each with its health: one statement a job."""
+    cursor = await db.execute(_CLAIM, {"run_id": run_id, "first": first, "last": last, "worker": worker})
+    claims = []
+    for row in await cursor.fetchall():
+        resource_id, url, title, options = row[:4]
+        health = health_from(row[4:]) if row[4] is not None else Health(resource_id)
+        claims.append(Claim(run_id, Source(url, resource_id, title), options, health))
+    return claims
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fetcher.core.health import Health
 from fetcher.run.storing import AlsoInTransaction
 
 
@@ -15,3 +16,5 @@ class FetchOptions:
     render: str | None = None  # "always": --render; "never": --no-render; None: as configured
     # run inside the fetch's store transaction (fetcher.run.storing); a worker marks its source done there
     also_in_transaction: AlsoInTransaction | None = None
+    # the source's health as read with others (a worker's chunk): its validators without a read of its own
+    health: Health | None = None

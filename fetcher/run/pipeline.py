@@ -87,7 +87,7 @@ class Pipeline:
         )
         self._render = RenderStep(self._config, self._client, slots, self._extractor)
         self._probes = HostProbes(self._downloader, self._extractor, gate=self._robots.refusal)
-        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._store_thread = ThreadPoolExecutor(max_workers=self._store.database.threads, thread_name_prefix="store")
         self._archives = [
             ArchiveClient(
                 archive,
@@ -151,7 +151,7 @@ class Pipeline:
     async def _fetch(self, source: Source, options: FetchOptions, timing: FetchTiming) -> Snapshot:
         live, fetched_at = None, timing.began_at
         if options.live:
-            live = await self._live(source, fetched_at, timing, options.render)
+            live = await self._live(source, fetched_at, timing, options)
             if not (options.archive and self._falls_back(live.outcome)):
                 snapshot = await self._record(live, timing, options)
                 if snapshot.changed:
@@ -160,7 +160,7 @@ class Pipeline:
         timing.armed = True
         return await self._record(await self._archived(source, live, fetched_at, options), timing, options)
 
-    async def _live(self, source: Source, fetched_at: datetime, timing: FetchTiming, render: str | None) -> FetchResult:
+    async def _live(self, source: Source, fetched_at: datetime, timing: FetchTiming, options: FetchOptions) -> FetchResult:
         """One live fetch, conditional when we hold its content: a 304, or a body
         whose hash we already have, is recorded as a check with no extraction.
         An HTML page is rendered in a browser when the render step says so."""
@@ -168,7 +168,7 @@ class Pipeline:
         if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
             return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
         timing.armed = True
-        health = self._known.pop(source.resource_id, None)
+        health = self._known.pop(source.resource_id, None) or options.health
         if health is None:
             health = await self._in_store(self._store.health, source.resource_id)
         download, attempts = await self._download(source, conditional_headers(health))
@@ -180,7 +180,7 @@ class Pipeline:
             result = replace(result, reused_sha256=known)
         elif download.outcome is Outcome.OK:
             extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)
-            download, extracted, note = await self._render.apply(source, download, extracted, render)
+            download, extracted, note = await self._render.apply(source, download, extracted, options.render)
             reason = extracted.outcome is Outcome.OK and (
                 soft_404_reason(source.url, download.final_url, extracted.title, extracted.text)
                 or await self._probes.soft_404_reason(source.url, download, extracted)
@@ -306,7 +306,7 @@ class Pipeline:
         return await self._in_store(timed)
 
     async def _in_store(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Store calls run one at a time on the store's own thread."""
+        """Store calls run on the store's own thread (a few, each its own connection: Database.threads)."""
         call = functools.partial(function, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, call)
 

@@ -1,15 +1,17 @@
 """Per-host limits kept across every worker of a PostgreSQL store (fetcher.net.hosts.Slots).
 
 Concurrency: a host has `per_host_concurrency` slots, each a PostgreSQL session
-advisory lock (the host's hash, slot number) taken on this worker's own
-connection. A worker that dies loses its connection, and the server releases
-its locks with it: a killed worker never holds a host's slot. (A session may
-take its own lock again, so the worker also keeps the slots its tasks hold in a
-set.) A slot a task gives back goes straight to a task of the same worker
-waiting for that host, if there is one; else it is unlocked, and the other
-workers, polling for it (10 ms, backing off to 100 ms), take it. At most
-`per_host_concurrency` of a worker's tasks are after one host's slots at once
-(the others wait in the worker, asking the database nothing).
+advisory lock (the host's hash, slot number) taken on one of this worker's own
+connections (CONNECTIONS of them, so that statements for different hosts do not
+queue behind each other; a host's slots are always on the same one). A worker
+that dies loses its connections, and the server releases its locks with them:
+a killed worker never holds a host's slot. (A session may take its own lock
+again, so the worker also keeps the slots its tasks hold in a set.) A slot a
+task gives back goes straight to a task of the same worker waiting for that
+host, if there is one; else it is unlocked, and the other workers, polling
+for it (10 ms, backing off to 100 ms), take it. At most `per_host_concurrency`
+of a worker's tasks are after one host's slots at once (the others wait in the
+worker, asking the database nothing).
 
 Pacing: one row per host (fetcher_host_pace) holds when the next request may
 start. A slot holder takes the host's turn in one atomic statement when that
@@ -58,6 +60,7 @@ FROM fetcher_host_pace WHERE host = %(host)s
 """
 
 POLL_FIRST, POLL_MOST = 0.01, 0.1  # seconds between tries for a busy host's slot
+CONNECTIONS = 4  # a host's slots are all on one of these (by its key): hosts' statements go side by side
 
 
 def host_key(host: str) -> int:
@@ -79,14 +82,15 @@ class SharedHostSlots:
         self._waiting: dict[int, deque[asyncio.Future[int]]] = defaultdict(deque)  # host key: this worker's waiters
         # at most per_host of this worker's tasks after one host's slots at once: the rest wait here, not on the database
         self._local: dict[int, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
-        self._turn = asyncio.Lock()  # one statement at a time on the connection
+        self._turns = [asyncio.Lock() for _ in range(CONNECTIONS)]  # one statement at a time on a connection
 
     async def __aenter__(self) -> SharedHostSlots:
-        self._db = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        self._dbs = [await psycopg.AsyncConnection.connect(self._url, autocommit=True) for _ in range(CONNECTIONS)]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._db.close()  # and with it, any lock still held
+        for db in self._dbs:
+            await db.close()  # and with it, any lock still held
 
     @asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
@@ -108,7 +112,7 @@ class SharedHostSlots:
                 waiter.set_result(number)
                 return
         try:
-            await self._safely(self._query_one, "SELECT pg_advisory_unlock(%s, %s)::int", (key, number))
+            await self._safely(self._query_one, key, "SELECT pg_advisory_unlock(%s, %s)::int", (key, number))
         finally:
             self._held.discard((key, number))
 
@@ -121,7 +125,7 @@ class SharedHostSlots:
         """Wait for the host's next start, and take it (one slot holder at a time gets there)."""
         while True:
             params = {"host": host, "delay": self._delay_of(host)}
-            wait = await self._safely(self._query_one, _TAKE_TURN, params, _WAIT)
+            wait = await self._safely(self._query_one, host_key(host), _TAKE_TURN, params, _WAIT)
             if wait <= 0:
                 return
             await self._sleep(wait)
@@ -172,24 +176,27 @@ class SharedHostSlots:
 
     async def _try_lock(self, key: int, number: int) -> bool:
         """Try one slot's lock; a cancellation that lands once it is taken gives it back."""
-        attempt = asyncio.ensure_future(self._query_one("SELECT pg_try_advisory_lock(%s, %s)::int", (key, number)))
+        attempt = asyncio.ensure_future(
+            self._query_one(key, "SELECT pg_try_advisory_lock(%s, %s)::int", (key, number)))
         try:
             return bool(await asyncio.shield(attempt))
         except asyncio.CancelledError:
             if await attempt:
-                await self._safely(self._query_one, "SELECT pg_advisory_unlock(%s, %s)::int", (key, number))
+                await self._safely(self._query_one, key, "SELECT pg_advisory_unlock(%s, %s)::int", (key, number))
             raise
 
     async def _safely(self, query: Any, *args: Any) -> float:
         """A statement that a cancellation of its caller cannot cut in half."""
         return float(await asyncio.shield(asyncio.ensure_future(query(*args))))
 
-    async def _query_one(self, sql: str, params: Any, otherwise: str | None = None) -> float:
-        """The first column of the statement's row; with no row, of `otherwise`'s."""
-        async with self._turn:
-            cursor = await self._db.execute(sql, params)
+    async def _query_one(self, key: int, sql: str, params: Any, otherwise: str | None = None) -> float:
+        """The first column of the statement's row (on the host's connection); with
+        no row, of `otherwise`'s."""
+        db = self._dbs[key % CONNECTIONS]
+        async with self._turns[key % CONNECTIONS]:
+            cursor = await db.execute(sql, params)
             row = await cursor.fetchone()
             if row is None and otherwise is not None:
-                row = await (await self._db.execute(otherwise, params)).fetchone()
+                row = await (await db.execute(otherwise, params)).fetchone()
         assert row is not None
         return float(row[0])

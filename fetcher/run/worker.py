@@ -2,9 +2,9 @@
 any number of other workers on any number of machines.
 
 Each job is a chunk of 20 sources of one run, fetched side by side, at most
-`concurrency` at once over all the worker's jobs. The worker takes each source
-on the board as its fetch starts (it shows as running on this worker), skips
-it if it is done already, fetches it through the one engine
+`concurrency` at once over all the worker's jobs. The worker takes the job's
+sources not done yet on the board as the job starts, in one statement with
+their health (they show as running on this worker), fetches each through the one engine
 (fetcher.run.pipeline: the same order of work as an in-process refresh) and
 stores the fetch and marks the source done in one transaction, on the
 condition that no other worker stored it first (fetcher.run.board.mark_done).
@@ -43,6 +43,7 @@ from fetcher.store.dialect import PostgresDatabase
 from fetcher.store.sqlite import Store, StoreError
 
 log = logging.getLogger("fetcher")
+STORE_THREADS = 3  # the engine's store calls at once, each on its own connection (Database.threads)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Worker:
         for the board's (recording a run's end)."""
         self._config = config
         self._store = open_store()
+        self._store.database.threads = STORE_THREADS
         self._board_store = open_store()
         self._url = database_url(config)
         self._options = options
@@ -121,12 +123,12 @@ class Worker:
             await asyncio.sleep(options.lease / 4)
 
     async def _chunk(self, context: Any, run_id: int, first: int, last: int) -> None:
-        """One job: the run's sources at positions first…last not done yet, each
-        fetched as soon as one of this worker's `concurrency` fetches is free."""
+        """One job: the run's sources at positions first…last not done yet, taken
+        on the board at once, each fetched as soon as one of this worker's
+        `concurrency` fetches is free."""
         async with self._pool.connection() as db:
-            open_ids = await board.open_sources(db, run_id, first, last)
-        outcomes = await asyncio.gather(*(self._one(run_id, resource_id) for resource_id in open_ids),
-                                        return_exceptions=True)
+            claims = await board.claim(db, run_id, first, last, self._options.name)
+        outcomes = await asyncio.gather(*(self._one(taken) for taken in claims), return_exceptions=True)
         failures = [error for error in outcomes if isinstance(error, BaseException)]
         for error in failures:
             if not isinstance(error, StoreError):
@@ -140,17 +142,14 @@ class Worker:
                 await board.give_up(db, run_id, first, last, self._options.name)
         await self._on_board(self._finish, run_id)
 
-    async def _one(self, run_id: int, resource_id: str) -> None:
-        """One source: taken on the board once a fetch is free, unless done already."""
+    async def _one(self, taken: board.Claim) -> None:
+        """One source, once a fetch is free."""
+        run_id, resource_id = taken.run_id, taken.source.resource_id
         async with self._fetching:
-            async with self._pool.connection() as db:
-                taken = await board.claim(db, run_id, resource_id, self._options.name)
-            if taken is None:
-                return
             fetch_options = FetchOptions(
                 archive=taken.options.get("archive", True),
                 recheck_archive=taken.options.get("recheck_archive", False),
-                also_in_transaction=lambda _writer, snapshot: self._mark(run_id, snapshot),
+                also_in_transaction=lambda _writer, snapshot: self._mark(run_id, snapshot), health=taken.health,
             )
             try:
                 snapshot = await self._pipeline.fetch(taken.source, fetch_options)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -28,7 +29,10 @@ class Database:
     """A connection to one store's database, of either engine."""
 
     name = ""
-    where = ""  # what messages call it: a file path, or the URL without its password
+    where = ""
+    # store calls that may run at once, each on its own thread (PostgreSQL: and its own
+    # connection; a worker sets more, fetcher.run.worker); SQLite: one
+    threads = 1  # what messages call it: a file path, or the URL without its password
     # errors that are one value's or one query's (a run goes on), and those of the machine
     value_errors: tuple[type[BaseException], ...] = ()
     machine_errors: tuple[type[BaseException], ...] = ()
@@ -44,6 +48,12 @@ class Database:
     def insert_many(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
         """Write rows (each with the same columns, by name) in one statement's batch."""
         raise NotImplementedError
+
+    def inserted(self, table: str, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        """Write one row of a table with an `id`; returns the condition on `id` (and
+        its parameters) that selects it in this transaction, so that a read of it
+        can follow without waiting for the id (PostgreSQL: one round trip fewer)."""
+        return "id = ?", (self.insert(table, values, returning=True),)
 
     def after_explicit_ids(self, table: str) -> None:
         """After rows were written with their ids given: new rows get higher ones."""
@@ -177,10 +187,37 @@ class PostgresDatabase(Database):
         self.machine_errors = (OSError, psycopg.Error)
         self._broken_errors = psycopg.OperationalError
         self.where = where
-        self.connection = psycopg.connect(url, autocommit=True, row_factory=_rows)
-        if read_only:
-            self.connection.execute("SET default_transaction_read_only = on")
+        self._url, self._read_only = url, read_only
+        self._first = self._connect()
+        self._others: list[Any] = []  # the other threads' connections (threads > 1)
+        self._first_taken = False
+        self._local = threading.local()
+        self._guard = threading.Lock()
         self._translated: dict[str, str] = {}
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        connection = psycopg.connect(self._url, autocommit=True, row_factory=_rows)
+        if self._read_only:
+            connection.execute("SET default_transaction_read_only = on")
+        return connection
+
+    @property
+    def connection(self) -> Any:
+        """The connection: the one made at open, or with `threads` > 1, this thread's
+        own (the first thread to ask gets the one made at open)."""
+        if self.threads == 1:
+            return self._first
+        own = getattr(self._local, "connection", None)
+        if own is None:
+            with self._guard:
+                own = self._connect() if self._first_taken else self._first
+                self._first_taken = True
+                if own is not self._first:
+                    self._others.append(own)
+            self._local.connection = own
+        return own
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         with self._lost():
@@ -221,6 +258,19 @@ class PostgresDatabase(Database):
                 cursor.executemany(
                     f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(f'%({n})s' for n in names)})"
                     f" {conflict}", rows)
+
+    def inserted(self, table: str, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        self.insert(table, values)
+        return f"id = (SELECT currval(pg_get_serial_sequence('{table}', 'id')))", ()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction in pipeline mode: statements are sent without waiting
+        for their results, and the connection waits only where a result is read (the
+        Writer reads what it needs first, in one go), so a stored fetch costs a few
+        round trips instead of one a statement."""
+        with self._lost(), self.connection.pipeline(), self.connection.transaction():
+            yield
 
     def stream(self, sql: str) -> Any:
         """A server-side cursor (WITH HOLD: no transaction is left open while it is read)."""
@@ -263,7 +313,8 @@ class PostgresDatabase(Database):
         return {row[0] for row in rows}
 
     def close(self) -> None:
-        self.connection.close()
+        for connection in [self._first, *self._others]:
+            connection.close()
 
 
 def _without_nul(values: dict[str, Any]) -> dict[str, Any]:
@@ -297,11 +348,16 @@ class _Row(tuple):
         return list(self._index)
 
 
+_SHAPES: dict[tuple[str, ...], type[_Row]] = {}
+
+
 def _rows(cursor: Any) -> Callable[[Any], _Row]:
-    """psycopg's row factory: one _Row class per result shape."""
-    names = [column.name for column in cursor.description or ()]
-    shaped = type("Row", (_Row,), {"_index": {name: i for i, name in enumerate(names)}})
-    return lambda values: shaped(values)
+    """psycopg's row factory: one _Row class per result shape (made once)."""
+    names = tuple(column.name for column in cursor.description or ())
+    shaped = _SHAPES.get(names)
+    if shaped is None:
+        shaped = _SHAPES[names] = type("Row", (_Row,), {"_index": {name: i for i, name in enumerate(names)}})
+    return shaped
 
 
 def write_transaction(db: Database) -> AbstractContextManager[None]:

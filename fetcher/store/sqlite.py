@@ -250,10 +250,10 @@ class Store:
         ).fetchone()
         return moment(row["last"]) if row else None
 
-    def fetched(self, fetch_id: int) -> Snapshot:
-        """One stored fetch, by its id."""
-        snapshot = self._one("WHERE f.id = ?", (fetch_id,))
-        assert snapshot is not None, fetch_id
+    def fetched(self, recorded: tuple[str, tuple[Any, ...]]) -> Snapshot:
+        """The fetch just stored, by the condition on its id Writer.record returned."""
+        snapshot = self._one("WHERE f." + recorded[0], recorded[1])
+        assert snapshot is not None, recorded
         return snapshot
 
     def latest(self, resource_id: str) -> Snapshot | None:

@@ -29,6 +29,7 @@ class Writer:
     def __init__(self, db: Database):
         self._db = db
         self._locked: set[str] = set()
+        self._previous: dict[str, str | None] = {}  # the last content hash, read with the health
 
     def _lock(self, resource_id: str) -> None:
         """The source's write lock (fetcher.store.dialect), once per transaction."""
@@ -40,31 +41,39 @@ class Writer:
         """The source's health as this transaction sees it (fresh: none yet). From
         here to the commit no other writer reads or writes this source's health."""
         self._lock(resource_id)
+        previous = self._db.execute(_LAST_SHA, (resource_id,))  # what record() needs, read in the same go
         row = self._db.execute(HEALTH_QUERY + "WHERE resource_id = ?", (resource_id,)).fetchone()
+        self._previous[resource_id] = _sha(previous.fetchone())
         return health_from(row) if row else Health(resource_id)
 
-    def record(self, result: FetchResult, health: Health | None, transition: Transition | None) -> int:
+    def record(self, result: FetchResult, health: Health | None,
+               transition: Transition | None) -> tuple[str, tuple[Any, ...]]:
         """Store one fetch, its content if new (its body file already written) and,
-        after a live check, the source's new health. Returns the fetch's id."""
-        self._lock(result.source.resource_id)  # what `changed` is computed from stays as read
+        after a live check, the source's new health. Returns the condition on
+        `id` that selects the fetch (Store.fetched reads it back)."""
+        resource_id = result.source.resource_id
+        self._lock(resource_id)  # what `changed` is computed from stays as read
         self._remember(result.source, result.fetched_at)
         sha = result.content_sha256
-        previous = self._last_sha(result.source.resource_id)
+        if resource_id in self._previous:
+            previous = self._previous.pop(resource_id)
+        else:
+            previous = _sha(self._db.execute(_LAST_SHA, (resource_id,)).fetchone())
         if result.new_content:
             self._keep_content(result)
         if health is not None:
             self._db.insert("health", health_row(health), _HEALTH_UPSERT)
         row = _fetch_row(result, sha is not None and sha != previous, transition)
-        fetch_id = self._db.insert("fetches", row, returning=True)
+        fetch = self._db.inserted("fetches", row)
         capture = result.capture
         if capture is not None and sha is not None:
             self._db.execute(
                 "UPDATE captures SET sha256 = ?, timestamp = ?, raw_url = ?, captured_at = ?"
                 " WHERE resource_id = ? AND archive = ?",
                 (sha, capture.timestamp, capture.raw_url, capture.captured_at.isoformat(),
-                 result.source.resource_id, capture.archive),
+                 resource_id, capture.archive),
             )
-        return fetch_id
+        return fetch
 
     def remember_lookup(self, source: Source, archive: str, when: datetime, capture: Capture | None) -> None:
         """What an archive lookup found (a capture, or none), for later runs."""
@@ -91,13 +100,6 @@ class Writer:
             (source.resource_id, source.url, source.title, when.isoformat()),
         )
 
-    def _last_sha(self, resource_id: str) -> str | None:
-        row = self._db.execute(
-            "SELECT sha256 FROM fetches WHERE resource_id = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1",
-            (resource_id,),
-        ).fetchone()
-        return row["sha256"] if row else None
-
     def _keep_content(self, result: FetchResult) -> None:
         extracted, download = result.extracted, result.download
         assert extracted is not None  # new_content says so
@@ -106,6 +108,13 @@ class Writer:
             "text_chars": len(extracted.text), "title": extracted.title, "language": extracted.language,
             "published": extracted.published, "text": extracted.text, "first_seen": result.fetched_at.isoformat(),
         }, "ON CONFLICT (sha256) DO NOTHING")
+
+
+_LAST_SHA = "SELECT sha256 FROM fetches WHERE resource_id = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1"
+
+
+def _sha(row: Any) -> str | None:
+    return row["sha256"] if row else None
 
 
 def _fetch_row(result: FetchResult, changed: bool, transition: Transition | None) -> dict[str, Any]:

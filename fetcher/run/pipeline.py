@@ -1,8 +1,11 @@
 """The only module that knows the order: download (with retries) → extract → store.
 
-A run fans out over `concurrency` workers pulling from one list interleaved by
-host, so workers rarely queue behind one busy host; per-host slots in the
-downloader keep each host's limits. Clock and sleep are injected for tests.
+A run fans out over workers pulling from one list interleaved by host, so
+workers rarely queue behind one busy host; per-host slots in the downloader
+keep each host's limits. At most `concurrency` of them are requesting (robots.txt,
+the page, an archive) at once; as many again may be extracting and storing what
+they got meanwhile, so a host's next request does not wait for the last one's
+extraction and store write. Clock and sleep are injected for tests.
 """
 
 from __future__ import annotations
@@ -11,12 +14,11 @@ import asyncio
 import functools
 import logging
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
-from itertools import zip_longest
 from typing import ParamSpec, TypeVar
 
 from fetcher.net.archive import ArchiveClient, Lookup
@@ -33,12 +35,11 @@ from fetcher.net.retrying import fetch_with_retries
 from fetcher.net.robots import RobotsGate
 from fetcher.run.probes import HostProbes
 from fetcher.run.rendering import RenderStep
-from fetcher.core.sources import host_of
 from fetcher.core.errors import Stopped
-from fetcher.core.states import Transition
 from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.run.options import FetchOptions
 from fetcher.run.storing import store_result
+from fetcher.run.tally import Tally, interleave_by_host
 from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
 from fetcher.store.sqlite import Store, StoreError
 
@@ -102,6 +103,7 @@ class Pipeline:
         self._save_limiter = RateLimiter(self._config.archive.saves_per_minute, self._clock, self._sleep)
         self._saves: list[asyncio.Task[None]] = []
         self._known: dict[str, Health] = {}  # health read for a whole run at once (refresh), taken once each
+        self._network: AbstractAsyncContextManager[object] = nullcontext()  # a run's requests in flight (run_all)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -158,20 +160,23 @@ class Pipeline:
                     self._save_later(source.url)
                 return snapshot
         timing.armed = True
-        return await self._record(await self._archived(source, live, fetched_at, options), timing, options)
+        async with self._network:
+            archived = await self._archived(source, live, fetched_at, options)
+        return await self._record(archived, timing, options)
 
     async def _live(self, source: Source, fetched_at: datetime, timing: FetchTiming, options: FetchOptions) -> FetchResult:
         """One live fetch, conditional when we hold its content: a 304, or a body
         whose hash we already have, is recorded as a check with no extraction.
         An HTML page is rendered in a browser when the render step says so."""
-        refused = await self._robots.check(source.url)
-        if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
-            return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
-        timing.armed = True
-        health = self._known.pop(source.resource_id, None) or options.health
-        if health is None:
-            health = await self._in_store(self._store.health, source.resource_id)
-        download, attempts = await self._download(source, conditional_headers(health))
+        async with self._network:
+            refused = await self._robots.check(source.url)
+            if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
+                return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
+            timing.armed = True
+            health = self._known.pop(source.resource_id, None) or options.health
+            if health is None:
+                health = await self._in_store(self._store.health, source.resource_id)
+            download, attempts = await self._download(source, conditional_headers(health))
         result = FetchResult(source, fetched_at, "live", download, attempts)
         known = health.content_sha256
         if download.outcome is Outcome.NOT_MODIFIED and known:
@@ -318,7 +323,7 @@ class Pipeline:
         tally: Tally | None = None,
         health: dict[str, Health] | None = None,
     ) -> RunSummary:
-        """Fetch every source, `concurrency` at a time, until done or stop().
+        """Fetch every source, `concurrency` requesting at a time, until done or stop().
         Counts are by the live outcome (the source's health); `archived` counts
         copies from an archive. `tally` (if given) is kept up to date as sources
         finish, so a run cancelled midway still knows what it did. `health`: every
@@ -339,33 +344,13 @@ class Pipeline:
                 tally.add(snapshot)
                 on_done(snapshot)
 
-        await asyncio.gather(*(worker() for _ in range(self._config.fetch.concurrency)))
+        concurrency = self._config.fetch.concurrency
+        self._network = asyncio.Semaphore(concurrency)
+        try:  # as many sources again being extracted and stored as are being requested
+            await asyncio.gather(*(worker() for _ in range(2 * concurrency)))
+        finally:
+            self._network = nullcontext()
         return tally.summary(self._wall_clock())
-
-
-class Tally:
-    """What a run has done so far, source by source."""
-
-    def __init__(self, started: datetime):
-        self.started = started
-        self.counts: Counter[Outcome] = Counter()
-        self._marks: Counter[str] = Counter()
-        self._transitions: Counter[Transition | None] = Counter()
-
-    def add(self, snapshot: Snapshot) -> None:
-        self.counts[snapshot.live_outcome or snapshot.outcome] += 1
-        if snapshot.has_content:
-            self._marks["changed" if snapshot.changed else "unchanged"] += 1
-            self._marks["archived"] += snapshot.origin == "archive"
-        self._transitions[snapshot.transition] += 1
-
-    def summary(self, finished: datetime) -> RunSummary:
-        failed = sum(n for kind, n in self.counts.items() if not kind.is_success)
-        marks, transitions = self._marks, self._transitions
-        return RunSummary(
-            self.started, finished, dict(self.counts), marks["changed"], marks["unchanged"], failed,
-            marks["archived"], transitions[Transition.NEWLY_FAILING], transitions[Transition.RECOVERED],
-        )
 
 
 def internal_error(source: Source, fetched_at: datetime, error: Exception) -> FetchResult:
@@ -386,12 +371,3 @@ def conditional_headers(health: Health) -> dict[str, str] | None:
     if health.last_modified:
         headers["If-Modified-Since"] = health.last_modified
     return headers or None
-
-
-def interleave_by_host(sources: Iterable[Source]) -> Iterator[Source]:
-    """Round-robin over hosts, keeping each host's own order."""
-    by_host: dict[str, list[Source]] = defaultdict(list)
-    for source in sources:
-        by_host[host_of(source.url)].append(source)
-    for row in zip_longest(*by_host.values()):
-        yield from (source for source in row if source is not None)

@@ -22,7 +22,8 @@ from fetcher.core.config import Config
 from fetcher.core.health import due_sources, state_counts
 from fetcher.core.models import RunSummary, Snapshot, Source
 from fetcher.core.timestamps import WallClock, utc_now
-from fetcher.run.pipeline import FetchOptions, Pipeline, Tally
+from fetcher.run.pipeline import FetchOptions, Pipeline
+from fetcher.run.tally import Tally
 from fetcher.store.sqlite import Store, StoreError
 
 log = logging.getLogger("fetcher")

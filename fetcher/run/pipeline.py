@@ -1,11 +1,8 @@
 """The only module that knows the order: download (with retries) → extract → store.
 
-A run fans out over workers pulling from one list interleaved by host, so
-workers rarely queue behind one busy host; per-host slots in the downloader
-keep each host's limits. At most `concurrency` of them are requesting (robots.txt,
-the page, an archive) at once; as many again may be extracting and storing what
-they got meanwhile, so a host's next request does not wait for the last one's
-extraction and store write. Clock and sleep are injected for tests.
+A run fans out over `concurrency` workers pulling from one list interleaved by
+host, so workers rarely queue behind one busy host; per-host slots in the
+downloader keep each host's limits. Clock and sleep are injected for tests.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
@@ -103,7 +99,6 @@ class Pipeline:
         self._save_limiter = RateLimiter(self._config.archive.saves_per_minute, self._clock, self._sleep)
         self._saves: list[asyncio.Task[None]] = []
         self._known: dict[str, Health] = {}  # health read for a whole run at once (refresh), taken once each
-        self._network: AbstractAsyncContextManager[object] = nullcontext()  # a run's requests in flight (run_all)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -160,23 +155,20 @@ class Pipeline:
                     self._save_later(source.url)
                 return snapshot
         timing.armed = True
-        async with self._network:
-            archived = await self._archived(source, live, fetched_at, options)
-        return await self._record(archived, timing, options)
+        return await self._record(await self._archived(source, live, fetched_at, options), timing, options)
 
     async def _live(self, source: Source, fetched_at: datetime, timing: FetchTiming, options: FetchOptions) -> FetchResult:
         """One live fetch, conditional when we hold its content: a 304, or a body
         whose hash we already have, is recorded as a check with no extraction.
         An HTML page is rendered in a browser when the render step says so."""
-        async with self._network:
-            refused = await self._robots.check(source.url)
-            if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
-                return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
-            timing.armed = True
-            health = self._known.pop(source.resource_id, None) or options.health
-            if health is None:
-                health = await self._in_store(self._store.health, source.resource_id)
-            download, attempts = await self._download(source, conditional_headers(health))
+        refused = await self._robots.check(source.url)
+        if refused is not None:  # robots.txt said no, or its host did not answer: the page is not requested
+            return FetchResult(source, fetched_at, "live", *refused, live_outcome=refused[0].outcome)
+        timing.armed = True
+        health = self._known.pop(source.resource_id, None) or options.health
+        if health is None:
+            health = await self._in_store(self._store.health, source.resource_id)
+        download, attempts = await self._download(source, conditional_headers(health))
         result = FetchResult(source, fetched_at, "live", download, attempts)
         known = health.content_sha256
         if download.outcome is Outcome.NOT_MODIFIED and known:
@@ -323,7 +315,7 @@ class Pipeline:
         tally: Tally | None = None,
         health: dict[str, Health] | None = None,
     ) -> RunSummary:
-        """Fetch every source, `concurrency` requesting at a time, until done or stop().
+        """Fetch every source, `concurrency` at a time, until done or stop().
         Counts are by the live outcome (the source's health); `archived` counts
         copies from an archive. `tally` (if given) is kept up to date as sources
         finish, so a run cancelled midway still knows what it did. `health`: every
@@ -344,12 +336,7 @@ class Pipeline:
                 tally.add(snapshot)
                 on_done(snapshot)
 
-        concurrency = self._config.fetch.concurrency
-        self._network = asyncio.Semaphore(concurrency)
-        try:  # as many sources again being extracted and stored as are being requested
-            await asyncio.gather(*(worker() for _ in range(2 * concurrency)))
-        finally:
-            self._network = nullcontext()
+        await asyncio.gather(*(worker() for _ in range(self._config.fetch.concurrency)))
         return tally.summary(self._wall_clock())
 
 

@@ -11,10 +11,7 @@ task gives back goes straight to a task of the same worker waiting for that
 host, if there is one; else it is unlocked, and the other workers, polling
 for it (10 ms, backing off to 100 ms), take it. At most `per_host_concurrency`
 of a worker's tasks are after one host's slots at once (the others wait in the
-worker, asking the database nothing). A slot given back with no task waiting
-stays this worker's for LINGER seconds before it is unlocked: the worker's next
-source of that host, usually a moment later, takes it with no statement at all
-(with one worker, a host's slots are locked once a run, not twice a source).
+worker, asking the database nothing).
 
 Pacing: one row per host (fetcher_host_pace) holds when the next request may
 start. A slot holder takes the host's turn in one atomic statement when that
@@ -26,7 +23,6 @@ Every worker reads the one database clock, so machines' clocks need not agree.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import zlib
 from collections import defaultdict, deque
@@ -37,8 +33,6 @@ from typing import Any
 import psycopg
 
 from fetcher.net.hosts import Sleep
-
-log = logging.getLogger("fetcher")
 
 PACE_TABLE = """
 CREATE TABLE IF NOT EXISTS fetcher_host_pace (
@@ -67,7 +61,6 @@ FROM fetcher_host_pace WHERE host = %(host)s
 
 POLL_FIRST, POLL_MOST = 0.01, 0.1  # seconds between tries for a busy host's slot
 CONNECTIONS = 4  # a host's slots are all on one of these (by its key): hosts' statements go side by side
-LINGER = 0.25  # seconds a slot given back stays this worker's, for its next source of the host
 
 
 def host_key(host: str) -> int:
@@ -90,72 +83,36 @@ class SharedHostSlots:
         # at most per_host of this worker's tasks after one host's slots at once: the rest wait here, not on the database
         self._local: dict[int, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
         self._turns = [asyncio.Lock() for _ in range(CONNECTIONS)]  # one statement at a time on a connection
-        self._spare: dict[int, dict[int, asyncio.TimerHandle]] = defaultdict(dict)  # host key: {slot: its unlock timer}
-        self._unlocks: set[asyncio.Future[float]] = set()
 
     async def __aenter__(self) -> SharedHostSlots:
         self._dbs = [await psycopg.AsyncConnection.connect(self._url, autocommit=True) for _ in range(CONNECTIONS)]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for spare in self._spare.values():
-            for timer in spare.values():
-                timer.cancel()
-        await asyncio.gather(*self._unlocks, return_exceptions=True)
         for db in self._dbs:
             await db.close()  # and with it, any lock still held
 
     @asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
-        key = host_key(host)
-        async with self._local[key]:
-            number = self._spare_slot(key)
-            if number is None:
-                number = await self._take_slot(host)
+        async with self._local[host_key(host)]:
+            number = await self._take_slot(host)
             try:
                 if self._delay_of(host) > 0:
                     await self._take_turn(host)
                 yield
             finally:
-                await self._give_back(key, number)
+                await self._give_back(host_key(host), number)
 
     async def _give_back(self, key: int, number: int) -> None:
-        """To this worker's next task waiting for the host, else kept spare for
-        LINGER seconds (this worker's next source of the host), then to every worker."""
+        """To this worker's next task waiting for the host, else to every worker."""
         waiters = self._waiting[key]
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(number)
                 return
-        self._spare[key][number] = asyncio.get_running_loop().call_later(LINGER, self._unlock_spare, key, number)
-
-    def _spare_slot(self, key: int) -> int | None:
-        """A slot of the host's this worker still holds, taken back; None if there is none."""
-        spare = self._spare[key]
-        if not spare:
-            return None
-        number, timer = spare.popitem()
-        timer.cancel()
-        return number
-
-    def _unlock_spare(self, key: int, number: int) -> None:
-        """LINGER is over and the slot is still spare: unlocked, for every worker."""
-        if self._spare[key].pop(number, None) is None:
-            return
-        unlock = asyncio.ensure_future(self._unlock(key, number))
-        self._unlocks.add(unlock)
-        unlock.add_done_callback(self._unlocks.discard)
-
-    async def _unlock(self, key: int, number: int) -> float:
-        """Unlock a spare slot. If the statement fails, its connection is broken: the
-        server has released the lock with the session (this worker's upkeep reports
-        a database that is gone)."""
         try:
-            return await self._safely(self._query_one, key, "SELECT pg_advisory_unlock(%s, %s)::int", (key, number))
-        except psycopg.Error as error:
-            log.warning("host slot not unlocked (its connection is gone, and the lock with it): %s", error)
-            return 0.0
+            await self._safely(self._query_one, key, "SELECT pg_advisory_unlock(%s, %s)::int", (key, number))
         finally:
             self._held.discard((key, number))
 

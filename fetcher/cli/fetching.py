@@ -21,8 +21,8 @@ from fetcher.core.config import Config
 from fetcher.core.errors import BadInput, Busy, StoreError
 from fetcher.core.models import Snapshot, Source
 from fetcher.core.sources import find_duplicates
-from fetcher.run.pipeline import FetchOptions, Pipeline, utc_now
-from fetcher.run.refresh import run_once
+from fetcher.core.timestamps import utc_now
+from fetcher.run.options import FetchOptions
 from fetcher.store.opening import open_existing, open_store
 from fetcher.store.sqlite import Store
 from fetcher.views.preview import make_preview, render_text
@@ -84,6 +84,8 @@ def fetch(
 
 
 async def _fetch_one(config: Config, store: Store, source: Source, options: FetchOptions) -> Snapshot:
+    from fetcher.run.pipeline import Pipeline  # the engine and its HTTP client: not for a queued refresh
+
     async with Pipeline(config, store, processes=False) as pipeline:
         return await pipeline.fetch(source, options)
 
@@ -121,6 +123,8 @@ def refresh(
         return
     if no_wait:
         raise BadInput("--no-wait: the SQLite store has no workers; the refresh runs here (drop --no-wait)")
+    from fetcher.run.refresh import run_once  # the engine: an in-process run only (~0.1 s of imports)
+
     store = open_store(config)
     options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
     progress = RunProgress()
@@ -197,6 +201,8 @@ def schedule(context: click.Context, run_now: bool) -> None:
         trigger = cron_trigger(config.schedule.cron, config.schedule.timezone)
         _serve(Nightly(trigger, lambda: queued_schedule_job(config), config.schedule.shutdown_grace), run_now)
         return
+    from fetcher.run.refresh import run_once
+
     store = open_store(config)
 
     async def job() -> None:

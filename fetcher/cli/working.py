@@ -98,7 +98,7 @@ def _queued_refresh(config: Config, sources: list[Source], *, everything: bool, 
                     wait: bool, as_json: bool) -> RunSummary | None:
     from fetcher.cli.terminal import RunProgress
     from fetcher.run.distributed import follow, queue_run
-    from fetcher.run.pipeline import FetchOptions
+    from fetcher.run.options import FetchOptions
 
     store = open_store(config)
     options = FetchOptions(archive=archive, recheck_archive=recheck)

@@ -21,10 +21,10 @@ from fetcher.core.health import due_sources, state_counts
 from fetcher.core.models import RunSummary, Source
 from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.run import board, queue
-from fetcher.run.pipeline import FetchOptions
+from fetcher.run.options import FetchOptions
 from fetcher.store.sqlite import Store
 
-POLL = 0.5  # seconds between looks at a followed run's board
+POLL = 0.2  # seconds between looks at a followed run's board (one count over its sources)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ class NamedJob:
     def load(self) -> Job:
         job: Job = getattr(importlib.import_module(self.module), self.function)
         return job
+
+
 STARTUP_TIMEOUT = 120.0  # seconds for a new worker to import its libraries (not part of a document's time)
 _INLINE_SEND = 16 << 10  # bodies up to this size fit the pipe: written from the event loop without waiting
 

@@ -22,7 +22,7 @@ TRUSTED = "fetcher.trusted"  # request extension: a request to a configured arch
 Endpoint = tuple[str, int]  # (host, port) as a URL names them
 
 
-def make_client(settings: FetchSettings, policy: Policy = refusal) -> httpx.AsyncClient:
+def make_client(settings: FetchSettings, policy: Policy = refusal) -> FetchClient:
     """The one shared client: TLS verified, no automatic redirects or decoding,
     a small connection pool per host. Unless `allow_private_networks`, every
     connection is opened by a GuardedBackend that refuses the addresses `policy`
@@ -96,21 +96,6 @@ class FetchClient(httpx.AsyncClient):
             await response.aclose()
             raise
         return response
-
-
-def build_get(client: httpx.AsyncClient, url: str, headers: dict[str, str] | None,
-              extensions: dict[str, Any] | None) -> httpx.Request:
-    """A GET for `send_get`, by FetchClient's short way when the client is one."""
-    if isinstance(client, FetchClient):
-        return client.build_get(url, headers, extensions)
-    return client.build_request("GET", url, headers=headers, extensions=extensions)
-
-
-async def send_get(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """The response to a GET, its body not yet read."""
-    if isinstance(client, FetchClient):
-        return await client.send_get(request)
-    return await client.send(request, stream=True)
 
 
 def trust(settings: FetchSettings) -> ssl.SSLContext:

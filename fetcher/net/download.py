@@ -25,7 +25,7 @@ from fetcher.core.outcomes import Outcome, outcome_for_status
 from fetcher.core.sources import BadURL, check_url, host_of
 from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.net.classify import classify_error
-from fetcher.net.client import LOCATION, TRUSTED, Endpoint, build_get, endpoint_of, send_get
+from fetcher.net.client import LOCATION, TRUSTED, Endpoint, FetchClient, endpoint_of
 from fetcher.net.hosts import Slots
 from fetcher.net.inflate import Incomplete, Inflater, OverCap
 
@@ -52,7 +52,7 @@ class _Cap:
 class Downloader:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: FetchClient,
         settings: FetchSettings,
         slots: Slots,
         wall_clock: WallClock = utc_now,
@@ -115,12 +115,12 @@ class Downloader:
         self, url: str, current: str, headers: dict[str, str] | None, trusted: bool, cap: _Cap
     ) -> Download | _Redirect:
         try:
-            request = build_get(self._client, current, headers, {TRUSTED: True} if trusted else None)
+            request = self._client.build_get(current, headers, {TRUSTED: True} if trusted else None)
         except _URL_ERRORS as error:  # httpx.InvalidURL (a DEL byte, over 64 KB), idna's UnicodeError
             return _failed(url, current, Outcome.BAD_CONTENT, f"unusable URL: {type(error).__name__}: {error}")
         try:
             async with asyncio.timeout(self._settings.deadline) as deadline:
-                response = await send_get(self._client, request)
+                response = await self._client.send_get(request)
                 try:
                     answer = await self._answer(url, current, response, cap)
                     if not response.is_stream_consumed:

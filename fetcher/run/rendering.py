@@ -15,8 +15,6 @@ import asyncio
 import logging
 from dataclasses import replace
 
-import httpx
-
 from fetcher.core.config import Config
 from fetcher.core.models import Download, Extracted, RenderNote, Source
 from fetcher.core.outcomes import NO_BROWSER, Outcome, Rendering
@@ -24,6 +22,7 @@ from fetcher.core.sources import host_of
 from fetcher.extract.extractor import Extractor
 from fetcher.extract.render_rule import decide
 from fetcher.net.browser import Browser, Rendered, browser_available, render_bound
+from fetcher.net.client import FetchClient
 from fetcher.net.download import Downloader
 from fetcher.net.hosts import HostSlots, Slots
 
@@ -33,7 +32,7 @@ Step = tuple[Download, Extracted, RenderNote | None]
 
 
 class RenderStep:
-    def __init__(self, config: Config, client: httpx.AsyncClient, slots: Slots, extractor: Extractor):
+    def __init__(self, config: Config, client: FetchClient, slots: Slots, extractor: Extractor):
         settings = config.render
         self._settings = settings
         self._slots = slots

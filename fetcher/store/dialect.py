@@ -29,10 +29,10 @@ class Database:
     """A connection to one store's database, of either engine."""
 
     name = ""
-    where = ""
+    where = ""  # what messages call it: a file path, or the URL without its password
     # store calls that may run at once, each on its own thread (PostgreSQL: and its own
     # connection; a worker sets more, fetcher.run.worker); SQLite: one
-    threads = 1  # what messages call it: a file path, or the URL without its password
+    threads = 1
     # errors that are one value's or one query's (a run goes on), and those of the machine
     value_errors: tuple[type[BaseException], ...] = ()
     machine_errors: tuple[type[BaseException], ...] = ()

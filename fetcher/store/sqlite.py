@@ -112,7 +112,7 @@ class Store:
             if not path.is_file():
                 return None
             db = SqliteDatabase(_connect_read_only(path), str(path))
-            version = db.version()
+            db.version()  # the first read: a file that is not a database fails here, in one line
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{path}: cannot read the store: {error}") from error
         except OSError as error:

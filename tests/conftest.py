@@ -93,6 +93,17 @@ class Run:
 
         return asyncio.run(go())
 
+    def refresh(self, processes: bool = False) -> dict[str, Snapshot]:
+        """One run over every configured source: the snapshot of each, by URL."""
+        done: dict[str, Snapshot] = {}
+
+        async def go() -> None:
+            async with Pipeline(self.config, self.store, processes=processes, sleep=self.sleep) as pipeline:
+                await pipeline.refresh(self.config.sources, on_done=lambda snap: done.__setitem__(snap.url, snap))
+
+        asyncio.run(go())
+        return done
+
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Any]:

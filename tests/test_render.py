@@ -27,9 +27,9 @@ from fetcher.extract.extractor import extract
 from fetcher.extract.render_rule import decide
 from fetcher.net import browser
 from fetcher.net.proctree import browser_pids, driver_pids, kill
-from fetcher.run.pipeline import FetchOptions, Pipeline
+from fetcher.run.pipeline import FetchOptions
 from fetcher.store.sqlite import Store
-from tests.conftest import FIXTURES, FakeSleep, run_fetcher, write_config
+from tests.conftest import FIXTURES, FakeSleep, Run, run_fetcher, write_config
 from tests.origin import Origin, html, trickle
 from tests.test_private_networks import PUBLIC_IP, fake_public  # noqa: F401 - a fixture used below
 
@@ -68,14 +68,8 @@ def refresh(directory: Path, urls: list[str], render: dict[str, Any] | None = No
     text = "[render]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in (render or {}).items())
     config = load_config(write_config(directory, urls, text=text, **fetch))
     store = Store(config.storage_dir)
-    done: dict[str, Snapshot] = {}
-
-    async def go() -> None:
-        async with Pipeline(config, store, processes=False, sleep=FakeSleep()) as pipeline:
-            await pipeline.refresh(config.sources, on_done=lambda snap: done.__setitem__(snap.url, snap))
-
     try:
-        asyncio.run(go())
+        done = Run(config, store, FakeSleep()).refresh()
     finally:
         store.close()
     assert browser_pids() == [], "a browser process was left behind"

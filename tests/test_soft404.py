@@ -7,7 +7,6 @@ none when nothing new needs checking."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import json
@@ -32,10 +31,9 @@ import fetcher.extract.extractor
 from fetcher.extract.extractor import extract
 from fetcher.core.models import Extracted, Snapshot
 from fetcher.core.outcomes import Outcome
-from fetcher.run.pipeline import Pipeline
 from fetcher.extract.soft404 import ALIKE, Seen, is_home, looks_like_probe, origin_of, shingles, similarity, url_words
 from fetcher.store.sqlite import Store
-from tests.conftest import FIXTURES, FakeSleep, corpus_pdfs, write_config
+from tests.conftest import FIXTURES, FakeSleep, Run, corpus_pdfs, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import SOFT_404_PROBE, Origin, Route, conditional, html, redirect, respond
 
@@ -70,14 +68,8 @@ def refresh(tmp_path: Path, urls: list[str], store_dir: str = "run", processes: 
     directory.mkdir(exist_ok=True)
     config = load_config(write_config(directory, urls, archive=archive, **fetch))
     store = Store(config.storage_dir)
-    done: dict[str, Snapshot] = {}
-
-    async def go() -> None:
-        async with Pipeline(config, store, processes=processes, sleep=FakeSleep()) as pipeline:
-            await pipeline.refresh(config.sources, on_done=lambda snap: done.__setitem__(snap.url, snap))
-
     try:
-        asyncio.run(go())
+        done = Run(config, store, FakeSleep()).refresh(processes)
         states = {row.url: row.state for row in build_audit(config, store, list(config.sources)).rows}
     finally:
         store.close()

@@ -62,8 +62,7 @@ def test_three_workers_fetch_each_source_once_within_the_host_limits_and_survive
         urls = [origins[n % 10].route(f"/bulletins/{n}", html(article(n))) for n in range(300)]
         write_config(tmp_path, urls, concurrency=CONCURRENCY, per_host_concurrency=PER_HOST, per_host_delay=DELAY,
                      text=f"\n[workers]\nlease = {LEASE}\n\n[schedule]\nshutdown_grace = {GRACE}\n")
-        env = {**os.environ, "FETCHER_CONFIG": str(tmp_path / "config.toml"), "FETCHER_DATABASE": pg_url,
-               "PYTHONPATH": str(Path(__file__).parent.parent)}
+        env = worker_env(tmp_path, pg_url)
         workers = [start_worker(tmp_path, env) for _ in range(3)]
         stack.callback(lambda: [w.kill() for w in workers])
 
@@ -147,14 +146,11 @@ def test_schedule_on_postgresql_queues_the_run_and_a_worker_with_once_finishes_i
     with Origin("127.0.0.1") as origin:
         urls = [origin.route(f"/bulletins/{n}", html(article(n))) for n in range(6)]
         write_config(tmp_path, urls, text="\n[schedule]\ncron = \"0 3 * * *\"\n")
-        env = {**os.environ, "FETCHER_CONFIG": str(tmp_path / "config.toml"), "FETCHER_DATABASE": pg_url,
-               "PYTHONPATH": str(Path(__file__).parent.parent)}
+        env = worker_env(tmp_path, pg_url)
         scheduler = subprocess.Popen(fetcher_command() + ["schedule", "--run-now"], cwd=tmp_path, env=env, text=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not queued_runs(pg_url):
-                time.sleep(0.1)
+            wait_for_a_queued_run(pg_url)
         finally:
             scheduler.send_signal(signal.SIGTERM)
             assert scheduler.wait(timeout=20) == 0, scheduler.stderr.read() if scheduler.stderr else ""
@@ -177,6 +173,19 @@ def test_schedule_on_postgresql_queues_the_run_and_a_worker_with_once_finishes_i
     assert [(run["trigger"], run["status"], run["summary"]["total"]) for run in runs] == [("schedule", "completed", 6)]
 
 
+def worker_env(directory: Path, url: str) -> dict[str, str]:
+    """The environment of a fetcher command on the config in `directory`, its store the database at `url`."""
+    return {**os.environ, "FETCHER_CONFIG": str(directory / "config.toml"), "FETCHER_DATABASE": url,
+            "PYTHONPATH": str(Path(__file__).parent.parent)}
+
+
+def wait_for_a_queued_run(url: str, seconds: float = 30) -> None:
+    """Until a run is on the queue's board (or `seconds` have passed)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not queued_runs(url):
+        time.sleep(0.1)
+
+
 def queued_runs(url: str) -> list[tuple[str, int]]:
     with psycopg.connect(url) as db:
         if not db.execute("SELECT to_regclass('fetcher_queue_runs') IS NOT NULL").fetchone()[0]:
@@ -190,14 +199,11 @@ def test_a_followed_refresh_with_no_worker_says_so_and_ends_when_one_comes(tmp_p
     with Origin("127.0.0.1") as origin:
         urls = [origin.route(f"/notes/{n}", html(article(n))) for n in range(3)]
         write_config(tmp_path, urls)
-        env = {**os.environ, "FETCHER_CONFIG": str(tmp_path / "config.toml"), "FETCHER_DATABASE": pg_url,
-               "PYTHONPATH": str(Path(__file__).parent.parent)}
+        env = worker_env(tmp_path, pg_url)
         following = subprocess.Popen(fetcher_command() + ["refresh", "--json"], cwd=tmp_path, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not queued_runs(pg_url):
-                time.sleep(0.1)
+            wait_for_a_queued_run(pg_url)
             assert following.poll() is None and origin.requests == []  # queued, waiting, nothing fetched
             once = subprocess.run(fetcher_command() + ["worker", "--once"], cwd=tmp_path, env=env, text=True,
                                   capture_output=True, timeout=60)

@@ -198,16 +198,20 @@ class Origin:
 
 
 def listen(ips: list[str]) -> tuple[int, list[socket.socket]]:
-    """One listening socket per address, all on the same free port."""
+    """One listening socket per address, all on the same free port. Made as TCP
+    sockets (IPPROTO_TCP, as asyncio.start_server(host, port) makes them): asyncio
+    sets TCP_NODELAY only on connections of such a socket, and without it an
+    answer's body, written after its head, waited for the client's delayed ACK
+    (40 ms) behind Nagle's algorithm, which HTTP servers turn off."""
     for _ in range(50):
-        first = socket.socket()
+        first = tcp_socket()
         first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         first.bind((ips[0], 0))
         port = first.getsockname()[1]
         sockets = [first]
         try:
             for ip in ips[1:]:
-                sock = socket.socket()
+                sock = tcp_socket()
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((ip, port))
                 sockets.append(sock)
@@ -220,6 +224,10 @@ def listen(ips: list[str]) -> tuple[int, list[socket.socket]]:
             sock.setblocking(False)
         return port, sockets
     raise RuntimeError("no common free port on the loopback addresses")
+
+
+def tcp_socket() -> socket.socket:
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack, closing
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -91,6 +92,37 @@ class GaugedOrigin(Origin):
 async def refresh_in_process(config: Config, store: Store) -> RunSummary:
     async with Pipeline(config, store, processes=True) as pipeline:
         return await pipeline.refresh(config.sources)
+
+
+def test_a_slow_host_holds_up_no_other_host(tmp_path):
+    """One host answers slowly, one request at a time; the run has two workers.
+    While the slow host answers its first page, the other worker goes through
+    every page of the fast host instead of waiting for the slow host's turn
+    (with one list interleaved by host it took the slow host's second page next
+    and waited a whole slow answer for it)."""
+    slow_answer = 1.0
+
+    def slowly(n: int) -> Callable[[BaseHTTPRequestHandler], None]:
+        def route(handler: BaseHTTPRequestHandler) -> None:
+            time.sleep(slow_answer)
+            html(article(n))(handler)
+
+        return route
+
+    with Origin("127.0.0.2") as slow, Origin("127.0.0.3") as fast:
+        urls = [slow.route(f"/slow/{n}", slowly(n)) for n in range(2)]
+        urls += [fast.route(f"/fast/{n}", html(article(n))) for n in range(2, 8)]
+        config = load_config(write_config(tmp_path, urls, concurrency=2, per_host_concurrency=1))
+        store = Store(config.storage_dir)
+        try:
+            summary = asyncio.run(refresh_in_process(config, store))
+        finally:
+            store.close()
+    assert summary.counts == {"ok": 8}
+    first_slow = min(seen.started for seen in slow.requests if seen.path.startswith("/slow/"))
+    fast_pages = [seen.started for seen in fast.requests if seen.path.startswith("/fast/")]
+    assert len(fast_pages) == 6
+    assert max(fast_pages) - first_slow < slow_answer, [round(t - first_slow, 3) for t in fast_pages]
 
 
 def stored_fetches(db_file: Path) -> int:

@@ -1,8 +1,9 @@
 """The only module that knows the order: download (with retries) → extract → store.
 
-A run fans out over `concurrency` workers pulling from one list interleaved by
-host, so workers rarely queue behind one busy host; per-host slots in the
-downloader keep each host's limits. Clock and sleep are injected for tests.
+A run fans out over `concurrency` workers, each taking the next source of a host
+with a free turn (fetcher.run.hostqueue), so no worker queues behind one busy
+host while another has work; per-host slots in the downloader keep each host's
+limits. Clock and sleep are injected for tests.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from fetcher.core.errors import Stopped
 from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.run.options import FetchOptions
 from fetcher.run.storing import store_result
-from fetcher.run.tally import Tally, interleave_by_host
+from fetcher.run.hostqueue import HostQueue, current_turn, download_over
+from fetcher.run.tally import Tally
 from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
 from fetcher.store.sqlite import Store, StoreError
 
@@ -169,6 +171,7 @@ class Pipeline:
         if health is None:
             health = await self._in_store(self._store.health, source.resource_id)
         download, attempts = await self._download(source, conditional_headers(health))
+        download_over()  # the host's turn goes to its next source while this one is extracted and stored
         result = FetchResult(source, fetched_at, "live", download, attempts)
         known = health.content_sha256
         if download.outcome is Outcome.NOT_MODIFIED and known:
@@ -322,17 +325,21 @@ class Pipeline:
         source's health as the store holds it now (else it is read here, once),
         which gives each source's validators without a store read of its own."""
         tally = tally if tally is not None else Tally(self._wall_clock())
-        pending = interleave_by_host(sources)
+        queue = HostQueue(sources, self._config.fetch.per_host_concurrency)
         self._known = dict(health) if health is not None else await self._in_store(self._store.all_health)
 
         async def worker() -> None:
-            for source in pending:
-                if self._stopping:
-                    return
+            while not self._stopping and (taken := await queue.take()) is not None:
+                source, turn = taken
+                current_turn.set(turn)  # this worker's task's own context
                 try:
+                    if self._stopping:
+                        return
                     snapshot = await self.fetch(source, options)
                 except Stopped:
                     return
+                finally:
+                    turn.give_back()
                 tally.add(snapshot)
                 on_done(snapshot)
 

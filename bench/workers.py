@@ -81,10 +81,17 @@ def enqueue_rate(url: str, count: int) -> dict[str, Any]:
     return {"sources": count, "seconds": round(seconds, 2), "per_second": round(count / seconds)}
 
 
+_MARK_DONE = """
+UPDATE fetcher_run_sources SET state = 'done', worker = 'bench', outcome = %(outcome)s, has_content = true,
+    changed = false, archived = false, transition = NULL
+WHERE run_id = %(run_id)s AND resource_id = %(resource_id)s AND state <> 'done'
+RETURNING 1
+"""
+
+
 def claim_rate(url: str, seconds: float, concurrency: int = 2) -> dict[str, Any]:
     import psycopg
 
-    from fetcher.core.models import Snapshot
     from fetcher.core.outcomes import Outcome
     from fetcher.run import board, queue
 
@@ -92,11 +99,10 @@ def claim_rate(url: str, seconds: float, concurrency: int = 2) -> dict[str, Any]
 
     pool = AsyncConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
 
-    async def one(taken: board.Claim) -> None:
-        snapshot = Snapshot(0, taken.source.resource_id, taken.source.url, taken.source.url,
-                            datetime.now(timezone.utc), "live", 200, Outcome.OK, "", 1, 1, False)
+    async def one(taken: board.Claim) -> None:  # marked done as a worker marks it, but with no fetch row to read
         async with pool.connection() as db, db.transaction():
-            await db.execute(board.MARK_DONE, board.mark_params(taken.run_id, "bench", snapshot))
+            await db.execute(_MARK_DONE, {"run_id": taken.run_id, "resource_id": taken.source.resource_id,
+                                          "outcome": Outcome.NOT_MODIFIED.value})
 
     async def job(context: Any, run_id: int, first: int, last: int) -> None:
         async with pool.connection() as db:

@@ -214,3 +214,56 @@ def test_a_followed_refresh_with_no_worker_says_so_and_ends_when_one_comes(tmp_p
     assert following.returncode == 0, err
     assert err.count("no worker is running on this store") == 1, err
     assert json.loads(out)["total"] == 3
+
+
+def test_a_fetch_of_a_source_another_worker_marked_done_first_is_rolled_back_whole(tmp_path, pg_url, origin):
+    """The board's mark is part of the fetch's transaction: for a source another
+    worker marked done first, nothing of the fetch is stored (AlreadyFetched);
+    for the other, the board says what the stored fetch was."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from fetcher.core.config import load_config
+    from fetcher.core.errors import AlreadyFetched
+    from fetcher.run import board
+    from fetcher.run.options import FetchOptions
+    from fetcher.run.pipeline import Pipeline
+    from fetcher.store.opening import open_store
+
+    urls = [origin.route("/taken", html(article(1))), origin.route("/free", html(article(2)))]
+    config = load_config(write_config(tmp_path, urls, database=pg_url))
+    taken, free = config.sources
+    store = open_store(config)
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        board.create_schema(db)
+        with db.transaction():
+            board.add_run(db, 7, datetime.now(timezone.utc), "test", {}, config.sources, 0)
+        db.execute("UPDATE fetcher_run_sources SET state = 'done', worker = 'other' WHERE resource_id = %s",
+                   (taken.resource_id,))
+
+    async def fetch_both() -> list[object]:
+        outcomes: list[object] = []
+        async with Pipeline(config, store, processes=False) as pipeline:
+            for source in (taken, free):
+                def mark(fetch: tuple[str, tuple[object, ...]], rid: str = source.resource_id) -> object:
+                    return board.mark_done(store.database.connection, 7, "me", rid, fetch)
+
+                try:
+                    outcomes.append(await pipeline.fetch(source, FetchOptions(also_in_transaction=mark)))
+                except AlreadyFetched as error:
+                    outcomes.append(error)
+        return outcomes
+
+    try:
+        outcome_taken, outcome_free = asyncio.run(fetch_both())
+    finally:
+        store.close()
+    assert isinstance(outcome_taken, AlreadyFetched)
+    assert stored_per_source(pg_url) == Counter({free.resource_id: 1})
+    with psycopg.connect(pg_url) as db:
+        rows = db.execute("SELECT resource_id, state, worker, outcome, has_content, changed, archived"
+                          " FROM fetcher_run_sources WHERE run_id = 7 ORDER BY position").fetchall()
+        health = db.execute("SELECT resource_id FROM health").fetchall()
+    assert rows == [(taken.resource_id, "done", "other", None, None, None, None),
+                    (free.resource_id, "done", "me", "ok", True, True, False)]
+    assert health == [(free.resource_id,)]

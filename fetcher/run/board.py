@@ -15,7 +15,7 @@ import json
 import os
 import socket
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,7 @@ import psycopg
 
 from fetcher.core.errors import AlreadyFetched
 from fetcher.core.health import Health
-from fetcher.core.models import RunSummary, Snapshot, Source
+from fetcher.core.models import RunSummary, Source
 from fetcher.core.outcomes import Outcome
 from fetcher.core.states import Transition
 from fetcher.store.rows import HEALTH_COLUMNS, health_from
@@ -64,10 +64,14 @@ CREATE TABLE IF NOT EXISTS fetcher_workers (
 );
 """
 
+# What the fetch was, read from its row (written just before in the same
+# transaction): the mark is sent with that row's read-back, one round trip for both.
 MARK_DONE = """
-UPDATE fetcher_run_sources SET state = 'done', worker = %(worker)s, outcome = %(outcome)s,
-    has_content = %(has_content)s, changed = %(changed)s, archived = %(archived)s, transition = %(transition)s
-WHERE run_id = %(run_id)s AND resource_id = %(resource_id)s AND state <> 'done'
+UPDATE fetcher_run_sources s SET state = 'done', worker = %(worker)s,
+    outcome = COALESCE(f.live_outcome, f.outcome), has_content = f.sha256 IS NOT NULL,
+    changed = f.changed <> 0, archived = f.origin = 'archive', transition = f.transition
+FROM fetches f
+WHERE f.{fetch} AND s.run_id = %(run_id)s AND s.resource_id = %(resource_id)s AND s.state <> 'done'
 RETURNING 1
 """
 
@@ -99,12 +103,24 @@ def add_run(db: psycopg.Connection[Any], run_id: int, started_at: datetime, trig
             copy.write_row((run_id, source.resource_id, position, source.url, source.title))
 
 
-def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, snapshot: Snapshot) -> None:
-    """Mark the source done with what its fetch was, unless it is done already:
-    then AlreadyFetched, which rolls back the transaction this runs in."""
-    cursor = db.execute(MARK_DONE, mark_params(run_id, worker, snapshot))
-    if cursor.fetchone() is None:  # (its rowcount is not known yet in pipeline mode)
-        raise AlreadyFetched(f"{snapshot.resource_id} was stored for run {run_id} by another worker")
+def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, resource_id: str,
+              fetch: tuple[str, tuple[Any, ...]]) -> Callable[[], None]:
+    """Send the mark: the source is done with what its fetch (the row `fetch`
+    selects, as Writer.record returned it) was, unless it is done already.
+    Returns the check, to call once the transaction's next read has waited for
+    the server (in pipeline mode the mark's answer comes with it): it raises
+    AlreadyFetched, which rolls back the transaction, if another worker marked
+    the source first."""
+    condition, params = fetch
+    assert not params, "the fetch is selected by its id's sequence (PostgresDatabase.inserted)"
+    cursor = db.execute(MARK_DONE.format(fetch=condition),
+                        {"run_id": run_id, "worker": worker, "resource_id": resource_id})
+
+    def check() -> None:
+        if cursor.fetchone() is None:  # (its rowcount is not known yet in pipeline mode)
+            raise AlreadyFetched(f"{resource_id} was stored for run {run_id} by another worker")
+
+    return check
 
 
 async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int, worker: str) -> None:
@@ -115,15 +131,6 @@ async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, first: int, las
         " WHERE run_id = %s AND position BETWEEN %s AND %s AND state <> 'done'",
         (worker, Outcome.INTERNAL_ERROR.value, run_id, first, last),
     )
-
-
-def mark_params(run_id: int, worker: str, snapshot: Snapshot) -> dict[str, Any]:
-    outcome = snapshot.live_outcome or snapshot.outcome
-    return {
-        "run_id": run_id, "resource_id": snapshot.resource_id, "worker": worker, "outcome": outcome.value,
-        "has_content": snapshot.has_content, "changed": snapshot.changed, "archived": snapshot.origin == "archive",
-        "transition": snapshot.transition.value if snapshot.transition else None,
-    }
 
 
 @dataclass(frozen=True)

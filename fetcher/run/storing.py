@@ -12,15 +12,18 @@ from fetcher.core.health import check_of, next_health
 from fetcher.core.models import FetchResult, Snapshot
 from fetcher.store.sqlite import Store
 
-# Called inside the fetch's transaction with its writer and the stored snapshot;
+# Called inside the fetch's transaction once its rows are written, with the
+# condition that selects its fetch row (Writer.record's); what it sends goes
+# with the fetch's read-back. It returns a check, called after that read:
 # raising there rolls the whole fetch back (a worker marks its source done here).
-AlsoInTransaction = Callable[[Any, Snapshot], None]
+AlsoInTransaction = Callable[[tuple[str, tuple[Any, ...]]], Callable[[], None]]
 
 
 def store_result(store: Store, result: FetchResult, also: AlsoInTransaction | None = None) -> Snapshot:
     """Store one fetch, in this order: its new body file, then one transaction that
     reads the source's health, folds the live check into it (fetcher.core.health)
-    and writes the fetch, its content and the new health, then `also` (if given).
+    and writes the fetch, its content and the new health, then `also` (if given),
+    reads the fetch back and runs `also`'s check.
     Returns it as stored (read back within the transaction: trouble there is
     trouble writing)."""
     if result.new_content:
@@ -30,7 +33,9 @@ def store_result(store: Store, result: FetchResult, also: AlsoInTransaction | No
     check = check_of(result)
     with store.transaction() as writer:
         health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)
-        snapshot = store.fetched(writer.record(result, health, transition))
-        if also is not None:
-            also(writer, snapshot)
+        recorded = writer.record(result, health, transition)
+        confirm = also(recorded) if also is not None else None
+        snapshot = store.fetched(recorded)
+        if confirm is not None:
+            confirm()
         return snapshot

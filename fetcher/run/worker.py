@@ -34,7 +34,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from fetcher.core.config import Config
 from fetcher.core.errors import AlreadyFetched
-from fetcher.core.models import Snapshot
 from fetcher.run import board, queue
 from fetcher.run.distributed import database_url, finish_if_done
 from fetcher.run.pipeline import FetchOptions, Pipeline
@@ -149,7 +148,7 @@ class Worker:
             fetch_options = FetchOptions(
                 archive=taken.options.get("archive", True),
                 recheck_archive=taken.options.get("recheck_archive", False),
-                also_in_transaction=lambda _writer, snapshot: self._mark(run_id, snapshot), health=taken.health,
+                also_in_transaction=lambda fetch: self._mark(run_id, resource_id, fetch), health=taken.health,
             )
             try:
                 snapshot = await self._pipeline.fetch(taken.source, fetch_options)
@@ -159,12 +158,12 @@ class Worker:
         log.info("%s %s %s (run %d)", (snapshot.live_outcome or snapshot.outcome).value, resource_id,
                  snapshot.url, run_id)
 
-    def _mark(self, run_id: int, snapshot: Snapshot) -> None:
+    def _mark(self, run_id: int, resource_id: str, fetch: tuple[str, tuple[Any, ...]]) -> Callable[[], None]:
         """Inside the fetch's store transaction, on its connection: the source is
         done (or, done already, the whole fetch rolls back)."""
         database = self._store.database
         assert isinstance(database, PostgresDatabase), "workers run on a PostgreSQL store"
-        board.mark_done(database.connection, run_id, self._options.name, snapshot)
+        return board.mark_done(database.connection, run_id, self._options.name, resource_id, fetch)
 
     def _finish(self, run_id: int) -> None:
         """Record the run's end if its every source is done."""

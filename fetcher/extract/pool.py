@@ -102,14 +102,20 @@ def serve(connection: Connection, parent: int, memory: int | None, job: Job | Na
         try:
             args = connection.recv()
         except EOFError:  # the pool closed the pipe: leave at once (a tidy exit, freeing
-            sys.stdout.flush()  # lxml's and trafilatura's modules, takes tens of ms and saves nothing)
-            sys.stderr.flush()
-            os._exit(0)
+            _leave()  # lxml's and trafilatura's modules, takes tens of ms and saves nothing)
         answer = _answer(job, args, memory)
         try:
             connection.send(answer)
         except MemoryError:  # pickling a huge text near the limit: nothing was written yet
             connection.send((failed(too_big(memory)), False))
+
+
+def _leave() -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
 
 
 def _answer(job: Job, args: tuple[Any, ...], memory: int | None) -> tuple[Extracted, bool]:

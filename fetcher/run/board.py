@@ -27,6 +27,7 @@ from fetcher.core.health import Health
 from fetcher.core.models import RunSummary, Source
 from fetcher.core.outcomes import Outcome
 from fetcher.core.states import Transition
+from fetcher.store.dialect import RowSelector
 from fetcher.store.rows import HEALTH_COLUMNS, health_from
 
 SCHEMA = """
@@ -104,7 +105,7 @@ def add_run(db: psycopg.Connection[Any], run_id: int, started_at: datetime, trig
 
 
 def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, resource_id: str,
-              fetch: tuple[str, tuple[Any, ...]]) -> Callable[[], None]:
+              fetch: RowSelector) -> Callable[[], None]:
     """Send the mark: the source is done with what its fetch (the row `fetch`
     selects, as Writer.record returned it) was, unless it is done already.
     Returns the check, to call once the transaction's next read has waited for

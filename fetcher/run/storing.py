@@ -6,17 +6,17 @@ benchmark) need not load the network and extraction layers."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from fetcher.core.health import check_of, next_health
 from fetcher.core.models import FetchResult, Snapshot
+from fetcher.store.dialect import RowSelector
 from fetcher.store.sqlite import Store
 
 # Called inside the fetch's transaction once its rows are written, with the
 # condition that selects its fetch row (Writer.record's); what it sends goes
 # with the fetch's read-back. It returns a check, called after that read:
 # raising there rolls the whole fetch back (a worker marks its source done here).
-AlsoInTransaction = Callable[[tuple[str, tuple[Any, ...]]], Callable[[], None]]
+AlsoInTransaction = Callable[[RowSelector], Callable[[], None]]
 
 
 def store_result(store: Store, result: FetchResult, also: AlsoInTransaction | None = None) -> Snapshot:

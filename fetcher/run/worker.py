@@ -38,7 +38,7 @@ from fetcher.run import board, queue
 from fetcher.run.distributed import database_url, finish_if_done
 from fetcher.run.pipeline import FetchOptions, Pipeline
 from fetcher.run.shared import SharedHostSlots
-from fetcher.store.dialect import PostgresDatabase
+from fetcher.store.dialect import PostgresDatabase, RowSelector
 from fetcher.store.sqlite import Store, StoreError
 
 log = logging.getLogger("fetcher")
@@ -158,7 +158,7 @@ class Worker:
         log.info("%s %s %s (run %d)", (snapshot.live_outcome or snapshot.outcome).value, resource_id,
                  snapshot.url, run_id)
 
-    def _mark(self, run_id: int, resource_id: str, fetch: tuple[str, tuple[Any, ...]]) -> Callable[[], None]:
+    def _mark(self, run_id: int, resource_id: str, fetch: RowSelector) -> Callable[[], None]:
         """Inside the fetch's store transaction, on its connection: the source is
         done (or, done already, the whole fetch rolls back)."""
         database = self._store.database

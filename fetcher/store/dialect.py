@@ -24,6 +24,11 @@ from fetcher.core.errors import StoreLost
 # A row: read by column name (row["sha256"]) and in order (tuple(row)).
 Row = Any
 
+# The condition (and its parameters) that selects one row just written by
+# `Database.inserted`, in the same transaction: "id = ?", or on PostgreSQL the
+# id's sequence, so that a read of the row need not wait for its id.
+RowSelector = tuple[str, tuple[Any, ...]]
+
 
 class Database:
     """A connection to one store's database, of either engine."""
@@ -49,7 +54,7 @@ class Database:
         """Write rows (each with the same columns, by name) in one statement's batch."""
         raise NotImplementedError
 
-    def inserted(self, table: str, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    def inserted(self, table: str, values: dict[str, Any]) -> RowSelector:
         """Write one row of a table with an `id`; returns the condition on `id` (and
         its parameters) that selects it in this transaction, so that a read of it
         can follow without waiting for the id (PostgreSQL: one round trip fewer)."""
@@ -259,7 +264,7 @@ class PostgresDatabase(Database):
                     f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(f'%({n})s' for n in names)})"
                     f" {conflict}", rows)
 
-    def inserted(self, table: str, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    def inserted(self, table: str, values: dict[str, Any]) -> RowSelector:
         self.insert(table, values)
         return f"id = (SELECT currval(pg_get_serial_sequence('{table}', 'id')))", ()
 

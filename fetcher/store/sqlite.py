@@ -32,7 +32,7 @@ from fetcher.core.health import Health
 from fetcher.core.models import Capture, Download, Snapshot, Source
 from fetcher.core.states import Transition
 from fetcher.store.bodies import Bodies, BodyFiles
-from fetcher.store.dialect import Database, SqliteDatabase, write_transaction
+from fetcher.store.dialect import Database, RowSelector, SqliteDatabase, write_transaction
 from fetcher.store.files import remove_stale_temporaries
 from fetcher.store.lock import DatabaseRunLock, RunLock
 from fetcher.store.migrations import check_version, prepare_for_writing
@@ -250,7 +250,7 @@ class Store:
         ).fetchone()
         return moment(row["last"]) if row else None
 
-    def fetched(self, recorded: tuple[str, tuple[Any, ...]]) -> Snapshot:
+    def fetched(self, recorded: RowSelector) -> Snapshot:
         """The fetch just stored, by the condition on its id Writer.record returned."""
         snapshot = self._one("WHERE f." + recorded[0], recorded[1])
         assert snapshot is not None, recorded

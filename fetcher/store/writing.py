@@ -14,7 +14,7 @@ from typing import Any
 from fetcher.core.health import Health
 from fetcher.core.models import Capture, FetchResult, Source
 from fetcher.core.states import Transition
-from fetcher.store.dialect import Database, upsert
+from fetcher.store.dialect import Database, RowSelector, upsert
 from fetcher.store.rows import HEALTH_COLUMNS, HEALTH_QUERY, capture_row, health_from, health_row, text
 
 _HEALTH_UPSERT = upsert(("resource_id",), list(HEALTH_COLUMNS))
@@ -47,7 +47,7 @@ class Writer:
         return health_from(row) if row else Health(resource_id)
 
     def record(self, result: FetchResult, health: Health | None,
-               transition: Transition | None) -> tuple[str, tuple[Any, ...]]:
+               transition: Transition | None) -> RowSelector:
         """Store one fetch, its content if new (its body file already written) and,
         after a live check, the source's new health. Returns the condition on
         `id` that selects the fetch (Store.fetched reads it back)."""

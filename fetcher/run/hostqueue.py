@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
+from itertools import zip_longest
 
 from fetcher.core.models import Source
 from fetcher.core.sources import host_of
@@ -50,6 +51,21 @@ def download_over() -> None:
         turn.give_back()
 
 
+def by_host(sources: Iterable[Source]) -> dict[str, list[Source]]:
+    """Each host's sources, in their order, the hosts in the order they first come."""
+    hosts: dict[str, list[Source]] = {}
+    for source in sources:
+        hosts.setdefault(host_of(source.url), []).append(source)
+    return hosts
+
+
+def interleave_by_host(sources: Iterable[Source]) -> Iterator[Source]:
+    """Round-robin over hosts, keeping each host's own order (the order one
+    worker gets from a HostQueue; a queued run's board is put in this order)."""
+    for row in zip_longest(*by_host(sources).values()):
+        yield from (source for source in row if source is not None)
+
+
 class HostQueue:
     """Use from one event loop. A turn given back wakes one waiting worker (not
     all of them: with one host and 80 workers that was 79 wake-ups a request);
@@ -58,9 +74,7 @@ class HostQueue:
 
     def __init__(self, sources: Iterable[Source], per_host: int):
         self._per_host = max(1, per_host)
-        self._waiting: dict[str, deque[Source]] = {}
-        for source in sources:
-            self._waiting.setdefault(host_of(source.url), deque()).append(source)
+        self._waiting = {host: deque(own) for host, own in by_host(sources).items()}
         self._hosts = deque(self._waiting)  # round-robin: the next host to offer is first
         self._held: dict[str, int] = dict.fromkeys(self._waiting, 0)
         self._sleepers: deque[asyncio.Future[None]] = deque()

@@ -24,7 +24,7 @@ from procrastinate import exceptions as queue_errors
 
 from fetcher.core.models import Source
 from fetcher.run import board
-from fetcher.run.tally import interleave_by_host
+from fetcher.run.hostqueue import interleave_by_host
 from fetcher.run.shared import PACE_TABLE
 
 log = logging.getLogger("fetcher")

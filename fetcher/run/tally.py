@@ -1,15 +1,12 @@
-"""A run's order of sources (interleaved by host) and its running count (Tally)."""
+"""A run's running count (Tally)."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter
 from datetime import datetime
-from itertools import zip_longest
 
-from fetcher.core.models import RunSummary, Snapshot, Source
+from fetcher.core.models import RunSummary, Snapshot
 from fetcher.core.outcomes import Outcome
-from fetcher.core.sources import host_of
 from fetcher.core.states import Transition
 
 
@@ -36,12 +33,3 @@ class Tally:
             self.started, finished, dict(self.counts), marks["changed"], marks["unchanged"], failed,
             marks["archived"], transitions[Transition.NEWLY_FAILING], transitions[Transition.RECOVERED],
         )
-
-
-def interleave_by_host(sources: Iterable[Source]) -> Iterator[Source]:
-    """Round-robin over hosts, keeping each host's own order."""
-    by_host: dict[str, list[Source]] = defaultdict(list)
-    for source in sources:
-        by_host[host_of(source.url)].append(source)
-    for row in zip_longest(*by_host.values()):
-        yield from (source for source in row if source is not None)

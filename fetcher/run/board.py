@@ -15,19 +15,18 @@ import json
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from fetcher.core.errors import AlreadyFetched
 from fetcher.core.health import Health
 from fetcher.core.models import RunSummary, Source
 from fetcher.core.outcomes import Outcome
 from fetcher.core.states import Transition
-from fetcher.store.dialect import RowSelector
+from fetcher.store.dialect import CONDITION_FAILED, RowSelector
 from fetcher.store.rows import HEALTH_COLUMNS, health_from
 
 SCHEMA = """
@@ -57,6 +56,16 @@ CREATE TABLE IF NOT EXISTS fetcher_run_sources (
     UNIQUE (run_id, position)
 );
 CREATE INDEX IF NOT EXISTS fetcher_run_sources_open ON fetcher_run_sources (run_id) WHERE state <> 'done';
+-- Raised by the mark when another worker stored the source first: the store
+-- rolls the fetch's transaction back (fetcher.store.dialect.CONDITION_FAILED).
+CREATE OR REPLACE FUNCTION fetcher_marked_once(resource text, run bigint, marked bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF marked = 0 THEN
+        RAISE EXCEPTION '% was stored for run % by another worker', resource, run USING ERRCODE = '{condition_failed}';
+    END IF;
+    RETURN marked;
+END $$;
 CREATE TABLE IF NOT EXISTS fetcher_workers (
     name text PRIMARY KEY,
     started_at timestamptz NOT NULL DEFAULT now(),
@@ -66,14 +75,17 @@ CREATE TABLE IF NOT EXISTS fetcher_workers (
 """
 
 # What the fetch was, read from its row (written just before in the same
-# transaction): the mark is sent with that row's read-back, one round trip for both.
+# transaction); unless the source is done already, when it raises (and the
+# transaction rolls back). Sent with the commit: no round trip of its own.
 MARK_DONE = """
-UPDATE fetcher_run_sources s SET state = 'done', worker = %(worker)s,
-    outcome = COALESCE(f.live_outcome, f.outcome), has_content = f.sha256 IS NOT NULL,
-    changed = f.changed <> 0, archived = f.origin = 'archive', transition = f.transition
-FROM fetches f
-WHERE f.{fetch} AND s.run_id = %(run_id)s AND s.resource_id = %(resource_id)s AND s.state <> 'done'
-RETURNING 1
+WITH marked AS (
+    UPDATE fetcher_run_sources s SET state = 'done', worker = %(worker)s,
+        outcome = COALESCE(f.live_outcome, f.outcome), has_content = f.sha256 IS NOT NULL,
+        changed = f.changed <> 0, archived = f.origin = 'archive', transition = f.transition
+    FROM fetches f
+    WHERE f.{fetch} AND s.run_id = %(run_id)s AND s.resource_id = %(resource_id)s AND s.state <> 'done'
+    RETURNING 1)
+SELECT fetcher_marked_once(%(resource_id)s, %(run_id)s, (SELECT count(*) FROM marked))
 """
 
 
@@ -86,7 +98,7 @@ def create_schema(db: psycopg.Connection[Any]) -> None:
     """The board's tables, if missing (the caller holds the lock that keeps two
     workers starting at once from racing to create them)."""
     with db.transaction():
-        db.execute(SCHEMA)
+        db.execute(SCHEMA.replace("{condition_failed}", CONDITION_FAILED))
 
 
 def add_run(db: psycopg.Connection[Any], run_id: int, started_at: datetime, trigger: str,
@@ -104,24 +116,14 @@ def add_run(db: psycopg.Connection[Any], run_id: int, started_at: datetime, trig
             copy.write_row((run_id, source.resource_id, position, source.url, source.title))
 
 
-def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, resource_id: str,
-              fetch: RowSelector) -> Callable[[], None]:
-    """Send the mark: the source is done with what its fetch (the row `fetch`
-    selects, as Writer.record returned it) was, unless it is done already.
-    Returns the check, to call once the transaction's next read has waited for
-    the server (in pipeline mode the mark's answer comes with it): it raises
-    AlreadyFetched, which rolls back the transaction, if another worker marked
-    the source first."""
+def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, resource_id: str, fetch: RowSelector) -> None:
+    """Within the fetch's write transaction: the source is done with what its fetch
+    (the row `fetch` selects, as Writer.record returned it) was, unless it is done
+    already, when the store's transaction rolls back whole and raises
+    AlreadyFetched (fetcher.store.dialect.CONDITION_FAILED)."""
     condition, params = fetch
     assert not params, "the fetch is selected by its id's sequence (PostgresDatabase.inserted)"
-    cursor = db.execute(MARK_DONE.format(fetch=condition),
-                        {"run_id": run_id, "worker": worker, "resource_id": resource_id})
-
-    def check() -> None:
-        if cursor.fetchone() is None:  # (its rowcount is not known yet in pipeline mode)
-            raise AlreadyFetched(f"{resource_id} was stored for run {run_id} by another worker")
-
-    return check
+    db.execute(MARK_DONE.format(fetch=condition), {"run_id": run_id, "worker": worker, "resource_id": resource_id})
 
 
 async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int, worker: str) -> None:

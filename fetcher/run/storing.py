@@ -13,19 +13,18 @@ from fetcher.store.dialect import RowSelector
 from fetcher.store.sqlite import Store
 
 # Called inside the fetch's transaction once its rows are written, with the
-# condition that selects its fetch row (Writer.record's); what it sends goes
-# with the fetch's read-back. It returns a check, called after that read:
-# raising there rolls the whole fetch back (a worker marks its source done here).
-AlsoInTransaction = Callable[[RowSelector], Callable[[], None]]
+# condition that selects its fetch row (Writer.record's). What it sends goes with
+# the commit; a statement of it that raises the store's CONDITION_FAILED rolls the
+# whole fetch back, as AlreadyFetched (a worker marks its source done here).
+AlsoInTransaction = Callable[[RowSelector], None]
 
 
 def store_result(store: Store, result: FetchResult, also: AlsoInTransaction | None = None) -> Snapshot:
     """Store one fetch, in this order: its new body file, then one transaction that
     reads the source's health, folds the live check into it (fetcher.core.health)
     and writes the fetch, its content and the new health, then `also` (if given),
-    reads the fetch back and runs `also`'s check.
-    Returns it as stored (read back within the transaction: trouble there is
-    trouble writing)."""
+    and reads the fetch back. Returns it as stored (read within the transaction:
+    trouble there is trouble writing)."""
     if result.new_content:
         store.keep_body(result.download)
     if result.render is not None and result.render.static is not None:  # the static body beside a rendered DOM
@@ -34,8 +33,7 @@ def store_result(store: Store, result: FetchResult, also: AlsoInTransaction | No
     with store.transaction() as writer:
         health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)
         recorded = writer.record(result, health, transition)
-        confirm = also(recorded) if also is not None else None
-        snapshot = store.fetched(recorded)
-        if confirm is not None:
-            confirm()
-        return snapshot
+        if also is not None:
+            also(recorded)
+        stored = store.read_back(recorded)
+    return stored()

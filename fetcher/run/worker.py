@@ -158,7 +158,7 @@ class Worker:
         log.info("%s %s %s (run %d)", (snapshot.live_outcome or snapshot.outcome).value, resource_id,
                  snapshot.url, run_id)
 
-    def _mark(self, run_id: int, resource_id: str, fetch: RowSelector) -> Callable[[], None]:
+    def _mark(self, run_id: int, resource_id: str, fetch: RowSelector) -> None:
         """Inside the fetch's store transaction, on its connection: the source is
         done (or, done already, the whole fetch rolls back)."""
         database = self._store.database

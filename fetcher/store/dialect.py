@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from fetcher.core.errors import StoreLost
+from fetcher.core.errors import AlreadyFetched, StoreLost
 
 # A row: read by column name (row["sha256"]) and in order (tuple(row)).
 Row = Any
@@ -28,6 +28,10 @@ Row = Any
 # `Database.inserted`, in the same transaction: "id = ?", or on PostgreSQL the
 # id's sequence, so that a read of the row need not wait for its id.
 RowSelector = tuple[str, tuple[Any, ...]]
+# The SQLSTATE a statement in a write transaction raises when the condition its
+# caller wrote it on does not hold (fetcher.run.board's mark): the transaction
+# rolls back and PostgresDatabase.transaction raises AlreadyFetched.
+CONDITION_FAILED = "FT001"
 
 
 class Database:
@@ -66,6 +70,13 @@ class Database:
     def stream(self, sql: str) -> Any:
         """A cursor over a large result, read with fetchmany without holding it all."""
         return self.execute(sql)
+
+    def read_later(self, sql: str, params: Any = ()) -> Callable[[], Any]:
+        """A read of one row (None if there is none) sent now, its answer taken by
+        calling what this returns: PostgreSQL's, within a write transaction, comes
+        with the commit (so call it after the transaction); SQLite's is read at once."""
+        row = self.execute(sql, params).fetchone()
+        return lambda: row
 
     def begin(self) -> None:
         """Start a write transaction."""
@@ -270,12 +281,36 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction in pipeline mode: statements are sent without waiting
-        for their results, and the connection waits only where a result is read (the
-        Writer reads what it needs first, in one go), so a stored fetch costs a few
-        round trips instead of one a statement."""
-        with self._lost(), self.connection.pipeline(), self.connection.transaction():
-            yield
+        """One write transaction in pipeline mode, BEGIN to COMMIT: statements are
+        sent without waiting for their results, and the connection waits only where
+        a result is read (the Writer reads what it needs first, in one go) and at the
+        commit, whose answer brings every other still to come (read_later's). A
+        stored fetch: two round trips. (psycopg's own transaction() inside a pipeline
+        syncs as it starts and twice as it ends: six.)
+
+        A statement that raises CONDITION_FAILED (its caller's condition for the
+        transaction did not hold: a source another worker stored first) rolls it
+        all back, as AlreadyFetched with the statement's message."""
+        import psycopg
+        from psycopg.pq import TransactionStatus
+
+        connection = self.connection
+        with self._lost():
+            try:
+                with connection.pipeline():
+                    connection.execute("BEGIN")
+                    yield
+                    connection.execute("COMMIT")
+            except BaseException as error:
+                if connection.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                    connection.execute("ROLLBACK")  # (a failed COMMIT has ended it already)
+                if isinstance(error, psycopg.Error) and error.sqlstate == CONDITION_FAILED:
+                    raise AlreadyFetched(error.diag.message_primary or "already stored") from None
+                raise
+
+    def read_later(self, sql: str, params: Any = ()) -> Callable[[], Any]:
+        cursor = self.execute(sql, params)
+        return cursor.fetchone
 
     def stream(self, sql: str) -> Any:
         """A server-side cursor (WITH HOLD: no transaction is left open while it is read)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -250,10 +250,17 @@ class Store:
         ).fetchone()
         return moment(row["last"]) if row else None
 
-    def fetched(self, recorded: RowSelector) -> Snapshot:
-        """The fetch just stored, by the condition on its id Writer.record returned."""
-        snapshot = self._one("WHERE f." + recorded[0], recorded[1])
-        assert snapshot is not None, recorded
+    def read_back(self, recorded: RowSelector) -> Callable[[], Snapshot]:
+        """Within the transaction that stored a fetch: its read, by the condition on
+        its id Writer.record returned; call the result after the transaction for the
+        fetch as stored (Database.read_later: on PostgreSQL it comes with the commit)."""
+        row = self._db.read_later(snapshot_query() + "WHERE f." + recorded[0], recorded[1])
+
+        def snapshot() -> Snapshot:
+            found = row()
+            assert found is not None, recorded
+            return snapshot_from(found)
+
         return snapshot
 
     def latest(self, resource_id: str) -> Snapshot | None:

@@ -35,9 +35,12 @@ Fetch = Callable[[Any, int, int, int], Awaitable[None]]
 
 
 def jobs_at_once(concurrency: int) -> int:
-    """The jobs a worker runs at once to keep `concurrency` fetches busy (two
-    chunks' worth more, so the next is started while one drains)."""
-    return max(2, -(-concurrency // CHUNK) + 2)
+    """The jobs a worker runs at once to keep `concurrency` fetches busy: a job
+    ends only with its slowest source, so three chunks' worth per `concurrency`
+    fetches, and two more. (One chunk's worth left the fetches idle between
+    waves of jobs: W2 of 2,000 sources over 40 hosts on one worker, 6.6 s
+    against 5.9 s.)"""
+    return max(2, 3 * -(-concurrency // CHUNK) + 2)
 
 
 def make_app(url: str, queue: str, fetch: Fetch | None = None) -> procrastinate.App:

@@ -10,6 +10,10 @@ audit over many sources on each. Figures printed; nothing asserted.
 - store_result: one stored fetch (body, then its transaction: health read under
   the source's lock, resource, content, health, fetch, read back), per fetch,
   median of the per-fetch times over N sources (new content each);
+- across a network: one stored check (a 304: no body, no content; health read,
+  fetch written, read back) on PostgreSQL on loopback and through a relay that
+  holds every answer `--latency-ms` (bench/slow_link.py), per fetch, median of
+  200; their difference over the latency is the round trips a stored fetch waits;
 - audit: build_audit over N sources after three recorded nights (bench.audit_bench's
   store, copied to PostgreSQL with `store copy`), median of 5.
 
@@ -33,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import audit_bench  # noqa: E402
+from bench import audit_bench, slow_link  # noqa: E402
 from fetcher.core.config import load_config  # noqa: E402
 from fetcher.core.sources import make_source  # noqa: E402
 from fetcher.run.storing import store_result  # noqa: E402
@@ -96,6 +100,28 @@ def per_fetch(config_path: Path, database: str | None, count: int) -> float:
     return statistics.median(times)
 
 
+def per_check(config_path: Path, database: str, count: int) -> float:
+    """Median seconds to store one live check that found the page unchanged (a 304)."""
+    from fetcher.core.models import Download, FetchResult
+    from fetcher.core.outcomes import Outcome
+
+    config = replace(load_config(config_path), database=database)
+    store = open_store(config)
+    source = make_source("https://site.example/doc/checked")
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    store_result(store, audit_bench.ok(source, when))
+    times = []
+    for index in range(count):
+        check = FetchResult(source, when + timedelta(days=1, seconds=index), "live",
+                            Download(source.url, Outcome.NOT_MODIFIED, source.url, 304), 1,
+                            live_status=304, live_outcome=Outcome.NOT_MODIFIED)
+        began = time.perf_counter()
+        store_result(store, check)
+        times.append(time.perf_counter() - began)
+    store.close()
+    return statistics.median(times)
+
+
 def audit_seconds(config_path: Path, database: str | None) -> float:
     config = replace(load_config(config_path), database=database)
     store = open_existing(config)
@@ -114,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sources", type=int, default=20_000)
     parser.add_argument("--fetches", type=int, default=2_000)
+    parser.add_argument("--latency-ms", type=float, default=5.0, help="the relay's hold on every answer")
     args = parser.parse_args()
     from tests.postgres import start_cluster
 
@@ -132,6 +159,12 @@ def main() -> None:
             lite, pg = per_fetch(config, None, args.fetches), per_fetch(config, cluster.database(), args.fetches)
             print(f"store_result, one fetch: SQLite {lite * 1e6:7.1f} us, PostgreSQL {pg * 1e6:7.1f} us"
                   f"  ({pg / lite:.2f}x; median of {args.fetches})")
+            url = cluster.database()
+            near = per_check(config, url, 200)
+            relayed = slow_link.relay(cluster.port, args.latency_ms / 1000)
+            far = per_check(config, url.replace(f":{cluster.port}/", f":{relayed}/"), 200)
+            print(f"store_result, one 304 check on PostgreSQL: loopback {near * 1000:.2f} ms, {args.latency_ms:g} ms away"
+                  f" {far * 1000:.2f} ms: {(far - near) * 1000 / args.latency_ms:.1f} round trips (median of 200)")
             (directory / "a").mkdir()
             config = audit_bench.write_config(directory / "a", args.sources)
             audit_bench.build_store(config)

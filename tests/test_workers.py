@@ -267,3 +267,41 @@ def test_a_fetch_of_a_source_another_worker_marked_done_first_is_rolled_back_who
     assert rows == [(taken.resource_id, "done", "other", None, None, None, None),
                     (free.resource_id, "done", "me", "ok", True, True, False)]
     assert health == [(free.resource_id,)]
+
+
+def test_a_followed_run_ends_when_its_end_is_notified_not_at_the_next_look(tmp_path, pg_url, origin):
+    """`refresh` follows a queued run by looking at its board every `poll`
+    seconds; the run's end, recorded by a worker, wakes it at once."""
+    import asyncio
+    import threading
+    from datetime import datetime, timezone
+
+    from fetcher.core.config import load_config
+    from fetcher.run import board
+    from fetcher.run.distributed import finish_if_done, follow
+    from fetcher.store.opening import open_store
+
+    config = load_config(write_config(tmp_path, [origin.route("/a", html(article(1)))], database=pg_url))
+    store = open_store(config)
+    run_id = store.start_run(datetime.now(timezone.utc), "test")
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        board.create_schema(db)
+        with db.transaction():
+            board.add_run(db, run_id, datetime.now(timezone.utc), "test", {}, list(config.sources), 0)
+
+    def a_worker_finishes_the_run() -> None:  # as the worker that stores the last source does
+        time.sleep(0.5)
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            db.execute("UPDATE fetcher_run_sources SET state = 'done', outcome = 'ok' WHERE run_id = %s", (run_id,))
+            assert finish_if_done(db, config, store, run_id) is not None
+
+    worker = threading.Thread(target=a_worker_finishes_the_run)
+    began = time.monotonic()
+    worker.start()
+    try:
+        summary = asyncio.run(follow(config, store, run_id, poll=30))
+    finally:
+        worker.join()
+        store.close()
+    assert summary.total == 1
+    assert time.monotonic() - began < 5  # not the 30 s of the next look

@@ -89,6 +89,9 @@ SELECT fetcher_marked_once(%(resource_id)s, %(run_id)s, (SELECT count(*) FROM ma
 """
 
 
+FINISHED = "fetcher_run_finished"  # the channel a run's end is notified on (its id the payload)
+
+
 def worker_name() -> str:
     """This worker's name: its machine and process id (what `status` shows)."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -238,8 +241,11 @@ def _summed(started_at: datetime, finished_at: datetime, not_due: int, rows: Ite
 
 
 def record_finish(db: psycopg.Connection[Any], run_id: int, finished_at: datetime) -> None:
+    """The run's end, and a notification of it (FINISHED) to whoever follows it
+    (sent at commit: `db` is in autocommit mode, or the caller commits)."""
     db.execute("UPDATE fetcher_queue_runs SET finished_at = %s WHERE run_id = %s AND finished_at IS NULL",
                (finished_at, run_id))
+    db.execute("SELECT pg_notify(%s, %s)", (FINISHED, str(run_id)))
 
 
 def heartbeat(db: psycopg.Connection[Any], worker: str, concurrency: int) -> None:

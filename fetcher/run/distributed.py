@@ -8,7 +8,6 @@ Runs do not overlap: while a queued run is unfinished, a new one is refused
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,7 +23,7 @@ from fetcher.run import board, queue
 from fetcher.run.options import FetchOptions
 from fetcher.store.sqlite import Store
 
-POLL = 0.2  # seconds between looks at a followed run's board (one count over its sources)
+POLL = 0.5  # seconds between looks at a followed run's board (one count over its sources), for its progress
 
 
 @dataclass(frozen=True)
@@ -70,18 +69,24 @@ async def follow(
     config: Config, store: Store, run_id: int, on_progress: Callable[[board.Progress], None] = lambda _: None,
     poll: float = POLL,
 ) -> RunSummary:
-    """Wait for the run's every source to be done, reporting progress; its summary."""
-    with psycopg.connect(database_url(config), autocommit=True) as db:
-        while True:
-            seen = board.progress(db, run_id)
-            on_progress(seen)
-            if seen.done == seen.total:
-                finish_if_done(db, config, store, run_id)
-                finished = db.execute("SELECT finished_at FROM fetcher_queue_runs WHERE run_id = %s",
-                                      (run_id,)).fetchone()
-                when = finished[0] if finished and finished[0] else utc_now()
-                return _with_health(board.summary(db, run_id, when), config, store)
-            await asyncio.sleep(poll)
+    """Wait for the run's every source to be done, reporting progress every
+    `poll` seconds; its summary. The worker that records the run's end notifies
+    it (board.FINISHED): the wait ends then, not at the next look."""
+    url = database_url(config)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {board.FINISHED}")
+        with psycopg.connect(url, autocommit=True) as db:
+            while True:
+                seen = board.progress(db, run_id)
+                on_progress(seen)
+                if seen.done == seen.total:
+                    finish_if_done(db, config, store, run_id)
+                    finished = db.execute("SELECT finished_at FROM fetcher_queue_runs WHERE run_id = %s",
+                                          (run_id,)).fetchone()
+                    when = finished[0] if finished and finished[0] else utc_now()
+                    return _with_health(board.summary(db, run_id, when), config, store)
+                async for _ in listener.notifies(timeout=poll, stop_after=1):
+                    pass  # a run finished (this one: runs do not overlap)
 
 
 def finish_if_done(db: psycopg.Connection, config: Config, store: Store, run_id: int,

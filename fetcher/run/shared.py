@@ -10,7 +10,7 @@ again, so the worker also keeps the slots it holds in a set.)
 
 This worker's tasks after one host wait in line, in order. A slot a task gives
 back goes straight to the next task in line, with no statement. With no one in
-line it is kept LINGER (0.5 s) for this worker's next task for the host (a job's
+line it is kept LINGER (0.2 s) for this worker's next task for the host (a job's
 sources come in waves), then unlocked in the background, and the other workers,
 polling for it (10 ms, backing off to 100 ms), take it. Only the first
 `per_host_concurrency` tasks of a line ask the database (the others wait in the
@@ -68,7 +68,7 @@ FROM fetcher_host_pace WHERE host = %(host)s
 """
 
 POLL_FIRST, POLL_MOST = 0.01, 0.1  # seconds between tries for a busy host's slot
-LINGER = 0.5  # seconds a slot no task of this worker wants is kept for the next before it is unlocked
+LINGER = 0.2  # seconds a slot no task of this worker wants is kept for the next before it is unlocked
 CONNECTIONS = 4  # a host's slots are all on one of these (by its key): hosts' statements go side by side
 
 

@@ -163,7 +163,7 @@ class Worker:
         done (or, done already, the whole fetch rolls back)."""
         database = self._store.database
         assert isinstance(database, PostgresDatabase), "workers run on a PostgreSQL store"
-        return board.mark_done(database.connection, run_id, self._options.name, resource_id, fetch)
+        board.mark_done(database.connection, run_id, self._options.name, resource_id, fetch)
 
     def _finish(self, run_id: int) -> None:
         """Record the run's end if its every source is done."""

@@ -50,7 +50,7 @@ class Writer:
                transition: Transition | None) -> RowSelector:
         """Store one fetch, its content if new (its body file already written) and,
         after a live check, the source's new health. Returns the condition on
-        `id` that selects the fetch (Store.fetched reads it back)."""
+        `id` that selects the fetch (Store.read_back reads it back)."""
         resource_id = result.source.resource_id
         self._lock(resource_id)  # what `changed` is computed from stays as read
         self._remember(result.source, result.fetched_at)

@@ -388,15 +388,21 @@ class _Row(tuple):
         return list(self._index)
 
 
-_SHAPES: dict[tuple[str, ...], type[_Row]] = {}
+_SHAPES: dict[tuple[bytes, ...], type[_Row]] = {}
 
 
 def _rows(cursor: Any) -> Callable[[Any], _Row]:
-    """psycopg's row factory: one _Row class per result shape (made once)."""
-    names = tuple(column.name for column in cursor.description or ())
+    """psycopg's row factory: one _Row class per result shape (made once). The
+    column names are read from the raw result, as psycopg's own row factories
+    do: `cursor.description` makes a Column (with its type looked up) for every
+    column of every result, which was a third of psycopg's CPU for a stored 304
+    check (0.54 ms a check, 48 columns)."""
+    result = cursor.pgresult
+    names = tuple(map(result.fname, range(result.nfields))) if result is not None else ()
     shaped = _SHAPES.get(names)
     if shaped is None:
-        shaped = _SHAPES[names] = type("Row", (_Row,), {"_index": {name: i for i, name in enumerate(names)}})
+        index = {name.decode(): i for i, name in enumerate(names)}  # the store's own column names: ASCII
+        shaped = _SHAPES[names] = type("Row", (_Row,), {"_index": index})
     return shaped
 
 

@@ -15,7 +15,7 @@ from fetcher.core.health import Health
 from fetcher.core.models import Capture, FetchResult, Source
 from fetcher.core.states import Transition
 from fetcher.store.dialect import Database, RowSelector, upsert
-from fetcher.store.rows import HEALTH_COLUMNS, HEALTH_QUERY, capture_row, health_from, health_row, text
+from fetcher.store.rows import HEALTH_COLUMNS, capture_row, health_from, health_row, text
 
 _HEALTH_UPSERT = upsert(("resource_id",), list(HEALTH_COLUMNS))
 _CAPTURE_COLUMNS = ["resource_id", "archive", "looked_up_at", "timestamp", "original", "raw_url", "captured_at",
@@ -41,10 +41,9 @@ class Writer:
         """The source's health as this transaction sees it (fresh: none yet). From
         here to the commit no other writer reads or writes this source's health."""
         self._lock(resource_id)
-        previous = self._db.execute(_LAST_SHA, (resource_id,))  # what record() needs, read in the same go
-        row = self._db.execute(HEALTH_QUERY + "WHERE resource_id = ?", (resource_id,)).fetchone()
-        self._previous[resource_id] = _sha(previous.fetchone())
-        return health_from(row) if row else Health(resource_id)
+        row = tuple(self._db.execute(_HEALTH_AND_LAST_SHA, (resource_id, resource_id)).fetchone())
+        self._previous[resource_id] = row[0]  # what record() needs, read in the same statement
+        return health_from(row[1:]) if row[1] is not None else Health(resource_id)
 
     def record(self, result: FetchResult, health: Health | None,
                transition: Transition | None) -> RowSelector:
@@ -111,6 +110,12 @@ class Writer:
 
 
 _LAST_SHA = "SELECT sha256 FROM fetches WHERE resource_id = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1"
+# The source's last content hash, then its health row's columns (all NULL: no
+# health yet), in one statement: one fewer a stored fetch.
+_HEALTH_AND_LAST_SHA = (
+    f"SELECT ({_LAST_SHA}) AS last_sha256, {', '.join('h.' + name for name in HEALTH_COLUMNS)}"
+    " FROM (SELECT 1) AS one LEFT JOIN health AS h ON h.resource_id = ?"
+)
 
 
 def _sha(row: Any) -> str | None:

@@ -27,9 +27,14 @@ class JsonLines(logging.Formatter):
 
 
 class Text(logging.Formatter):
+    _second, _moment = -1, ""  # the last second formatted (a run logs hundreds of lines a second)
+
     def format(self, record: logging.LogRecord) -> str:
-        moment = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        line = f"{moment} {record.levelname.lower():<7} {record.getMessage()}"
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._moment = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        line = f"{self._moment} {record.levelname.lower():<7} {record.getMessage()}"
         if record.exc_info:  # an internal error on one source: the traceback is for whoever fixes it
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -45,5 +50,10 @@ def configure(level: str, fmt: str, file: str | None) -> None:
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    # Neither format shows where a line was logged from, nor its thread or process:
+    # so none of them is looked up for every record (the logging HOWTO's
+    # "Optimization"; a run logs a line a source).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for noisy in ("apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

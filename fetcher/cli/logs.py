@@ -53,7 +53,7 @@ def configure(level: str, fmt: str, file: str | None) -> None:
     # Neither format shows where a line was logged from, nor its thread or process:
     # so none of them is looked up for every record (the logging HOWTO's
     # "Optimization"; a run logs a line a source).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for noisy in ("apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

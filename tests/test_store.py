@@ -60,6 +60,33 @@ def test_latest_content_survives_a_later_failure(origin, run):
     assert r.store.latest_with_content(good.resource_id).fetch_id == good.fetch_id
 
 
+def test_a_sources_title_is_the_last_one_given_and_a_fetch_without_one_keeps_it(origin, run):
+    """A stored fetch of a source the store knows writes its row only for a new
+    title (the check of a known source reads the title with its health)."""
+    import asyncio
+
+    from fetcher.core.sources import make_source
+    from fetcher.run.pipeline import Pipeline
+
+    url = origin.route("/r", html(ONE))
+    r = run()
+
+    def fetch_titled(title: str | None) -> list[tuple[object, ...]]:
+        async def go() -> None:
+            async with Pipeline(r.config, r.store, processes=False, sleep=r.sleep) as pipeline:
+                await pipeline.fetch(make_source(url, title=title))
+
+        asyncio.run(go())
+        return [tuple(row) for row in r.store.database.execute("SELECT title FROM resources").fetchall()]
+
+    assert fetch_titled(None) == [(None,)]
+    assert fetch_titled("Old") == [("Old",)]
+    assert fetch_titled("Old") == [("Old",)]
+    assert fetch_titled("New") == [("New",)]
+    assert fetch_titled(None) == [("New",)]
+    assert count(r.store, "fetches") == 5
+
+
 def test_raw_body_is_kept_compressed_and_matches_its_hash(origin, run):
     url = origin.route("/r", html(ONE))
     r = run()

@@ -30,6 +30,7 @@ class Writer:
         self._db = db
         self._locked: set[str] = set()
         self._previous: dict[str, str | None] = {}  # the last content hash, read with the health
+        self._titles: dict[str, str | None] = {}  # the title of a source the store knows, read with the health
 
     def _lock(self, resource_id: str) -> None:
         """The source's write lock (fetcher.store.dialect), once per transaction."""
@@ -41,9 +42,11 @@ class Writer:
         """The source's health as this transaction sees it (fresh: none yet). From
         here to the commit no other writer reads or writes this source's health."""
         self._lock(resource_id)
-        row = tuple(self._db.execute(_HEALTH_AND_LAST_SHA, (resource_id, resource_id)).fetchone())
+        row = tuple(self._db.execute(_HEALTH_AND_LAST_SHA, (resource_id,) * 3).fetchone())
         self._previous[resource_id] = row[0]  # what record() needs, read in the same statement
-        return health_from(row[1:]) if row[1] is not None else Health(resource_id)
+        if row[1]:
+            self._titles[resource_id] = row[2]
+        return health_from(row[3:]) if row[3] is not None else Health(resource_id)
 
     def record(self, result: FetchResult, health: Health | None,
                transition: Transition | None) -> RowSelector:
@@ -52,7 +55,9 @@ class Writer:
         `id` that selects the fetch (Store.read_back reads it back)."""
         resource_id = result.source.resource_id
         self._lock(resource_id)  # what `changed` is computed from stays as read
-        self._remember(result.source, result.fetched_at)
+        source = result.source
+        if resource_id not in self._titles or source.title not in (None, self._titles.pop(resource_id)):
+            self._remember(source, result.fetched_at)  # (known, and no new title: nothing to write)
         sha = result.content_sha256
         if resource_id in self._previous:
             previous = self._previous.pop(resource_id)
@@ -110,11 +115,13 @@ class Writer:
 
 
 _LAST_SHA = "SELECT sha256 FROM fetches WHERE resource_id = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1"
-# The source's last content hash, then its health row's columns (all NULL: no
-# health yet), in one statement: one fewer a stored fetch.
+# In one statement: the source's last content hash; whether the store knows the
+# source, and its title; then its health row's columns (all NULL: no health yet).
 _HEALTH_AND_LAST_SHA = (
-    f"SELECT ({_LAST_SHA}) AS last_sha256, {', '.join('h.' + name for name in HEALTH_COLUMNS)}"
-    " FROM (SELECT 1) AS one LEFT JOIN health AS h ON h.resource_id = ?"
+    f"SELECT ({_LAST_SHA}) AS last_sha256, r.resource_id IS NOT NULL AS known, r.title AS known_title,"
+    f" {', '.join('h.' + name for name in HEALTH_COLUMNS)}"
+    " FROM (SELECT 1) AS one LEFT JOIN resources AS r ON r.resource_id = ?"
+    " LEFT JOIN health AS h ON h.resource_id = ?"
 )
 
 

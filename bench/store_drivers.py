@@ -13,7 +13,8 @@ audit over many sources on each. Figures printed; nothing asserted.
 - across a network: one stored check (a 304: no body, no content; health read,
   fetch written, read back) on PostgreSQL on loopback and through a relay that
   holds every answer `--latency-ms` (bench/slow_link.py), per fetch, median of
-  200; their difference over the latency is the round trips a stored fetch waits;
+  1,000 and 200; their difference over the latency is the round trips a stored
+  fetch waits; on loopback also this process's CPU a check (the driver's cost);
 - audit: build_audit over N sources after three recorded nights (bench.audit_bench's
   store, copied to PostgreSQL with `store copy`), median of 5.
 
@@ -100,8 +101,10 @@ def per_fetch(config_path: Path, database: str | None, count: int) -> float:
     return statistics.median(times)
 
 
-def per_check(config_path: Path, database: str, count: int) -> float:
-    """Median seconds to store one live check that found the page unchanged (a 304)."""
+def per_check(config_path: Path, database: str, count: int) -> tuple[float, float]:
+    """Median seconds to store one live check that found the page unchanged (a
+    304), and this process's CPU seconds a check (the driver's share: the
+    server's is its own)."""
     from fetcher.core.models import Download, FetchResult
     from fetcher.core.outcomes import Outcome
 
@@ -111,6 +114,7 @@ def per_check(config_path: Path, database: str, count: int) -> float:
     when = datetime(2026, 1, 1, tzinfo=timezone.utc)
     store_result(store, audit_bench.ok(source, when))
     times = []
+    cpu = time.process_time()
     for index in range(count):
         check = FetchResult(source, when + timedelta(days=1, seconds=index), "live",
                             Download(source.url, Outcome.NOT_MODIFIED, source.url, 304), 1,
@@ -118,8 +122,9 @@ def per_check(config_path: Path, database: str, count: int) -> float:
         began = time.perf_counter()
         store_result(store, check)
         times.append(time.perf_counter() - began)
+    cpu = (time.process_time() - cpu) / count
     store.close()
-    return statistics.median(times)
+    return statistics.median(times), cpu
 
 
 def audit_seconds(config_path: Path, database: str | None) -> float:
@@ -160,11 +165,12 @@ def main() -> None:
             print(f"store_result, one fetch: SQLite {lite * 1e6:7.1f} us, PostgreSQL {pg * 1e6:7.1f} us"
                   f"  ({pg / lite:.2f}x; median of {args.fetches})")
             url = cluster.database()
-            near = per_check(config, url, 200)
+            near, cpu = per_check(config, url, 1000)
             relayed = slow_link.relay(cluster.port, args.latency_ms / 1000)
-            far = per_check(config, url.replace(f":{cluster.port}/", f":{relayed}/"), 200)
-            print(f"store_result, one 304 check on PostgreSQL: loopback {near * 1000:.2f} ms, {args.latency_ms:g} ms away"
-                  f" {far * 1000:.2f} ms: {(far - near) * 1000 / args.latency_ms:.1f} round trips (median of 200)")
+            far, _ = per_check(config, url.replace(f":{cluster.port}/", f":{relayed}/"), 200)
+            print(f"store_result, one 304 check on PostgreSQL: loopback {near * 1000:.2f} ms (median of 1000; this"
+                  f" process's CPU {cpu * 1000:.3f} ms a check), {args.latency_ms:g} ms away {far * 1000:.2f} ms"
+                  f" (median of 200): {(far - near) * 1000 / args.latency_ms:.1f} round trips")
             (directory / "a").mkdir()
             config = audit_bench.write_config(directory / "a", args.sources)
             audit_bench.build_store(config)

@@ -395,8 +395,8 @@ def _rows(cursor: Any) -> Callable[[Any], _Row]:
     """psycopg's row factory: one _Row class per result shape (made once). The
     column names are read from the raw result, as psycopg's own row factories
     do: `cursor.description` makes a Column (with its type looked up) for every
-    column of every result, which was a third of psycopg's CPU for a stored 304
-    check (0.54 ms a check, 48 columns)."""
+    column of every result, 48 for a stored 304 check (whose CPU went from 0.54
+    to 0.47 ms without them)."""
     result = cursor.pgresult
     names = tuple(map(result.fname, range(result.nfields))) if result is not None else ()
     shaped = _SHAPES.get(names)

@@ -67,6 +67,8 @@ SELECT greatest(extract(epoch FROM next_start - clock_timestamp()) + greatest(%(
 FROM fetcher_host_pace WHERE host = %(host)s
 """
 
+_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)::int"
+
 POLL_FIRST, POLL_MOST = 0.01, 0.1  # seconds between tries for a busy host's slot
 LINGER = 0.2  # seconds a slot no task of this worker wants is kept for the next before it is unlocked
 CONNECTIONS = 4  # a host's slots are all on one of these (by its key): hosts' statements go side by side
@@ -121,11 +123,9 @@ class SharedHostSlots:
         """To this worker's next task in the host's line; else kept `linger` seconds
         for the next one to come, then given back to every worker."""
         line = self._lines[key]
-        while line:
-            waiter = line.popleft()
-            if not waiter.done():
-                waiter.set_result(number)
-                return
+        if line:  # (a waiter leaves the line before it is done otherwise: _leave_line)
+            line.popleft().set_result(number)
+            return
         self._idle[(key, number)] = asyncio.get_running_loop().call_later(self._linger, self._release, key, number)
 
     def _release(self, key: int, number: int) -> None:
@@ -135,7 +135,7 @@ class SharedHostSlots:
 
     async def _unlock(self, key: int, number: int) -> None:
         try:
-            await self._query_one(key, "SELECT pg_advisory_unlock(%s, %s)::int", (key, number))
+            await self._query_one(key, _UNLOCK, (key, number))
         finally:
             self._held.discard((key, number))
             del self._unlocking[(key, number)]
@@ -234,7 +234,7 @@ class SharedHostSlots:
             return bool(await asyncio.shield(attempt))
         except asyncio.CancelledError:
             if await attempt:
-                await self._safely(self._query_one, key, "SELECT pg_advisory_unlock(%s, %s)::int", (key, number))
+                await self._safely(self._query_one, key, _UNLOCK, (key, number))
             raise
 
     async def _safely(self, query: Any, *args: Any) -> float:

@@ -150,3 +150,32 @@ def test_a_text_with_a_nul_character_is_stored(run):
     latest = r.store.latest(source.resource_id)
     assert latest.fetch_id == stored.fetch_id and latest.outcome == "ok"
     assert latest.text.replace("\ufffd", "\x00") == "words\x00 and more words"
+
+
+def test_a_fetch_read_back_without_its_text_differs_from_the_stored_one_by_its_text_alone(run):
+    """What a run gets back for each fetch (it counts and logs them): every field
+    as stored but the page's text, which stays in the store."""
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    from fetcher.core.models import Download, Extracted, FetchResult
+    from fetcher.core.outcomes import Outcome
+    from fetcher.core.sources import make_source
+    from fetcher.run.storing import store_result
+
+    r = run()
+    source = make_source("https://example.org/report")
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    body = ONE.encode()
+    download = Download(source.url, Outcome.OK, source.url, 200, "text/html", body, etag='"v1"')
+    extracted = Extracted(Outcome.OK, "html", "First version of the report text. " * 50, "Report", "en")
+    first = FetchResult(source, when, "live", download, 1, extracted, live_status=200, live_outcome=Outcome.OK)
+    check = FetchResult(source, when + timedelta(days=1), "live",
+                        Download(source.url, Outcome.NOT_MODIFIED, source.url, 304), 1,
+                        live_status=304, live_outcome=Outcome.NOT_MODIFIED, reused_sha256=download.sha256)
+    for result in (first, check):
+        without = store_result(r.store, result, with_text=False)
+        stored = r.store.latest(source.resource_id)
+        assert without.text is None and stored.text == extracted.text
+        assert without.text_chars == len(extracted.text) and without.title == "Report"
+        assert without == replace(stored, text=None)

@@ -18,3 +18,6 @@ class FetchOptions:
     also_in_transaction: AlsoInTransaction | None = None
     # the source's health as read with others (a worker's chunk): its validators without a read of its own
     health: Health | None = None
+    # False: the stored fetch comes back without its content's text (Snapshot.text None), as a run
+    # wants it (it counts and logs fetches): a page's text is not read back for every check
+    with_text: bool = True

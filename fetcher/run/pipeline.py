@@ -301,7 +301,7 @@ class Pipeline:
         def timed() -> Snapshot:
             elapsed = int((self._clock() - sent) * 1000)
             timed_result = replace(result, fetched_at=sent_at, elapsed_ms=elapsed)
-            return store_result(self._store, timed_result, options.also_in_transaction)
+            return store_result(self._store, timed_result, options.also_in_transaction, options.with_text)
 
         return await self._in_store(timed)
 
@@ -323,8 +323,10 @@ class Pipeline:
         copies from an archive. `tally` (if given) is kept up to date as sources
         finish, so a run cancelled midway still knows what it did. `health`: every
         source's health as the store holds it now (else it is read here, once),
-        which gives each source's validators without a store read of its own."""
+        which gives each source's validators without a store read of its own.
+        The snapshots it counts and hands to `on_done` come without their text."""
         tally = tally if tally is not None else Tally(self._wall_clock())
+        options = replace(options, with_text=False)  # a run counts and logs its fetches: no page's text is read back
         queue = HostQueue(sources, self._config.fetch.per_host_concurrency)
         self._known = dict(health) if health is not None else await self._in_store(self._store.all_health)
 

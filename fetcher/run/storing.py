@@ -19,12 +19,14 @@ from fetcher.store.sqlite import Store
 AlsoInTransaction = Callable[[RowSelector], None]
 
 
-def store_result(store: Store, result: FetchResult, also: AlsoInTransaction | None = None) -> Snapshot:
+def store_result(
+    store: Store, result: FetchResult, also: AlsoInTransaction | None = None, with_text: bool = True
+) -> Snapshot:
     """Store one fetch, in this order: its new body file, then one transaction that
     reads the source's health, folds the live check into it (fetcher.core.health)
     and writes the fetch, its content and the new health, then `also` (if given),
     and reads the fetch back. Returns it as stored (read within the transaction:
-    trouble there is trouble writing)."""
+    trouble there is trouble writing); without its content's text unless `with_text`."""
     if result.new_content:
         store.keep_body(result.download)
     if result.render is not None and result.render.static is not None:  # the static body beside a rendered DOM
@@ -35,5 +37,5 @@ def store_result(store: Store, result: FetchResult, also: AlsoInTransaction | No
         recorded = writer.record(result, health, transition)
         if also is not None:
             also(recorded)
-        stored = store.read_back(recorded)
+        stored = store.read_back(recorded, with_text)
     return stored()

@@ -149,6 +149,7 @@ class Worker:
                 archive=taken.options.get("archive", True),
                 recheck_archive=taken.options.get("recheck_archive", False),
                 also_in_transaction=lambda fetch: self._mark(run_id, resource_id, fetch), health=taken.health,
+                with_text=False,
             )
             try:
                 snapshot = await self._pipeline.fetch(taken.source, fetch_options)

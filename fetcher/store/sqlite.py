@@ -250,11 +250,12 @@ class Store:
         ).fetchone()
         return moment(row["last"]) if row else None
 
-    def read_back(self, recorded: RowSelector) -> Callable[[], Snapshot]:
+    def read_back(self, recorded: RowSelector, with_text: bool = True) -> Callable[[], Snapshot]:
         """Within the transaction that stored a fetch: its read, by the condition on
         its id Writer.record returned; call the result after the transaction for the
-        fetch as stored (Database.read_later: on PostgreSQL it comes with the commit)."""
-        row = self._db.read_later(snapshot_query() + "WHERE f." + recorded[0], recorded[1])
+        fetch as stored (Database.read_later: on PostgreSQL it comes with the commit).
+        Without `with_text`, its text is None (the rest is read as ever)."""
+        row = self._db.read_later(snapshot_query(with_text) + "WHERE f." + recorded[0], recorded[1])
 
         def snapshot() -> Snapshot:
             found = row()

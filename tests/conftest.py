@@ -94,7 +94,8 @@ class Run:
         return asyncio.run(go())
 
     def refresh(self, processes: bool = False) -> dict[str, Snapshot]:
-        """One run over every configured source: the snapshot of each, by URL."""
+        """One run over every configured source: the snapshot of each, by URL, as
+        stored (a run's own snapshots come without their text: read back here)."""
         done: dict[str, Snapshot] = {}
 
         async def go() -> None:
@@ -102,7 +103,10 @@ class Run:
                 await pipeline.refresh(self.config.sources, on_done=lambda snap: done.__setitem__(snap.url, snap))
 
         asyncio.run(go())
-        return done
+        stored = {url: self.store.latest(snap.resource_id) for url, snap in done.items()}
+        for url, snap in done.items():
+            assert stored[url] is not None and stored[url].fetch_id == snap.fetch_id, (snap, stored[url])
+        return {url: snapshot for url, snapshot in stored.items() if snapshot is not None}
 
 
 @pytest.fixture

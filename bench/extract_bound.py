@@ -54,7 +54,7 @@ def bounded(name: str) -> dict:
 def unbounded(name: str) -> dict:
     """One case as before: trafilatura on the whole tree, in this process, no limits."""
     from fetcher.extract import html as extract_html
-    from fetcher.extract.extractor import extract
+    from fetcher.extract.document import extract
 
     extract_html.MAX_ELEMENTS = extract_html.MAX_ATTRIBUTE = 1 << 62
     body = CASES[name]()

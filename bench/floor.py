@@ -1,4 +1,4 @@
-"""The floor: CPU time of fetcher.extract.extractor.extract() alone on each distinct
+"""The floor: CPU time of fetcher.extract.document.extract() alone on each distinct
 document of a workload, with the settings the pipeline uses (the same function,
 content type and a loopback URL), in this process, no network, no store.
 
@@ -19,7 +19,7 @@ import statistics
 import time
 
 from bench import workload
-from fetcher.extract.extractor import extract
+from fetcher.extract.document import extract
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import os
 import time
 
 from bench import workload
-from fetcher.extract.extractor import extract
+from fetcher.extract.document import extract
 
 _SOURCES: list[workload.Source] = []
 

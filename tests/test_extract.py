@@ -8,7 +8,7 @@ import pytest
 from lxml import html as lxml_html
 
 from fetcher.extract.decode import decode_text
-from fetcher.extract.extractor import sniff_kind
+from fetcher.extract.document import sniff_kind
 from fetcher.views.preview import make_preview, render_text
 from tests.conftest import corpus_pages, corpus_pdfs, normalised
 from tests.origin import respond

@@ -23,7 +23,7 @@ import pytest
 
 from fetcher.core.config import load_config
 from fetcher.core.models import Snapshot
-from fetcher.extract.extractor import extract
+from fetcher.extract.document import extract
 from fetcher.extract.render_rule import decide
 from fetcher.net import browser
 from fetcher.net.proctree import browser_pids, driver_pids, kill

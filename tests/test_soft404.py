@@ -28,7 +28,7 @@ from fetcher.extract.soft404 import soft_404_reason
 from fetcher.views.audit import build_audit
 from fetcher.core.config import load_config
 import fetcher.extract.extractor
-from fetcher.extract.extractor import extract
+from fetcher.extract.document import extract
 from fetcher.core.models import Extracted, Snapshot
 from fetcher.core.outcomes import Outcome
 from fetcher.extract.soft404 import ALIKE, Seen, is_home, looks_like_probe, origin_of, shingles, similarity, url_words

@@ -17,7 +17,6 @@ directory (stores, logs, each night's JSON) for a look.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile
@@ -27,9 +26,7 @@ from bench import measure, run, tls, workload
 
 
 def _night(code: Path, config: Path, work: Path, label: str) -> measure.Measured:
-    env = {**(run.NET.env() or os.environ), "PYTHONPATH": str(code),
-           "PYTHONPYCACHEPREFIX": str(work / f"pycache-{code.name}")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as bench.cheap_night: an installed fetcher has its bytecode
+    env = run.measured_env(work, PYTHONPATH=str(code))  # the cache is by source path: one for every checkout
     command = [run.PY, "-m", "fetcher", "--config", str(config), "refresh", "--all", "--json"]
     measured = measure.run(command, cwd=code, stdout_file=work / f"{label}.out", stderr_file=work / f"{label}.log",
                            env=env)

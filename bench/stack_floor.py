@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import shutil
 import ssl
 import statistics
@@ -100,8 +99,7 @@ def main() -> None:
         try:
             urls = [workload.url_of(source, origin.port, run.NET.scheme) for source in sources]
             per_host = run.fetcher_settings(args.hosts)["per_host_concurrency"]
-            env = {**(run.NET.env() or os.environ), "PYTHONPYCACHEPREFIX": str(work / "pycache")}
-            env.pop("PYTHONDONTWRITEBYTECODE", None)  # as bench.cheap_night: an installed fetcher has its bytecode
+            env = run.measured_env(work)
             template = run.write_config(work / "night1", urls, args.hosts).parent
             origin.call("/__night/1")
             subprocess.run([run.PY, "-m", "fetcher", "--config", str(template / "config.toml"), "refresh", "--all"],

@@ -557,6 +557,19 @@ def test_failed_fetch_through_the_entry_point_exits_1_with_its_preview(site):
     assert site.origin.hits("/gone") == 1
 
 
+def test_a_refresh_and_a_fetch_through_the_entry_point_leave_the_store_closed(site):
+    """The command closes its store (main() freezes the heap on the way out, so no
+    garbage collection at exit would close it): SQLite's WAL is checkpointed into
+    the database and its side files are gone."""
+    url = site.origin.route("/article", html(ARTICLE.html))
+    config = site.configure([url])
+    for command in (["refresh", "--all"], ["fetch", url]):
+        done = run_fetcher(site.directory, "--config", str(config), *command)
+        assert done.returncode == 0, done.stderr
+        assert sorted(path.name for path in site.snapshots.glob("fetcher.sqlite3*")) == ["fetcher.sqlite3"], command
+    assert len(site.json("history", url, "--json")) == 2
+
+
 @pytest.mark.parametrize("command", ["fetch", "show"])
 def test_bad_target_writes_nothing(site, command):
     site.configure()

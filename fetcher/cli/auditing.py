@@ -69,6 +69,8 @@ def audit(
         if store is None:
             click.echo(f"{no_store(config)}: every source is unchecked", err=True)
     result = build_audit(config, store, sources)
+    if store is not None:
+        store.close()
     if only_broken:
         result = replace(result, rows=[row for row in result.rows if row.state not in ("ok", "unchecked")])
     if fmt == "table" and output is None:

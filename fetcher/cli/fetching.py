@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from contextlib import closing
 from typing import TYPE_CHECKING
 
 import click
@@ -70,15 +71,15 @@ def fetch(
     source = resolve(target, config, existing, any_url=True)
     if existing is not None:
         existing.close()
-    store = open_store(config)
     options = FetchOptions(live=not archive_only, archive=not no_archive, recheck_archive=recheck_archive,
                            render=None if render is None else ("always" if render else "never"))
-    snapshot = run_cancellable(_fetch_one(config, store, source, options))
-    if as_json:
-        print_json(snapshot.to_dict())
-    else:
-        content = snapshot if snapshot.has_content else store.latest_with_content(source.resource_id)
-        click.echo(render_text(make_preview(snapshot, content, config.preview_chars)))
+    with closing(open_store(config)) as store:
+        snapshot = run_cancellable(_fetch_one(config, store, source, options))
+        if as_json:
+            print_json(snapshot.to_dict())
+        else:
+            content = snapshot if snapshot.has_content else store.latest_with_content(source.resource_id)
+            click.echo(render_text(make_preview(snapshot, content, config.preview_chars)))
     if not snapshot.has_content:
         sys.exit(EXIT_SOURCE_FAILED)
 
@@ -125,24 +126,24 @@ def refresh(
         raise BadInput("--no-wait: the SQLite store has no workers; the refresh runs here (drop --no-wait)")
     from fetcher.run.refresh import run_once  # the engine: an in-process run only (~0.1 s of imports)
 
-    store = open_store(config)
     options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
     progress = RunProgress()
-    try:
-        summary = run_stoppable(
-            lambda stop: run_once(
-                config, store, sources, trigger="refresh", everything=everything or bool(only), options=options,
-                on_start=progress.start, on_done=progress.advance, stop=stop,
+    with closing(open_store(config)) as store:
+        try:
+            summary = run_stoppable(
+                lambda stop: run_once(
+                    config, store, sources, trigger="refresh", everything=everything or bool(only), options=options,
+                    on_start=progress.start, on_done=progress.advance, stop=stop,
+                )
             )
-        )
-    finally:
-        progress.stop()
-    if as_json:
-        print_json(summary.to_dict())
-    else:
-        print_summary(summary)
-        if summary.total == 0 and not summary.interrupted:
-            click.echo(_nothing_due(config, store))
+        finally:
+            progress.stop()
+        if as_json:
+            print_json(summary.to_dict())
+        else:
+            print_summary(summary)
+            if summary.total == 0 and not summary.interrupted:
+                click.echo(_nothing_due(config, store))
 
 
 def _queued(config: Config, sources: list[Source], everything: bool, as_json: bool, no_wait: bool,
@@ -217,7 +218,8 @@ def schedule(context: click.Context, run_now: bool) -> None:
         log.info("run summary: %s", json.dumps(summary.to_dict()), extra={logs.FIELDS: summary.to_dict()})
 
     nightly = Nightly(cron_trigger(config.schedule.cron, config.schedule.timezone), job, config.schedule.shutdown_grace)
-    _serve(nightly, run_now)
+    with closing(store):
+        _serve(nightly, run_now)
 
 
 def _serve(nightly: Nightly, run_now: bool) -> None:

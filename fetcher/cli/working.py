@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 import click
@@ -22,6 +22,7 @@ from fetcher.core.errors import BadInput, Busy, Interrupted, StoreError
 from fetcher.core.models import RunSummary, Source
 from fetcher.core.timestamps import rfc3339
 from fetcher.store.opening import open_store
+from fetcher.store.sqlite import Store
 
 log = logging.getLogger("fetcher")
 REPORT_EVERY = 10.0  # seconds between progress lines when no bar is shown
@@ -96,11 +97,17 @@ def queued_refresh(config: Config, sources: list[Source], *, everything: bool, a
 
 def _queued_refresh(config: Config, sources: list[Source], *, everything: bool, archive: bool, recheck: bool,
                     wait: bool, as_json: bool) -> RunSummary | None:
+    with closing(open_store(config)) as store:
+        return _queue_and_follow(config, store, sources, everything=everything, archive=archive, recheck=recheck,
+                                 wait=wait, as_json=as_json)
+
+
+def _queue_and_follow(config: Config, store: Store, sources: list[Source], *, everything: bool, archive: bool,
+                      recheck: bool, wait: bool, as_json: bool) -> RunSummary | None:
     from fetcher.cli.terminal import RunProgress
     from fetcher.run.distributed import follow, queue_run
     from fetcher.run.options import FetchOptions
 
-    store = open_store(config)
     options = FetchOptions(archive=archive, recheck_archive=recheck)
     queued = run_cancellable(queue_run(config, store, sources, trigger="refresh", everything=everything,
                                        options=options))

@@ -50,6 +50,8 @@ from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bench.measure import bytecode_cached
+
 ROOT = Path(__file__).resolve().parent.parent
 PER_HOST = 2
 AIM_CPU_MS = 1.5
@@ -151,9 +153,7 @@ def _refresh(directory: Path, code: Path, *arguments: str, cache: Path | None = 
     RUSAGE_SELF, written as it exits), wall seconds, and its JSON summary.
     Python's bytecode cache is on (kept beside the stores), as for an installed fetcher, even
     where PYTHONDONTWRITEBYTECODE is set: else every run compiles fetcher's sources again."""
-    cache = cache or directory.parent / "pycache"
-    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONPYCACHEPREFIX": str(cache)}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = bytecode_cached({**os.environ, "PYTHONPATH": str(code)}, cache or directory.parent / "pycache")
     own = directory.parent / "main-cpu"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()

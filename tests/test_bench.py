@@ -35,6 +35,9 @@ def test_bench_smoke_runs_every_workload_and_reports_it(tmp_path):
     assert small[1]["origin"]["statuses"].get("304", 0) > 0
     w2 = data["W2"]
     assert w2["origin"]["statuses"].get("304", 0) > 0 and w2["summary"]["failed"] == 0
+    for night in (w2, small[1]):  # W2's median of 5 nights, each on a copy of the store W1 left
+        assert len(night["nights_wall_s"]) == 5 and night["wall_s"] == sorted(night["nights_wall_s"])[2]
+        assert night["nights_changed"] == [night["summary"]["changed"]] * 5 and night["summary"]["changed"] > 0
     cli = data["peers"]["trafilatura_cli"]
     assert cli["extracted"] == 18  # the CLI reads the 18 pages and none of the 2 PDFs
     assert data["peers"]["sequential"]["counts"]["extracted"] == 18

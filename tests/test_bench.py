@@ -63,3 +63,20 @@ def test_cheap_night_reports_the_all_304_night_and_the_first_nights_main_process
     night, first = ([float(cell) for cell in row[1:] if cell.strip() not in ("yes", "no")] for row in rows)
     assert night[0] > 0 and night[4] <= 2  # CPU per check; connections one host accepted
     assert 0 < first[0] < first[2]  # the main process's CPU per source is part of the whole run's
+
+
+def test_the_measured_floor_runs_the_same_bodies_through_fetchers_extraction_pool(tmp_path):
+    """`python -m bench.parallel_floor --pool` at its smallest: every body through fetcher's
+    extraction pool, as the multiprocessing pool does without --pool."""
+    env = {**os.environ, "FETCHER_CORPUS": str(tmp_path / "no-corpus")}  # the fixtures, as in CI
+    figures = []
+    for extra in ([], ["--pool"]):
+        done = subprocess.run([sys.executable, "-m", "bench.parallel_floor", "--sources", "12", "--hosts", "2", *extra],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        figures.append(json.loads(done.stdout))
+    plain, pooled = figures
+    assert pooled["pool"] == "fetcher" and "pool" not in plain
+    assert pooled["documents"] == plain["documents"] == 12
+    # the workers' CPU is in it, their start too: two processes importing trafilatura and pypdf
+    assert pooled["wall_s"] > 0 and pooled["cpu_s"] > plain["cpu_s"] + 0.2

@@ -47,9 +47,12 @@ def _extract(index: int) -> float:
 
 async def _through_pool(indexes: list[int], processes: int) -> tuple[float, float]:
     """(wall seconds from the first document to the last, CPU seconds of the workers and this process)."""
+    from fetcher.core.config import FetchSettings
     from fetcher.extract.extractor import Extractor
 
-    extractor = Extractor(processes=True, workers=processes, timeout=600, memory=None)
+    defaults = FetchSettings()  # a run's limits: extract_timeout and extract_memory as shipped
+    extractor = Extractor(processes=True, workers=processes, timeout=defaults.extract_timeout,
+                          memory=defaults.extract_memory)
     in_flight = asyncio.Semaphore(2 * processes)
 
     async def extract_one(index: int) -> None:

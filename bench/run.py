@@ -264,10 +264,11 @@ def score_pdfs(texts: dict[str, str], pdfs: list[workload.Doc]) -> dict:
 
 
 def w1_and_w2(sources, origin: OriginProcess, config: Path, costs: dict, work: Path, results: dict,
-              size: str) -> measure.Measured:
-    """W1 (a full refresh into a fresh store), then W2 (night 2) W2_NIGHTS times, each
-    on a copy of the store W1 left, as results["W1" + size] and results["W2" + size]
-    (W2's figures are its median night's, by wall time); the W1 measurement is returned."""
+              size: str, nights: int) -> measure.Measured:
+    """W1 (a full refresh into a fresh store), then W2 (night 2) `nights` times (none:
+    no W2), each on a copy of the store W1 left, as results["W1" + size] and
+    results["W2" + size] (W2's figures are its median night's, by wall time); the
+    W1 measurement is returned."""
     count, hosts = len(sources), len({s.host for s in sources})
     log(f"W1{size}: fetcher refresh of {count} sources over {hosts} hosts")
     origin.call("/__reset")
@@ -280,26 +281,28 @@ def w1_and_w2(sources, origin: OriginProcess, config: Path, costs: dict, work: P
         "cpu_over_extract_cpu": round(measured.cpu_s / w1_floor["extract_cpu_s"], 3),
     }
     log(f"W1{size}: {measured.wall_s:.1f}s wall, {measured.cpu_s:.1f}s CPU, floor {w1_floor['floor_s']:.1f}s")
-    log(f"W2{size}: the next night, {W2_NIGHTS} times, each on a copy of the store W1 left")
+    if not nights:
+        return measured
+    log(f"W2{size}: the next night, {nights} times, each on a copy of the store W1 left")
     store, kept = config.parent / "snapshots", work / f"after-w1{size}"
     shutil.copytree(store, kept)
     origin.call("/__night/2")
-    nights = []
-    for night in range(W2_NIGHTS):
+    runs = []
+    for night in range(nights):
         if night:
             shutil.rmtree(store)
             shutil.copytree(kept, store)
         origin.call("/__reset")
         measured2, summary2 = run_fetcher(config, work, f"w2{size}-{night}")
-        nights.append((measured2, summary2, origin.call("/__stats")))
+        runs.append((measured2, summary2, origin.call("/__stats")))
         log(f"W2{size}, night {night + 1}: {measured2.wall_s:.2f}s wall")
     shutil.rmtree(kept)
-    measured2, summary2, stats2 = sorted(nights, key=lambda n: n[0].wall_s)[len(nights) // 2]  # the median night
+    measured2, summary2, stats2 = sorted(runs, key=lambda n: n[0].wall_s)[len(runs) // 2]  # the median night
     changed = [s for s in sources if s.policy == "changes"]
     results["W2" + size] = {
         **throughput(measured2, count), "summary": summary2, "origin": stats2,
-        "nights_wall_s": [round(n[0].wall_s, 3) for n in nights],
-        "nights_changed": [n[1]["changed"] for n in nights],  # the same each night: each ran on W1's store
+        "nights_wall_s": [round(n[0].wall_s, 3) for n in runs],
+        "nights_changed": [n[1]["changed"] for n in runs],  # the same each night: each ran on W1's store
         "policies": dict(Counter(s.policy for s in sources)),
         "floor_changed": floor(changed, costs),
         "wall_over_w1": round(measured2.wall_s / measured.wall_s, 4),
@@ -310,21 +313,24 @@ def w1_and_w2(sources, origin: OriginProcess, config: Path, costs: dict, work: P
     return measured
 
 
-def small_size(corpus, plan, work: Path, costs: dict, results: dict) -> None:
-    """W1 and W2 again at the plan's small size (400 sources over 10 hosts, 50 ms a
-    response, in full): results["W1_small"] and results["W2_small"]."""
+def small_size(corpus, plan, work: Path, costs: dict, results: dict, nights: int) -> None:
+    """W1 and W2 (`nights` of it) again at the plan's small size (400 sources over 10
+    hosts, 50 ms a response, in full): results["W1_small"] and results["W2_small"]."""
     count, hosts, latency = plan["small"]
     sources = workload.mixed(corpus, count, hosts)
     origin = OriginProcess("mixed", count, hosts, latency)
     try:
         urls = [workload.url_of(s, origin.port, NET.scheme) for s in sources]
-        w1_and_w2(sources, origin, write_config(work / "w1-small", urls, hosts), costs, work, results, "_small")
-        results["W1_small"]["latency_s"] = results["W2_small"]["latency_s"] = latency
+        w1_and_w2(sources, origin, write_config(work / "w1-small", urls, hosts), costs, work, results, "_small",
+                  nights)
+        for key in ("W1_small", "W2_small"):
+            if key in results:
+                results[key]["latency_s"] = latency
     finally:
         origin.stop()
 
 
-def w1_w2_and_peers(corpus, plan, work: Path, costs: dict, results: dict, peers: bool) -> None:
+def w1_w2_and_peers(corpus, plan, work: Path, costs: dict, results: dict, peers: bool, nights: int) -> None:
     count, hosts = plan["w1_sources"], plan["hosts"]
     sources = workload.mixed(corpus, count, hosts)
     origin = OriginProcess("mixed", count, hosts, 0.1)
@@ -333,7 +339,7 @@ def w1_w2_and_peers(corpus, plan, work: Path, costs: dict, results: dict, peers:
         (work / "urls.txt").write_text("\n".join(urls) + "\n")
         config = write_config(work / "w1", urls, hosts)
 
-        measured = w1_and_w2(sources, origin, config, costs, work, results, "")
+        measured = w1_and_w2(sources, origin, config, costs, work, results, "", nights)
         log("W1 floor, measured: every body extracted once, in one process per core")
         w1_floor = results["W1"]["floor"]
         w1_floor["measured"] = measured_floor(count, hosts)
@@ -642,6 +648,7 @@ def small_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
 
 
 def write_report(results: dict, markdown: Path, data: Path) -> None:
+    markdown.parent.mkdir(parents=True, exist_ok=True)  # --output into a directory not made yet
     data.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     meta = results["meta"]
     lines = [
@@ -714,11 +721,9 @@ def main(argv: list[str] | None = None) -> int:
             costs = doc_costs("mixed", max(plan["w1_sources"], plan["w3_sources"]), plan["hosts"])
             results["doc_costs"] = costs
         if "w1" in wanted:
-            w1_w2_and_peers(corpus, plan, work, costs, results, peers="peers" in wanted)
-            small_size(corpus, plan, work, costs, results)
-            if "w2" not in wanted:
-                results.pop("W2", None)
-                results.pop("W2_small", None)
+            nights = W2_NIGHTS if "w2" in wanted else 0
+            w1_w2_and_peers(corpus, plan, work, costs, results, peers="peers" in wanted, nights=nights)
+            small_size(corpus, plan, work, costs, results, nights)
         if "w3" in wanted:
             w3(corpus, plan, work, costs, results)
         if "w4" in wanted:

@@ -1,15 +1,16 @@
 """`fetcher worker` on PostgreSQL: against SQLite, the queue's rates and W2 over several workers.
 
     python -m bench.workers [--only compare,queue,w2] [--compare-w1 400x10] [--compare-w2 2000x40]
-        [--w2-runs 5] [--code DIR ...] [--queue-sources 1000000] [--w2-sources 2000] [--hosts 40]
+        [--w1-runs 3] [--w2-runs 5] [--code DIR ...] [--queue-sources 1000000] [--w2-sources 2000] [--hosts 40]
         [--workers 1,2,4]
 
 0. Compare: the same sources from the same origin (100 ms a response, 2
    requests a host at once) on an SQLite store by an in-process `fetcher
    refresh`, and on a PostgreSQL store by one `fetcher worker` (the refresh
    enqueues and waits for the run's end): seconds and PG/SQLite for W1 (the
-   first night: everything downloaded, extracted, stored; into empty stores,
-   once on each engine) and W2 (the next night: 95% not modified or unchanged;
+   first night: everything downloaded, extracted, stored; `--w1-runs` times,
+   each into empty stores, the engines' order flipping run by run; medians; until
+   2026-12-07 it ran once) and W2 (the next night: 95% not modified or unchanged;
    `--w2-runs` times, the engines alternating, each pair of runs flipping the
    night 2, 1, 2 … so that every run sees the same 5% changed; medians). W1's
    size is `--compare-w1` (default 400 sources over 10 hosts: W1 at 2,000
@@ -232,19 +233,28 @@ def size(text: str) -> tuple[int, int]:
 
 
 def compare(cluster: Any, w1: tuple[int, int], w2: tuple[int, int], runs: int, codes: list[Path],
-            work: Path) -> dict[str, Any]:
-    """W1 on SQLite and PostgreSQL (one worker) at size w1; W2 `runs` times on each at size w2; per code."""
-    results: dict[str, Any] = {"w1_size": list(w1), "w2_size": list(w2), "w2_runs": runs, "codes": {}}
+            work: Path, w1_runs: int = 1) -> dict[str, Any]:
+    """W1 `w1_runs` times on SQLite and PostgreSQL (one worker) at size w1, each run into
+    empty stores; W2 `runs` times on each at size w2; per code, medians."""
+    results: dict[str, Any] = {"w1_size": list(w1), "w2_size": list(w2), "w1_runs": w1_runs, "w2_runs": runs,
+                               "codes": {}}
     times: dict[tuple[str, str, str], list[float]] = {}
     sources = workload.mixed(workload.load_corpus(), *w1)
     origin = OriginProcess("mixed", w1[0], w1[1], 0.1)
     try:
-        setups = _setups(cluster, [workload.url_of(s, origin.port) for s in sources], w1[1], codes, work / "w1")
-        for code, sqlite_env, pg_env in setups:
-            log(f"compare W1 ({code}): {w1[0]} sources over {w1[1]} hosts, SQLite then PostgreSQL")
-            times[(code, "w1", "sqlite")] = [timed_refresh(sqlite_env, work, "c-w1-sqlite")[0]]
-            with one_worker(pg_env, work, code):
-                times[(code, "w1", "pg")] = [timed_refresh(pg_env, work, "c-w1-pg")[0]]
+        for run in range(w1_runs):  # fresh stores each run (a new database); the order flips run by run
+            setups = _setups(cluster, [workload.url_of(s, origin.port) for s in sources], w1[1], codes,
+                             work / f"w1-{run}")
+            for code, sqlite_env, pg_env in setups if run % 2 == 0 else setups[::-1]:
+                for engine in ("sqlite", "pg") if run % 2 == 0 else ("pg", "sqlite"):
+                    log(f"compare W1 run {run + 1} ({code}, {engine}): {w1[0]} sources over {w1[1]} hosts")
+                    if engine == "sqlite":
+                        seconds = timed_refresh(sqlite_env, work, "c-w1-sqlite")[0]
+                    else:
+                        with one_worker(pg_env, work, code):
+                            seconds = timed_refresh(pg_env, work, "c-w1-pg")[0]
+                    times.setdefault((code, "w1", engine), []).append(seconds)
+                    log(f"compare W1 run {run + 1} ({code}, {engine}): {seconds:.2f}s")
     finally:
         origin.stop()
     sources = workload.mixed(workload.load_corpus(), *w2)
@@ -319,6 +329,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--compare-w1", type=size, default="400x10", help="W1's size, COUNTxHOSTS")
     parser.add_argument("--compare-w2", type=size, default="2000x40", help="W2's size, COUNTxHOSTS")
+    parser.add_argument("--w1-runs", type=int, default=3)
     parser.add_argument("--w2-runs", type=int, default=5)
     parser.add_argument("--code", type=Path, action="append", help="fetcher's code to compare (repeatable)")
     parser.add_argument("--only", default="compare,queue,w2")
@@ -334,7 +345,7 @@ def main() -> None:
             if "compare" in args.only:
                 codes = [code.resolve() for code in args.code or [ROOT]]
                 results["compare"] = compare(cluster, args.compare_w1, args.compare_w2, args.w2_runs,
-                                             codes, Path(directory))
+                                             codes, Path(directory), args.w1_runs)
             if "queue" in args.only:
                 url = cluster.database()
                 migrated(url, Path(directory))

@@ -35,7 +35,10 @@
    the workers. Each W2 run flips the night (2, 1, 2 …) so every run sees the same
    5% of changed pages.
 
-PostgreSQL is a throwaway cluster (tests/postgres.py). Prints one JSON object.
+PostgreSQL is a throwaway cluster (tests/postgres.py). Every fetcher process (refresh,
+worker, their extraction processes) has Python's bytecode cache, as in `python -m
+bench` (bench.measure.bytecode_cached; until 2026-12-07 each compiled fetcher's
+sources at its start where PYTHONDONTWRITEBYTECODE is set). Prints one JSON object.
 Loopback only, as bench/run.py.
 """
 
@@ -199,7 +202,8 @@ def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: P
     results: dict[str, Any] = {"sources": count, "hosts": hosts}
     try:
         config = write_config(work / "w", [workload.url_of(s, origin.port) for s in sources], hosts)
-        env = {**os.environ, "FETCHER_CONFIG": str(config), "FETCHER_DATABASE": url, "PYTHONPATH": str(ROOT)}
+        env = measure.bytecode_cached({**os.environ, "FETCHER_CONFIG": str(config), "FETCHER_DATABASE": url,
+                                       "PYTHONPATH": str(ROOT)}, work / "pycache")
         workers = start_workers(2, env, work)
         wait_for_workers(url, 2, workers, work)
         log(f"W1 with 2 workers: {count} sources over {hosts} hosts")
@@ -302,7 +306,7 @@ def _setups(cluster: Any, urls: list[str], hosts: int, codes: list[Path],
     """Per code: the environment of its SQLite store and of its PostgreSQL store (a fresh database)."""
     setups = []
     for n, code in enumerate(codes):
-        base = {**os.environ, "PYTHONPATH": str(code)}
+        base = measure.bytecode_cached({**os.environ, "PYTHONPATH": str(code)}, work.parent / "pycache")
         sqlite_env = {**base, "FETCHER_CONFIG": str(write_config(work / f"c{n}-sqlite", urls, hosts))}
         pg_env = {**base, "FETCHER_CONFIG": str(write_config(work / f"c{n}-pg", urls, hosts)),
                   "FETCHER_DATABASE": cluster.database()}

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import json
 import os
 import resource
@@ -147,13 +146,13 @@ _SELF_CPU = (
 )
 
 
-def _refresh(directory: Path, code: Path, *arguments: str, cache: Path | None = None) -> tuple[float, float, float, dict]:
+def _refresh(directory: Path, code: Path, *arguments: str) -> tuple[float, float, float, dict]:
     """CPU seconds of the whole refresh (the kernel's rusage of the child and its
     extraction processes), CPU seconds of its main process alone (its own
     RUSAGE_SELF, written as it exits), wall seconds, and its JSON summary.
-    Python's bytecode cache is on (kept beside the stores), as for an installed fetcher, even
+    Python's bytecode cache is on (measure.bytecode_cached), as for an installed fetcher, even
     where PYTHONDONTWRITEBYTECODE is set: else every run compiles fetcher's sources again."""
-    env = bytecode_cached({**os.environ, "PYTHONPATH": str(code)}, cache or directory.parent / "pycache")
+    env = bytecode_cached({**os.environ, "PYTHONPATH": str(code)})
     own = directory.parent / "main-cpu"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -176,13 +175,12 @@ def measure(codes: list[Path], sources: int, hosts: int, latency: float, runs: i
     falls on them alike."""
     seen: dict[Path, dict[str, list[float]]] = {code: collections.defaultdict(list) for code in codes}
     with _hosts(hosts, latency) as servers, tempfile.TemporaryDirectory(prefix="fetcher-cheap-night-") as base:
-        refresh = functools.partial(_refresh, cache=Path(base) / "pycache")
         for number, code in enumerate(codes):  # fills the bytecode cache; not measured
             _config(Path(base) / f"warm-up-{number}", servers, min(sources, 20))
-            refresh(Path(base) / f"warm-up-{number}", code, "--all")
+            _refresh(Path(base) / f"warm-up-{number}", code, "--all")
         for run in range(runs):
             for number, code in enumerate(codes):
-                _night(refresh, seen[code], Path(base) / f"run-{run}-{number}", code, servers, sources)
+                _night(_refresh, seen[code], Path(base) / f"run-{run}-{number}", code, servers, sources)
     return {code: _figures(lists, sources) for code, lists in seen.items()}
 
 

@@ -158,8 +158,8 @@ def write_config(directory: Path, urls: list[str], hosts: int) -> Path:
 
 def measured_env(work: Path, **extra: str) -> dict[str, str]:
     """The environment of a measured process: the run's CA (Net.env) and Python's
-    bytecode cache on, kept in `work` (measure.bytecode_cached)."""
-    return measure.bytecode_cached({**(NET.env() or os.environ), **extra}, work / "pycache")
+    bytecode cache on (measure.bytecode_cached)."""
+    return measure.bytecode_cached({**(NET.env() or os.environ), **extra})
 
 
 def run_fetcher(config: Path, work: Path, label: str) -> tuple[measure.Measured, dict]:
@@ -710,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_s": 0.1,
     }}
     work = Path(tempfile.mkdtemp(prefix="fetcher-bench-"))
+    measure.warm_bytecode(ROOT)  # as installed: the first measured run (W1) compiles nothing
     log(f"work directory {work}")
     global NET
     NET = Net(None if args.http else tls.make(work / "tls", workload.host_ips(max(plan["hosts"], W4_HOSTS, 10))))

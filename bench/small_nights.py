@@ -26,7 +26,7 @@ from bench import measure, run, tls, workload
 
 
 def _night(code: Path, config: Path, work: Path, label: str) -> measure.Measured:
-    env = run.measured_env(work, PYTHONPATH=str(code))  # the cache is by source path: one for every checkout
+    env = run.measured_env(work, PYTHONPATH=str(code))  # each checkout's bytecode beside its sources
     command = [run.PY, "-m", "fetcher", "--config", str(config), "refresh", "--all", "--json"]
     measured = measure.run(command, cwd=code, stdout_file=work / f"{label}.out", stderr_file=work / f"{label}.log",
                            env=env)

@@ -203,7 +203,7 @@ def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: P
     try:
         config = write_config(work / "w", [workload.url_of(s, origin.port) for s in sources], hosts)
         env = measure.bytecode_cached({**os.environ, "FETCHER_CONFIG": str(config), "FETCHER_DATABASE": url,
-                                       "PYTHONPATH": str(ROOT)}, work / "pycache")
+                                       "PYTHONPATH": str(ROOT)})
         workers = start_workers(2, env, work)
         wait_for_workers(url, 2, workers, work)
         log(f"W1 with 2 workers: {count} sources over {hosts} hosts")
@@ -243,6 +243,8 @@ def compare(cluster: Any, w1: tuple[int, int], w2: tuple[int, int], runs: int, c
     results: dict[str, Any] = {"w1_size": list(w1), "w2_size": list(w2), "w1_runs": w1_runs, "w2_runs": runs,
                                "codes": {}}
     times: dict[tuple[str, str, str], list[float]] = {}
+    for code in codes:
+        measure.warm_bytecode(code)
     sources = workload.mixed(workload.load_corpus(), *w1)
     origin = OriginProcess("mixed", w1[0], w1[1], 0.1)
     try:
@@ -306,7 +308,7 @@ def _setups(cluster: Any, urls: list[str], hosts: int, codes: list[Path],
     """Per code: the environment of its SQLite store and of its PostgreSQL store (a fresh database)."""
     setups = []
     for n, code in enumerate(codes):
-        base = measure.bytecode_cached({**os.environ, "PYTHONPATH": str(code)}, work.parent / "pycache")
+        base = measure.bytecode_cached({**os.environ, "PYTHONPATH": str(code)})
         sqlite_env = {**base, "FETCHER_CONFIG": str(write_config(work / f"c{n}-sqlite", urls, hosts))}
         pg_env = {**base, "FETCHER_CONFIG": str(write_config(work / f"c{n}-pg", urls, hosts)),
                   "FETCHER_DATABASE": cluster.database()}

@@ -27,6 +27,9 @@ def test_bench_smoke_runs_every_workload_and_reports_it(tmp_path):
     assert w1["origin"]["max_in_flight_per_host"] <= 2 and w1["origin"]["statuses"]["200"] == 20
     assert w1["floor"]["measured"]["documents"] == 20 and w1["floor"]["floor_s"] > 0
     assert 0 < w1["main_cpu_s"] < w1["cpu_s"]  # the split between main process and workers was taken
+    for run in (w1, data["W1_small"]):  # each W1's floor: extract() timed just before it and just after, the mean
+        before, after = run["floor"]["timed_s"]
+        assert before > 0 and after > 0 and abs(run["floor"]["floor_s"] - (before + after) / 2) < 0.002
     seen = w1["origin"]  # connection reuse, counted by the origin
     assert seen["requests"] >= 20 and 0 < seen["connections"] <= seen["requests"]
     assert seen["tls_full_handshakes"] + seen["tls_resumed_handshakes"] == seen["connections"]
@@ -47,7 +50,7 @@ def test_bench_smoke_runs_every_workload_and_reports_it(tmp_path):
     table = out.read_text(encoding="utf-8")
     for row in ("| W1 | wall time ÷ floor |", "| W2 | wall time ÷ W1's |", "| W3 | peak RSS ÷ W1's |",
                 "| W4 | PDF known sentences found |", "**Smoke run**", "| W2 | connections and TLS handshakes",
-                "| W1-8 | wall time ÷ floor |", "| W2-8 | wall time ÷ W1-8's |"):
+                "| W1-8 | wall time ÷ floor (timed before / after it) |", "| W2-8 | wall time ÷ W1-8's |"):
         assert row in table
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import time
 from pathlib import Path
 
+import psycopg
 from click.testing import CliRunner
 
 from fetcher.cli.main import cli
 from fetcher.core.sources import resource_id
-from tests.conftest import write_config
+from tests.conftest import fetcher_command, write_config
 from tests.origin import html, sequence
 
 PAGE = "<html><head><title>{0}</title></head><body><article><p>" + "Findings of report {0}, in words. " * 30
@@ -104,6 +107,46 @@ def test_a_store_copied_to_postgresql_and_back_reads_exactly_the_same(tmp_path, 
     assert readings(returned, urls) == before
     assert sorted(p.name for p in (back / "snapshots" / "bodies").rglob("*.gz")) == \
         sorted(p.name for p in (tmp_path / "original" / "snapshots" / "bodies").rglob("*.gz"))
+
+
+def test_a_copy_killed_in_the_middle_completes_when_run_again(tmp_path, origin, pg_url):
+    """`store copy` SIGKILLed in the middle, its connection gone with it (its first
+    write to `fetches` waiting on a lock this test holds): what it committed
+    stays, nothing half-written shows, and the same command run again completes
+    the copy."""
+    urls = sources(origin)
+    original = write_config(folder(tmp_path / "original"), urls, retries=0)
+    two_refreshes(original)
+    before = readings(original, urls)
+    on_postgresql = write_config(folder(tmp_path / "postgresql"), urls, retries=0, concurrency=1, database=pg_url)
+    fetcher(on_postgresql, "store", "migrate")
+
+    with psycopg.connect(pg_url) as holder:
+        holder.execute("LOCK TABLE fetches IN SHARE MODE")  # reads go on; the copy's insert waits
+        copying = subprocess.Popen(fetcher_command() + ["--config", str(original), "store", "copy", "--to", pg_url],
+                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while not holder.execute("SELECT count(*) FROM pg_locks WHERE relation = 'fetches'::regclass"
+                                     " AND NOT granted").fetchone()[0]:
+                assert copying.poll() is None and time.monotonic() < deadline, copying.stderr.read()
+                time.sleep(0.05)
+        finally:
+            copying.kill()
+            copying.wait()
+        # Its connection goes with it (the batch it sent, COMMIT included, waits for the lock on the server).
+        holder.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = 'fetches'::regclass"
+                       " AND NOT granted")
+        holder.rollback()
+    with psycopg.connect(pg_url) as db:
+        left = {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in ("bodies", "resources", "contents", "fetches", "health")}
+    assert left["bodies"] > 0 and left["resources"] == 4 and left["contents"] > 0
+    assert left["fetches"] == left["health"] == 0  # killed in the middle: the rest never came
+
+    again = fetcher(original, "store", "copy", "--to", pg_url)
+    assert "counts checked" in again and "fetches 8" in again
+    assert readings(on_postgresql, urls) == before
 
 
 def test_writers_on_many_connections_never_interleave_one_sources_health(pg_url, tmp_path):

@@ -82,10 +82,11 @@ def main() -> None:
     parser.add_argument("--pool", action="store_true", help="through fetcher's extraction pool")
     args = parser.parse_args()
     _load(args.sources, args.hosts)
+    # In the sources' order, as a run meets them. Not the biggest first: that put
+    # each document's ~11 copies one after another, and trafilatura's caches of
+    # lines (lru_cache) and the allocator then made them ~7% cheaper than a run
+    # can have them (bench/README.md, Floor).
     indexes = [s.index for s in _SOURCES if not args.html_only or s.doc.kind == "html"]
-    # The biggest documents first, as any scheduler that knew sizes would: a
-    # 2-second PDF at the very end would otherwise leave a core idle.
-    indexes.sort(key=lambda i: -len(_SOURCES[i].doc.body))
     if args.pool:
         wall, cpu = asyncio.run(_through_pool(indexes, args.processes))
         print(json.dumps({"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "documents": len(indexes),

@@ -11,9 +11,10 @@ is served gives the same total as extracting every source's body, in far less
 time (a 20,000-source run serves 186 distinct documents).
 
 The timings are taken in rounds over all the documents, never one document twice
-in a row: a document timed right after itself finds trafilatura's caches of its
-lines (lru_cache) warm, and cost ~8% less than in a run, where its copies come
-far apart (2,000 sources: 147.7 s that way against 159.5 s in rounds, timed side
+in a row: a document timed right after itself cost ~8% less than in a run, where
+its copies come far apart (a page finds trafilatura's caches of its lines,
+lru_cache, warm; a PDF, parsed by pypdf, which keeps no such cache, was cheaper
+too: the processor's caches and the allocator are the likely cause, not pinned down) (2,000 sources: 147.7 s that way against 159.5 s in rounds, timed side
 by side; extracting every source's body once, in the sources' order: 163.6 s
 beside 161.1 s in rounds).
 """

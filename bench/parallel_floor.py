@@ -83,9 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     _load(args.sources, args.hosts)
     # In the sources' order, as a run meets them. Not the biggest first: that put
-    # each document's ~11 copies one after another, and trafilatura's caches of
-    # lines (lru_cache) and the allocator then made them ~7% cheaper than a run
-    # can have them (bench/README.md, Floor).
+    # each document's ~11 copies one after another, which made them ~7% cheaper
+    # than a run can have them (bench/README.md, Floor).
     indexes = [s.index for s in _SOURCES if not args.html_only or s.doc.kind == "html"]
     if args.pool:
         wall, cpu = asyncio.run(_through_pool(indexes, args.processes))

@@ -44,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -180,23 +180,22 @@ def measure(codes: list[Path], sources: int, hosts: int, latency: float, runs: i
             _refresh(Path(base) / f"warm-up-{number}", code, "--all")
         for run in range(runs):
             for number, code in enumerate(codes):
-                _night(_refresh, seen[code], Path(base) / f"run-{run}-{number}", code, servers, sources)
+                _night(seen[code], Path(base) / f"run-{run}-{number}", code, servers, sources)
     return {code: _figures(lists, sources) for code, lists in seen.items()}
 
 
-def _night(refresh: Callable[..., tuple[float, float, float, dict]], seen: dict[str, list[float]],
-           directory: Path, code: Path, servers: list[_Host], sources: int) -> None:
+def _night(seen: dict[str, list[float]], directory: Path, code: Path, servers: list[_Host], sources: int) -> None:
     """A first night on a fresh store, then an all-304 night and a nothing-due refresh on it."""
     _config(directory, servers, sources)
-    total, main, wall, _ = refresh(directory, code, "--all")
+    total, main, wall, _ = _refresh(directory, code, "--all")
     seen["first_main"].append(main), seen["first_total"].append(total), seen["first_wall"].append(wall)
     accepted = [server.accepted for server in servers]
-    cpu, _main, wall, summary = refresh(directory, code, "--all")
+    cpu, _main, wall, summary = _refresh(directory, code, "--all")
     if summary["unchanged"] != sources:
         raise SystemExit(f"expected {sources} unchanged checks, got {summary}")
     seen["cpu"].append(cpu), seen["wall"].append(wall)
     seen["connections"].append(max(server.accepted - was for server, was in zip(servers, accepted)))
-    seen["idle"].append(refresh(directory, code)[0])  # nothing is due: start-up and bookkeeping only
+    seen["idle"].append(_refresh(directory, code)[0])  # nothing is due: start-up and bookkeeping only
     shutil.rmtree(directory)
 
 

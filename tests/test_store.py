@@ -179,3 +179,80 @@ def test_a_fetch_read_back_without_its_text_differs_from_the_stored_one_by_its_t
         assert without.text is None and stored.text == extracted.text
         assert without.text_chars == len(extracted.text) and without.title == "Report"
         assert without == replace(stored, text=None)
+
+
+def _nights(source, when, body, extracted):
+    """A source's fetches over five nights: content, a 304, a 404, the same body
+    again (a 200), and a 404 found under a new title."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from fetcher.core.models import Download, FetchResult
+    from fetcher.core.outcomes import Outcome
+
+    download = Download(source.url, Outcome.OK, source.url, 200, "text/html", body, etag='"v1"')
+    first = FetchResult(source, when, "live", download, 1, extracted, live_status=200, live_outcome=Outcome.OK)
+    check = FetchResult(source, when + timedelta(days=1), "live",
+                        Download(source.url, Outcome.NOT_MODIFIED, source.url, 304, etag='"v1"'), 1,
+                        live_status=304, live_outcome=Outcome.NOT_MODIFIED, reused_sha256=download.sha256)
+    gone = FetchResult(source, when + timedelta(days=2), "live",
+                       Download(source.url, Outcome.HTTP_404, source.url, 404, detail="HTTP 404"), 2,
+                       live_status=404, live_outcome=Outcome.HTTP_404)
+    again = FetchResult(source, when + timedelta(days=3), "live", download, 1, extracted,
+                        live_status=200, live_outcome=Outcome.OK, reused_sha256=download.sha256)
+    retitled = replace(gone, source=replace(source, title="A new title"), fetched_at=when + timedelta(days=4))
+    return [first, check, gone, again, retitled]
+
+
+def test_fetches_stored_in_a_batch_are_stored_as_one_by_one(run, monkeypatch):
+    """A run stores the fetches that bring no new body in batches (fetcher.run.batching):
+    the history, health and titles that come out are those of storing each alone,
+    on both engines, for a source the store knew and for one it did not."""
+    from dataclasses import replace
+    from datetime import datetime, timezone
+
+    from fetcher.core.models import Extracted
+    from fetcher.core.outcomes import Outcome
+    from fetcher.core.sources import make_source
+    from fetcher.run import storing
+    from fetcher.run.storing import batchable, store_checks, store_result
+
+    alone_too: list[object] = []  # a batch that fell back to storing each alone
+    monkeypatch.setattr(storing, "store_result", lambda *a, **k: alone_too.append(a) or store_result(*a, **k))
+    r = run()
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    extracted = Extracted(Outcome.OK, "html", "Report text. " * 40, "Report", "en")
+    alone = [make_source(f"https://example.org/alone/{n}", title=f"Report {n}") for n in range(3)]
+    together = [make_source(f"https://example.org/together/{n}", title=f"Report {n}") for n in range(3)]
+    nights = {source: _nights(source, when, ONE.encode() + bytes([n]), extracted)
+              for sources in (alone, together) for n, source in enumerate(sources)}
+    new_failing = {
+        source: [replace(nights[alone[0]][2], source=source)]
+        for source in (make_source("https://example.org/alone/new"), make_source("https://example.org/together/new"))
+    }
+    alone.append(next(iter(new_failing)))
+    together.append(list(new_failing)[1])
+    nights.update(new_failing)
+    for night in range(5):
+        for sources in (alone, together):
+            results = [nights[source][night] for source in sources if night < len(nights[source])]
+            if sources is alone or not all(map(batchable, results)):
+                stored = [store_result(r.store, result, with_text=False) for result in results]
+            else:
+                stored = store_checks(r.store, [(result, None) for result in results])
+            assert [s.resource_id for s in stored] == [result.source.resource_id for result in results]
+
+    def seen(source):
+        history = [replace(s, fetch_id=0, resource_id="", url="", final_url="")
+                   for s in r.store.history(source.resource_id)]
+        health = replace(r.store.health(source.resource_id), resource_id="")
+        title = r.store.database.execute("SELECT title FROM resources WHERE resource_id = ?",
+                                         (source.resource_id,)).fetchone()[0]
+        return history, health, title
+
+    assert alone_too == []
+    for one, other in zip(alone, together):
+        assert seen(one) == seen(other)
+    assert len(r.store.history(together[0].resource_id)) == 5
+    assert r.store.health(together[0].resource_id).failures_in_a_row == 1
+    assert seen(together[1])[2] == "A new title" and seen(together[3])[2] is None

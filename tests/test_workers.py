@@ -228,6 +228,7 @@ def test_a_fetch_of_a_source_another_worker_marked_done_first_is_rolled_back_who
     from fetcher.run import board
     from fetcher.run.options import FetchOptions
     from fetcher.run.pipeline import Pipeline
+    from fetcher.run.worker import MarkDone
     from fetcher.store.opening import open_store
 
     urls = [origin.route("/taken", html(article(1))), origin.route("/free", html(article(2)))]
@@ -241,13 +242,12 @@ def test_a_fetch_of_a_source_another_worker_marked_done_first_is_rolled_back_who
         db.execute("UPDATE fetcher_run_sources SET state = 'done', worker = 'other' WHERE resource_id = %s",
                    (taken.resource_id,))
 
+    mark = MarkDone(store, 7, "me")
+
     async def fetch_both() -> list[object]:
         outcomes: list[object] = []
         async with Pipeline(config, store, processes=False) as pipeline:
             for source in (taken, free):
-                def mark(fetch: tuple[str, tuple[object, ...]], rid: str = source.resource_id) -> object:
-                    return board.mark_done(store.database.connection, 7, "me", rid, fetch)
-
                 try:
                     outcomes.append(await pipeline.fetch(source, FetchOptions(also_in_transaction=mark)))
                 except AlreadyFetched as error:
@@ -267,6 +267,60 @@ def test_a_fetch_of_a_source_another_worker_marked_done_first_is_rolled_back_who
     assert rows == [(taken.resource_id, "done", "other", None, None, None, None),
                     (free.resource_id, "done", "me", "ok", True, True, False)]
     assert health == [(free.resource_id,)]
+
+
+def test_a_batch_with_a_source_another_worker_stored_keeps_the_others(tmp_path, pg_url, monkeypatch):
+    """A worker stores the fetches that bring no body in batches and marks their
+    sources done in one statement. When another worker stored one of them
+    first, the batch is stored again one by one: that fetch alone is rolled back
+    (AlreadyFetched), the others are stored and marked once."""
+    from datetime import datetime, timezone
+
+    from fetcher.core.config import load_config
+    from fetcher.core.errors import AlreadyFetched
+    from fetcher.core.models import Download, FetchResult, Snapshot
+    from fetcher.core.outcomes import Outcome
+    from fetcher.run import board
+    from fetcher.run import storing
+    from fetcher.run.storing import store_checks, store_result
+    from fetcher.run.worker import MarkDone
+    from fetcher.store.opening import open_store
+
+    alone: list[str] = []  # the fetches stored one by one
+    monkeypatch.setattr(storing, "store_result",
+                        lambda store, result, *a, **k: alone.append(result.source.resource_id) or store_result(store, result, *a, **k))
+    urls = [f"http://127.0.0.1:9/page/{n}" for n in range(4)]
+    config = load_config(write_config(tmp_path, urls, database=pg_url))
+    store = open_store(config)
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        board.create_schema(db)
+        with db.transaction():
+            board.add_run(db, 7, datetime.now(timezone.utc), "test", {}, config.sources, 0)
+    mark = MarkDone(store, 7, "me")
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def gone(source):
+        return FetchResult(source, when, "live", Download(source.url, Outcome.HTTP_404, source.url, 404), 1,
+                           live_status=404, live_outcome=Outcome.HTTP_404)
+
+    try:
+        first = store_checks(store, [(gone(source), mark) for source in config.sources[:2]])
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            db.execute("UPDATE fetcher_run_sources SET state = 'done', worker = 'other' WHERE resource_id = %s",
+                       (config.sources[3].resource_id,))
+        second = store_checks(store, [(gone(source), mark) for source in config.sources[2:]])
+    finally:
+        store.close()
+    assert all(isinstance(outcome, Snapshot) for outcome in first)
+    assert alone == [source.resource_id for source in config.sources[2:]]  # the first batch: together
+    assert isinstance(second[0], Snapshot) and isinstance(second[1], AlreadyFetched)
+    stored = [source.resource_id for source in config.sources[:3]]
+    assert stored_per_source(pg_url) == Counter(stored)
+    with psycopg.connect(pg_url) as db:
+        rows = db.execute("SELECT resource_id, state, worker, outcome, has_content FROM fetcher_run_sources"
+                          " WHERE run_id = 7 ORDER BY position").fetchall()
+    assert rows == [*[(resource_id, "done", "me", "http-404", False) for resource_id in stored],
+                    (config.sources[3].resource_id, "done", "other", None, None)]
 
 
 def test_a_followed_run_ends_when_its_end_is_notified_not_at_the_next_look(tmp_path, pg_url, origin):

@@ -89,6 +89,21 @@ SELECT fetcher_marked_once(%(resource_id)s, %(run_id)s, (SELECT count(*) FROM ma
 """
 
 
+# The same for several fetches of a run at once: all marked, or (one of them done
+# already) the whole transaction rolls back.
+MARK_MANY = """
+WITH marked AS (
+    UPDATE fetcher_run_sources s SET state = 'done', worker = %(worker)s,
+        outcome = COALESCE(f.live_outcome, f.outcome), has_content = f.sha256 IS NOT NULL,
+        changed = f.changed <> 0, archived = f.origin = 'archive', transition = f.transition
+    FROM fetches f
+    WHERE f.id = ANY(%(ids)s::bigint[]) AND s.run_id = %(run_id)s AND s.resource_id = f.resource_id
+        AND s.state <> 'done'
+    RETURNING 1)
+SELECT fetcher_marked_once(%(sources)s, %(run_id)s, ((SELECT count(*) FROM marked) = %(expected)s)::int)
+"""
+
+
 FINISHED = "fetcher_run_finished"  # the channel a run's end is notified on (its id the payload)
 
 
@@ -127,6 +142,13 @@ def mark_done(db: psycopg.Connection[Any], run_id: int, worker: str, resource_id
     condition, params = fetch
     assert not params, "the fetch is selected by its id's sequence (PostgresDatabase.inserted)"
     db.execute(MARK_DONE.format(fetch=condition), {"run_id": run_id, "worker": worker, "resource_id": resource_id})
+
+
+def mark_many(db: psycopg.Connection[Any], run_id: int, worker: str, fetches: dict[str, int]) -> None:
+    """mark_done for several fetches of the run (each one's id by its source), in
+    one statement: unless every one of them is marked, the transaction rolls back."""
+    db.execute(MARK_MANY, {"run_id": run_id, "worker": worker, "ids": list(fetches.values()),
+                           "sources": f"one of {len(fetches)} sources", "expected": len(fetches)})
 
 
 async def give_up(db: psycopg.AsyncConnection[Any], run_id: int, first: int, last: int, worker: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fetcher.core.health import Health
-from fetcher.run.storing import AlsoInTransaction
+from fetcher.run.storing import InTransaction
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class FetchOptions:
     recheck_archive: bool = False  # True: ignore cached archive lookups
     render: str | None = None  # "always": --render; "never": --no-render; None: as configured
     # run inside the fetch's store transaction (fetcher.run.storing); a worker marks its source done there
-    also_in_transaction: AlsoInTransaction | None = None
+    also_in_transaction: InTransaction | None = None
     # the source's health as read with others (a worker's chunk): its validators without a read of its own
     health: Health | None = None
     # False: the stored fetch comes back without its content's text (Snapshot.text None), as a run

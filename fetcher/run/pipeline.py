@@ -35,7 +35,8 @@ from fetcher.run.rendering import RenderStep
 from fetcher.core.errors import Stopped
 from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.run.options import FetchOptions
-from fetcher.run.storing import store_result
+from fetcher.run.batching import CheckBatches
+from fetcher.run.storing import batchable, store_result
 from fetcher.run.hostqueue import HostQueue, current_turn, download_over
 from fetcher.run.tally import Tally
 from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
@@ -87,6 +88,7 @@ class Pipeline:
         self._render = RenderStep(self._config, self._client, slots, self._extractor)
         self._probes = HostProbes(self._downloader, self._extractor, gate=self._robots.refusal)
         self._store_thread = ThreadPoolExecutor(max_workers=self._store.database.threads, thread_name_prefix="store")
+        self._checks = CheckBatches(self._store, self._in_store)
         self._archives = [
             ArchiveClient(
                 archive,
@@ -295,15 +297,18 @@ class Pipeline:
 
     async def _record(self, result: FetchResult, timing: FetchTiming, options: FetchOptions) -> Snapshot:
         """Store the result, dated when its first request was sent (else when the
-        fetch began), its elapsed time measured on the store's thread as it is stored."""
+        fetch began), its elapsed time measured on the store's thread as it is
+        stored. A run's fetches that bring no new body go in batches
+        (fetcher.run.batching); the rest, and a one-off's, each on its own."""
         sent, sent_at = timing.start
 
-        def timed() -> Snapshot:
-            elapsed = int((self._clock() - sent) * 1000)
-            timed_result = replace(result, fetched_at=sent_at, elapsed_ms=elapsed)
-            return store_result(self._store, timed_result, options.also_in_transaction, options.with_text)
+        def timed() -> FetchResult:
+            return replace(result, fetched_at=sent_at, elapsed_ms=int((self._clock() - sent) * 1000))
 
-        return await self._in_store(timed)
+        if not options.with_text and batchable(result):
+            return await self._checks.store(result.source.resource_id, timed, options.also_in_transaction)
+        return await self._in_store(
+            lambda: store_result(self._store, timed(), options.also_in_transaction, options.with_text))
 
     async def _in_store(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Store calls run on the store's own thread (a few, each its own connection: Database.threads)."""

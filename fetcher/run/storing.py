@@ -1,26 +1,33 @@
-"""The engine's order for storing one fetch (fetcher.run.pipeline stores every
-result through here): the body file first, then one transaction for the rest.
+"""The engine's order for storing fetches (fetcher.run.pipeline stores every
+result through here): a new body first, then one transaction for the rest.
 Apart from the pipeline, so that a tool that only writes results (the audit
 benchmark) need not load the network and extraction layers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from fetcher.core.health import check_of, next_health
 from fetcher.core.models import FetchResult, Snapshot
 from fetcher.store.dialect import RowSelector
 from fetcher.store.sqlite import Store
 
-# Called inside the fetch's transaction once its rows are written, with the
-# condition that selects its fetch row (Writer.record's). What it sends goes with
-# the commit; a statement of it that raises the store's CONDITION_FAILED rolls the
-# whole fetch back, as AlreadyFetched (a worker marks its source done here).
-AlsoInTransaction = Callable[[RowSelector], None]
+
+class InTransaction(Protocol):
+    """What a run writes inside its fetches' transaction once their rows are
+    written (a worker marks its sources done on the run's board). What it sends
+    goes with the commit; a statement of it that raises the store's
+    CONDITION_FAILED rolls the whole transaction back, as AlreadyFetched."""
+
+    def one(self, resource_id: str, fetch: RowSelector) -> None:
+        """After one fetch's rows: `fetch` selects its row (Writer.record's)."""
+
+    def many(self, fetches: dict[str, int]) -> None:
+        """After several fetches' rows: each one's id by its source."""
 
 
 def store_result(
-    store: Store, result: FetchResult, also: AlsoInTransaction | None = None, with_text: bool = True
+    store: Store, result: FetchResult, also: InTransaction | None = None, with_text: bool = True
 ) -> Snapshot:
     """Store one fetch, in this order: its new body file, then one transaction that
     reads the source's health, folds the live check into it (fetcher.core.health)
@@ -36,6 +43,58 @@ def store_result(
         health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)
         recorded = writer.record(result, health, transition)
         if also is not None:
-            also(recorded)
+            also.one(result.source.resource_id, recorded)
         stored = store.read_back(recorded, with_text)
     return stored()
+
+
+def batchable(result: FetchResult) -> bool:
+    """Whether the fetch can be stored in a batch (store_checks): it brings no body
+    to keep (a page found unchanged, a failure: most of a night's fetches)."""
+    return not result.new_content and (result.render is None or result.render.static is None)
+
+
+def store_checks(store: Store, checks: list[tuple[FetchResult, InTransaction | None]]) -> list[Snapshot | Exception]:
+    """Store several fetches that bring no body (`batchable`), each of a different
+    source, in one transaction: what store_result writes for each, in a few
+    statements for them all; then each one's `also` (by `many`, one call for
+    the fetches that share it), and read back without their text. Returns each
+    one's stored fetch, in order.
+
+    If that transaction fails, each is stored on its own (store_result), so that
+    trouble stays with the fetch it belongs to (another worker stored it first,
+    a value the database refuses): its exception is returned in its place."""
+    if len(checks) > 1:
+        try:
+            return list(_together(store, checks))
+        except Exception:  # noqa: BLE001 - whose trouble it was, each one alone below says
+            pass
+    outcomes: list[Snapshot | Exception] = []
+    for result, also in checks:
+        try:
+            outcomes.append(store_result(store, result, also, with_text=False))
+        except Exception as error:  # noqa: BLE001 - handed to the fetch it belongs to
+            outcomes.append(error)
+    return outcomes
+
+
+def _together(store: Store, checks: list[tuple[FetchResult, InTransaction | None]]) -> list[Snapshot]:
+    sources = [result.source.resource_id for result, _ in checks]
+    assert len(set(sources)) == len(sources), "one fetch a source in a batch"
+    with store.transaction() as writer:
+        known = writer.healths(sources)
+        records = []
+        for result, _ in checks:
+            check = check_of(result)
+            health, transition = next_health(known[result.source.resource_id], check) if check else (None, None)
+            records.append((result, health, transition))
+        ids = writer.record_many(records)
+        marks: dict[InTransaction, dict[str, int]] = {}
+        for result, also in checks:
+            if also is not None:
+                marks.setdefault(also, {})[result.source.resource_id] = ids[result.source.resource_id]
+        for also, fetches in marks.items():
+            also.many(fetches)
+        stored = store.read_back_many(list(ids.values()), with_text=False)
+    snapshots = stored()
+    return [snapshots[ids[source]] for source in sources]

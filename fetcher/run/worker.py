@@ -55,6 +55,27 @@ class WorkerOptions:
     once: bool = False  # stop when the queue is empty (tests, benchmarks)
 
 
+@dataclass(frozen=True, eq=False)
+class MarkDone:
+    """Inside the store transaction of a run's fetches, on its connection: their
+    sources are done (or, one done already, the whole transaction rolls back)."""
+
+    store: Store
+    run_id: int
+    worker: str
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        database = self.store.database
+        assert isinstance(database, PostgresDatabase), "workers run on a PostgreSQL store"
+        return database.connection  # (the store thread's own)
+
+    def one(self, resource_id: str, fetch: RowSelector) -> None:
+        board.mark_done(self._connection(), self.run_id, self.worker, resource_id, fetch)
+
+    def many(self, fetches: dict[str, int]) -> None:
+        board.mark_many(self._connection(), self.run_id, self.worker, fetches)
+
+
 class Worker:
     def __init__(self, config: Config, open_store: Callable[[], Store], options: WorkerOptions):
         """`open_store` is called twice: one store for the engine's thread, one
@@ -67,6 +88,7 @@ class Worker:
         self._options = options
         self._own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="board")
         self._board = psycopg.connect(self._url, autocommit=True)  # used on the board thread only
+        self._mark: dict[int, MarkDone] = {}
 
     def serve_blocking(self) -> None:
         """Serve; the database failing under it is a StoreError (one line, its URL
@@ -148,8 +170,7 @@ class Worker:
             fetch_options = FetchOptions(
                 archive=taken.options.get("archive", True),
                 recheck_archive=taken.options.get("recheck_archive", False),
-                also_in_transaction=lambda fetch: self._mark(run_id, resource_id, fetch), health=taken.health,
-                with_text=False,
+                also_in_transaction=self._marks(run_id), health=taken.health, with_text=False,
             )
             try:
                 snapshot = await self._pipeline.fetch(taken.source, fetch_options)
@@ -159,12 +180,13 @@ class Worker:
         log.info("%s %s %s (run %d)", (snapshot.live_outcome or snapshot.outcome).value, resource_id,
                  snapshot.url, run_id)
 
-    def _mark(self, run_id: int, resource_id: str, fetch: RowSelector) -> None:
-        """Inside the fetch's store transaction, on its connection: the source is
-        done (or, done already, the whole fetch rolls back)."""
-        database = self._store.database
-        assert isinstance(database, PostgresDatabase), "workers run on a PostgreSQL store"
-        board.mark_done(database.connection, run_id, self._options.name, resource_id, fetch)
+    def _marks(self, run_id: int) -> MarkDone:
+        """The run's MarkDone (one for all its sources: their fetches stored in one
+        batch are marked in one statement)."""
+        mark = self._mark.get(run_id)
+        if mark is None:
+            mark = self._mark[run_id] = MarkDone(self._store, run_id, self._options.name)
+        return mark
 
     def _finish(self, run_id: int) -> None:
         """Record the run's end if its every source is done."""

@@ -1,8 +1,9 @@
 """The one place where SQLite and PostgreSQL differ, behind one small interface
 (`Database`): how to connect, placeholders (the store's SQL is written with `?`
 and `:name`; PostgreSQL gets `%s` and `%(name)s`), the id of an inserted row,
-the schema version's home, what a write transaction locks, DDL words, and which
-errors are the machine's trouble (a run stops) rather than one source's.
+the schema version's home, what a write transaction locks, DDL words, how many
+rows go in one statement, and which errors are the machine's trouble (a run
+stops) rather than one source's.
 
 Everything else — INSERT … ON CONFLICT, partial indexes, the queries — is SQL both
 engines take as written. Timestamps are ISO 8601 text in both, so that every
@@ -12,6 +13,7 @@ psycopg (3) is imported only when a PostgreSQL store is opened."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -64,6 +66,26 @@ class Database:
         can follow without waiting for the id (PostgreSQL: one round trip fewer)."""
         return "id = ?", (self.insert(table, values, returning=True),)
 
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
+        """Write rows (each with the same columns, by name): on PostgreSQL in one
+        statement, whatever their number."""
+        self.insert_many(table, rows, conflict)
+
+    def inserted_ids(self, table: str, rows: list[dict[str, Any]], key: str) -> dict[Any, int]:
+        """Write rows of a table with an `id` (each with the same columns, and a
+        different `key` column value); returns each row's id by its `key`."""
+        return {row[key]: self.insert(table, row, returning=True) for row in rows}
+
+    def id_table(self, ids: list[str]) -> tuple[str, Any]:
+        """A FROM item `ids` with one text column `id`, the given values, and the
+        one parameter it takes."""
+        return "(SELECT value AS id FROM json_each(?)) AS ids", json.dumps(ids)
+
+    def read_all_later(self, sql: str, params: Any = ()) -> Callable[[], list[Any]]:
+        """As read_later, for every row of the answer."""
+        rows = self.execute(sql, params).fetchall()
+        return lambda: rows
+
     def after_explicit_ids(self, table: str) -> None:
         """After rows were written with their ids given: new rows get higher ones."""
 
@@ -102,6 +124,11 @@ class Database:
     def lock_source(self, resource_id: str) -> None:
         """Within a write transaction: no other writer reads-then-writes this
         source's health until this transaction ends."""
+
+    def lock_sources(self, resource_ids: list[str]) -> None:
+        """lock_source for each, in one order for every writer (no deadlock)."""
+        for resource_id in sorted(resource_ids):
+            self.lock_source(resource_id)
 
     def version(self) -> int:
         raise NotImplementedError
@@ -279,6 +306,31 @@ class PostgresDatabase(Database):
         self.insert(table, values)
         return f"id = (SELECT currval(pg_get_serial_sequence('{table}', 'id')))", ()
 
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
+        if rows:
+            self.connection.execute(*self._from_json(table, rows, conflict))
+
+    def inserted_ids(self, table: str, rows: list[dict[str, Any]], key: str) -> dict[Any, int]:
+        """One statement: the rows go as one JSON parameter, read by the table's own
+        row type (json_populate_recordset), so the server plans and runs one
+        statement for them all."""
+        if not rows:
+            return {}
+        sql, params = self._from_json(table, rows, "")
+        return {row[1]: int(row[0]) for row in self.connection.execute(sql + f" RETURNING id, {key}", params)}
+
+    @staticmethod
+    def _from_json(table: str, rows: list[dict[str, Any]], conflict: str) -> tuple[str, tuple[str]]:
+        names = ", ".join(rows[0])
+        return (f"INSERT INTO {table} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table}, %s)"
+                f" {conflict}", (json.dumps([_without_nul(row) for row in rows]),))
+
+    def id_table(self, ids: list[str]) -> tuple[str, Any]:
+        return "unnest(?::text[]) AS ids(id)", ids
+
+    def read_all_later(self, sql: str, params: Any = ()) -> Callable[[], list[Any]]:
+        return self.execute(sql, params).fetchall
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction in pipeline mode, BEGIN to COMMIT: statements are
@@ -328,6 +380,10 @@ class PostgresDatabase(Database):
 
     def lock_source(self, resource_id: str) -> None:
         self.connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (resource_id,))
+
+    def lock_sources(self, resource_ids: list[str]) -> None:
+        self.connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(id, 0)) FROM unnest(%s::text[]) AS id",
+                                (sorted(resource_ids),))
 
     def version(self) -> int:
         if "fetcher_schema" not in self.tables():

@@ -264,6 +264,17 @@ class Store:
 
         return snapshot
 
+    def read_back_many(self, ids: list[int], with_text: bool = True) -> Callable[[], dict[int, Snapshot]]:
+        """read_back of several fetches, by their ids, in one read: each by its id."""
+        rows = self._db.read_all_later(snapshot_query(with_text) + f"WHERE f.id IN ({', '.join(map(str, map(int, ids)))})")
+
+        def snapshots() -> dict[int, Snapshot]:
+            found = {snapshot.fetch_id: snapshot for snapshot in map(snapshot_from, rows())}
+            assert len(found) == len(ids), (ids, list(found))
+            return found
+
+        return snapshots
+
     def latest(self, resource_id: str) -> Snapshot | None:
         """The fetch that says where the source stands: the latest, except that an
         archive-only attempt that found nothing (`--archive-only`: no live check, no

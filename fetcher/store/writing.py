@@ -42,8 +42,20 @@ class Writer:
         """The source's health as this transaction sees it (fresh: none yet). From
         here to the commit no other writer reads or writes this source's health."""
         self._lock(resource_id)
-        row = tuple(self._db.execute(_HEALTH_AND_LAST_SHA, (resource_id,) * 3).fetchone())
-        self._previous[resource_id] = row[0]  # what record() needs, read in the same statement
+        return self._health_from(tuple(self._db.execute(_HEALTH_AND_LAST_SHA, (resource_id,) * 3).fetchone()),
+                                 resource_id)
+
+    def healths(self, resource_ids: list[str]) -> dict[str, Health]:
+        """health() of several sources, each locked, read in one statement."""
+        self._db.lock_sources([resource_id for resource_id in resource_ids if resource_id not in self._locked])
+        self._locked.update(resource_ids)
+        ids, param = self._db.id_table(resource_ids)
+        rows = self._db.execute(_HEALTHS_AND_LAST_SHAS.format(ids=ids), (param,)).fetchall()
+        return {row[0]: self._health_from(tuple(row)[1:], row[0]) for row in rows}
+
+    def _health_from(self, row: tuple[Any, ...], resource_id: str) -> Health:
+        """A row of _HEALTH_AND_LAST_SHA: the health, and what record() needs."""
+        self._previous[resource_id] = row[0]
         if row[1]:
             self._titles[resource_id] = row[2]
         return health_from(row[3:]) if row[3] is not None else Health(resource_id)
@@ -53,6 +65,28 @@ class Writer:
         """Store one fetch, its content if new (its body file already written) and,
         after a live check, the source's new health. Returns the condition on
         `id` that selects the fetch (Store.read_back reads it back)."""
+        changed = self._before_fetch(result)
+        if health is not None:
+            self._db.insert("health", health_row(health), _HEALTH_UPSERT)
+        fetch = self._db.inserted("fetches", _fetch_row(result, changed, transition))
+        self._after_fetch(result)
+        return fetch
+
+    def record_many(self, records: list[tuple[FetchResult, Health | None, Transition | None]]) -> dict[str, int]:
+        """record() of several fetches, each of a different source and none with
+        new content: their health rows in one statement, their fetch rows in
+        another. Returns each fetch's id by its source."""
+        assert not any(result.new_content for result, _, _ in records), "a new content goes through record()"
+        fetches = [_fetch_row(result, self._before_fetch(result), transition) for result, _, transition in records]
+        self._db.insert_rows("health", [health_row(health) for _, health, _ in records if health], _HEALTH_UPSERT)
+        ids = self._db.inserted_ids("fetches", fetches, "resource_id")
+        for result, _, _ in records:
+            self._after_fetch(result)
+        return ids
+
+    def _before_fetch(self, result: FetchResult) -> bool:
+        """What goes before a fetch's row: its source (new, or retitled) and its
+        content if new. Returns whether its content differs from the last one."""
         resource_id = result.source.resource_id
         self._lock(resource_id)  # what `changed` is computed from stays as read
         source = result.source
@@ -65,19 +99,18 @@ class Writer:
             previous = _sha(self._db.execute(_LAST_SHA, (resource_id,)).fetchone())
         if result.new_content:
             self._keep_content(result)
-        if health is not None:
-            self._db.insert("health", health_row(health), _HEALTH_UPSERT)
-        row = _fetch_row(result, sha is not None and sha != previous, transition)
-        fetch = self._db.inserted("fetches", row)
-        capture = result.capture
+        return sha is not None and sha != previous
+
+    def _after_fetch(self, result: FetchResult) -> None:
+        """An archived copy's capture, now that its content is known."""
+        capture, sha = result.capture, result.content_sha256
         if capture is not None and sha is not None:
             self._db.execute(
                 "UPDATE captures SET sha256 = ?, timestamp = ?, raw_url = ?, captured_at = ?"
                 " WHERE resource_id = ? AND archive = ?",
                 (sha, capture.timestamp, capture.raw_url, capture.captured_at.isoformat(),
-                 resource_id, capture.archive),
+                 result.source.resource_id, capture.archive),
             )
-        return fetch
 
     def remember_lookup(self, source: Source, archive: str, when: datetime, capture: Capture | None) -> None:
         """What an archive lookup found (a capture, or none), for later runs."""
@@ -122,6 +155,13 @@ _HEALTH_AND_LAST_SHA = (
     f" {', '.join('h.' + name for name in HEALTH_COLUMNS)}"
     " FROM (SELECT 1) AS one LEFT JOIN resources AS r ON r.resource_id = ?"
     " LEFT JOIN health AS h ON h.resource_id = ?"
+)
+# The same for several sources, each row led by its id: {ids} is Database.id_table's.
+_HEALTHS_AND_LAST_SHAS = (
+    "SELECT ids.id, (SELECT sha256 FROM fetches WHERE resource_id = ids.id AND sha256 IS NOT NULL ORDER BY id DESC"
+    " LIMIT 1) AS last_sha256, r.resource_id IS NOT NULL AS known, r.title AS known_title,"
+    f" {', '.join('h.' + name for name in HEALTH_COLUMNS)}"
+    " FROM {ids} LEFT JOIN resources AS r ON r.resource_id = ids.id LEFT JOIN health AS h ON h.resource_id = ids.id"
 )
 
 

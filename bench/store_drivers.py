@@ -15,6 +15,10 @@ audit over many sources on each. Figures printed; nothing asserted.
   holds every answer `--latency-ms` (bench/slow_link.py), per fetch, median of
   1,000 and 200; their difference over the latency is the round trips a stored
   fetch waits; on loopback also this process's CPU a check (the driver's cost);
+- checks in batches: 200 sources' 304 checks over 5 nights, each stored alone
+  (store_result) and 5 or 20 in one batch (store_checks, as a run stores them:
+  fetcher.run.batching), on each engine: wall, this process's CPU and (on
+  PostgreSQL) the server's CPU a check;
 - audit: build_audit over N sources after three recorded nights (bench.audit_bench's
   store, copied to PostgreSQL with `store copy`), median of 5.
 
@@ -26,6 +30,7 @@ fsync off, as the tests run it). Run from the project root:
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -35,13 +40,14 @@ import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import audit_bench, slow_link  # noqa: E402
 from fetcher.core.config import load_config  # noqa: E402
 from fetcher.core.sources import make_source  # noqa: E402
-from fetcher.run.storing import store_result  # noqa: E402
+from fetcher.run.storing import store_checks, store_result  # noqa: E402
 from fetcher.store.copying import copy_store  # noqa: E402
 from fetcher.store.opening import open_existing, open_store  # noqa: E402
 from fetcher.views.audit import build_audit  # noqa: E402
@@ -127,6 +133,46 @@ def per_check(config_path: Path, database: str, count: int) -> tuple[float, floa
     return statistics.median(times), cpu
 
 
+def _server_cpu(store: Any) -> float:
+    """The CPU seconds so far of the PostgreSQL server process serving the store's
+    connection (0 on SQLite, whose work is this process's)."""
+    connection = getattr(store.database, "connection", None)
+    if store.database.name != "postgresql" or connection is None:
+        return 0.0
+    fields = Path(f"/proc/{connection.info.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def checks(config_path: Path, database: str | None, sources: int, nights: int, batch: int) -> tuple[float, float, float]:
+    """Per stored 304 check over `nights` nights of `sources`: (wall, this process's
+    CPU, the server's CPU) seconds; each night's checks stored `batch` at a time
+    (store_checks, as a run stores them), or with batch 1 each alone (store_result)."""
+    from fetcher.core.models import Download, FetchResult
+    from fetcher.core.outcomes import Outcome
+
+    config = replace(load_config(config_path), database=database)
+    store = open_store(config)
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    known = [make_source(f"https://site{n % 40}.example/doc/{n}") for n in range(sources)]
+    for source in known:
+        store_result(store, audit_bench.ok(source, when))
+    wall, cpu, server = time.perf_counter(), time.process_time(), _server_cpu(store)
+    for night in range(1, nights + 1):
+        results = [FetchResult(source, when + timedelta(days=night), "live",
+                               Download(source.url, Outcome.NOT_MODIFIED, source.url, 304), 1,
+                               live_status=304, live_outcome=Outcome.NOT_MODIFIED) for source in known]
+        for first in range(0, sources, batch):
+            if batch == 1:
+                store_result(store, results[first], with_text=False)
+            else:
+                store_checks(store, [(result, None) for result in results[first:first + batch]])
+    count = sources * nights
+    figures = ((time.perf_counter() - wall) / count, (time.process_time() - cpu) / count,
+               (_server_cpu(store) - server) / count)
+    store.close()
+    return figures
+
+
 def audit_seconds(config_path: Path, database: str | None) -> float:
     config = replace(load_config(config_path), database=database)
     store = open_existing(config)
@@ -171,6 +217,14 @@ def main() -> None:
             print(f"store_result, one 304 check on PostgreSQL: loopback {near * 1000:.2f} ms (median of 1000; this"
                   f" process's CPU {cpu * 1000:.3f} ms a check), {args.latency_ms:g} ms away {far * 1000:.2f} ms"
                   f" (median of 200): {(far - near) * 1000 / args.latency_ms:.1f} round trips")
+            for engine, database in (("SQLite", None), ("PostgreSQL", cluster.database())):
+                for batch in (1, 5, 20):
+                    (directory / f"c{engine}{batch}").mkdir()
+                    wall, cpu, server = checks(audit_bench.write_config(directory / f"c{engine}{batch}", 1),
+                                               database, 200, 5, batch)
+                    print(f"304 checks on {engine}, {'each alone' if batch == 1 else f'{batch} a batch':10}:"
+                          f" {wall * 1000:.3f} ms a check, this process's CPU {cpu * 1000:.3f} ms,"
+                          f" the server's {server * 1000:.3f} ms (200 sources, 5 nights)")
             (directory / "a").mkdir()
             config = audit_bench.write_config(directory / "a", args.sources)
             audit_bench.build_store(config)

@@ -185,6 +185,8 @@ class Worker:
         batch are marked in one statement)."""
         mark = self._mark.get(run_id)
         if mark is None:
+            if len(self._mark) >= 8:  # (a worker that serves for months: the runs of the last few nights)
+                del self._mark[next(iter(self._mark))]
             mark = self._mark[run_id] = MarkDone(self._store, run_id, self._options.name)
         return mark
 

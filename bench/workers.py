@@ -2,7 +2,7 @@
 
     python -m bench.workers [--only compare,queue,w2] [--compare-w1 400x10] [--compare-w2 2000x40]
         [--w1-runs 3] [--w2-runs 5] [--code DIR ...] [--queue-sources 1000000] [--w2-sources 2000] [--hosts 40]
-        [--workers 1,2,4]
+        [--workers 1,2,4] [--worker-concurrency N]
 
 0. Compare: the same sources from the same origin (100 ms a response, 2
    requests a host at once) on an SQLite store by an in-process `fetcher
@@ -32,7 +32,10 @@
    over `--hosts` loopback hosts (100 ms a response, 2 requests a host at once),
    queued by `fetcher refresh` and run by 1, 2 and 4 `fetcher worker` processes:
    wall time from queueing to the run's end. The store is first filled (W1) by
-   the workers. Each W2 run flips the night (2, 1, 2 …) so every run sees the same
+   the workers. `--worker-concurrency N` runs each worker with `--concurrency N`
+   (default the config's: 2 a host × the hosts, 80, what the per-host limit
+   allows): with a small N one worker's own limit binds, and more workers add fetches at once
+   until the per-host limit (or the machine's cores) binds. Each W2 run flips the night (2, 1, 2 …) so every run sees the same
    5% of changed pages.
 
 PostgreSQL is a throwaway cluster (tests/postgres.py). Every fetcher process (refresh,
@@ -153,10 +156,13 @@ def tree_cpu(pid: int) -> float:
     return own + sum(tree_cpu(child) for child in measure._children(pid))
 
 
-def start_workers(n: int, env: dict[str, str], work: Path, cwd: Path = ROOT) -> list[subprocess.Popen[bytes]]:
+def start_workers(n: int, env: dict[str, str], work: Path, cwd: Path = ROOT,
+                  concurrency: int | None = None) -> list[subprocess.Popen[bytes]]:
+    """`n` `fetcher worker` processes (`concurrency`: each one's fetches at once; default the config's)."""
     logs = [open(work / f"worker-{len(list(work.glob('worker-*')))}-{i}.log", "wb") for i in range(n)]
-    return [subprocess.Popen([PY, "-m", "fetcher", "worker"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                             stderr=log_file) for log_file in logs]
+    command = [PY, "-m", "fetcher", "worker", *(["--concurrency", str(concurrency)] if concurrency else [])]
+    return [subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+            for log_file in logs]
 
 
 def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
@@ -196,10 +202,10 @@ def timed_refresh(env: dict[str, str], work: Path, label: str) -> tuple[float, d
 
 
 def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: Path,
-                    postmaster: int) -> dict[str, Any]:
+                    postmaster: int, concurrency: int | None = None) -> dict[str, Any]:
     sources = workload.mixed(workload.load_corpus(), count, hosts)
     origin = OriginProcess("mixed", count, hosts, 0.1)
-    results: dict[str, Any] = {"sources": count, "hosts": hosts}
+    results: dict[str, Any] = {"sources": count, "hosts": hosts, "worker_concurrency": concurrency}
     try:
         config = write_config(work / "w", [workload.url_of(s, origin.port) for s in sources], hosts)
         env = measure.bytecode_cached({**os.environ, "FETCHER_CONFIG": str(config), "FETCHER_DATABASE": url,
@@ -211,9 +217,9 @@ def w2_over_workers(url: str, count: int, hosts: int, counts: list[int], work: P
         stop_workers(workers)
         for n, night in zip(counts, [2, 1] * len(counts)):
             origin.call(f"/__night/{night}")
-            workers = start_workers(n, env, work)
+            workers = start_workers(n, env, work, concurrency=concurrency)
             wait_for_workers(url, n, workers, work)
-            log(f"W2 with {n} worker(s), night {night}")
+            log(f"W2 with {n} worker(s){f' of concurrency {concurrency}' if concurrency else ''}, night {night}")
             cpu_before = (tree_cpu(postmaster), sum(tree_cpu(w.pid) for w in workers))
             seconds, summary = timed_refresh(env, work, f"w2-{n}")
             cpu_after = (tree_cpu(postmaster), sum(tree_cpu(w.pid) for w in workers))
@@ -333,6 +339,8 @@ def main() -> None:
     parser.add_argument("--w2-sources", type=int, default=2000)
     parser.add_argument("--hosts", type=int, default=40)
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--worker-concurrency", type=int, default=None,
+                        help="W2 over workers: each worker's fetches at once (default: the config's concurrency)")
     parser.add_argument("--compare-w1", type=size, default="400x10", help="W1's size, COUNTxHOSTS")
     parser.add_argument("--compare-w2", type=size, default="2000x40", help="W2's size, COUNTxHOSTS")
     parser.add_argument("--w1-runs", type=int, default=3)
@@ -364,7 +372,7 @@ def main() -> None:
                 counts = [int(n) for n in args.workers.split(",")]
                 postmaster = int((cluster.directory / "data" / "postmaster.pid").read_text().split()[0])
                 results["w2"] = w2_over_workers(cluster.database(), args.w2_sources, args.hosts, counts,
-                                                Path(directory), postmaster)
+                                                Path(directory), postmaster, args.worker_concurrency)
     finally:
         next(clusters, None)
     print(json.dumps(results, indent=2))

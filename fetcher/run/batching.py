@@ -1,8 +1,8 @@
 """Fetches that bring no new body, stored in batches (fetcher.run.storing.store_checks).
 
 Most of a night's fetches find their page unchanged. Each stored alone is a
-transaction of its own: on PostgreSQL about ten statements, each a server
-round of parse, plan and execute, and the driver's work for each. Stored
+transaction of its own: on PostgreSQL eight statements (BEGIN to COMMIT),
+each a round of the server's executor and of the driver's Python. Stored
 together they are a few statements for a whole batch.
 
 No fetch waits for a batch to fill: while one batch's transaction runs on a

@@ -2,7 +2,7 @@
 
 Missed runs are coalesced into one, a job never runs twice at once, and a stop
 request (SIGTERM/SIGINT) lets the run in flight finish for `grace` seconds, then
-cancels it: each stored fetch is its own transaction, so the store stays sound.
+cancels it: each fetch is stored whole or not at all, so the store stays sound.
 """
 
 from __future__ import annotations

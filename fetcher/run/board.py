@@ -74,15 +74,18 @@ CREATE TABLE IF NOT EXISTS fetcher_workers (
 );
 """
 
-# What the fetch was, read from its row (written just before in the same
-# transaction); unless the source is done already, when it raises (and the
-# transaction rolls back). Sent with the commit: no round trip of its own.
-MARK_DONE = """
-WITH marked AS (
+# A source done, with what its fetch `f` was (read from its row, written just
+# before in the same transaction).
+_DONE_AS_FETCHED = """
     UPDATE fetcher_run_sources s SET state = 'done', worker = %(worker)s,
         outcome = COALESCE(f.live_outcome, f.outcome), has_content = f.sha256 IS NOT NULL,
         changed = f.changed <> 0, archived = f.origin = 'archive', transition = f.transition
-    FROM fetches f
+    FROM fetches f"""
+
+# The source done, unless it is done already, when it raises (and the
+# transaction rolls back). Sent with the commit: no round trip of its own.
+MARK_DONE = """
+WITH marked AS (""" + _DONE_AS_FETCHED + """
     WHERE f.{fetch} AND s.run_id = %(run_id)s AND s.resource_id = %(resource_id)s AND s.state <> 'done'
     RETURNING 1)
 SELECT fetcher_marked_once(%(resource_id)s, %(run_id)s, (SELECT count(*) FROM marked))
@@ -92,11 +95,7 @@ SELECT fetcher_marked_once(%(resource_id)s, %(run_id)s, (SELECT count(*) FROM ma
 # The same for several fetches of a run at once: all marked, or (one of them done
 # already) the whole transaction rolls back.
 MARK_MANY = """
-WITH marked AS (
-    UPDATE fetcher_run_sources s SET state = 'done', worker = %(worker)s,
-        outcome = COALESCE(f.live_outcome, f.outcome), has_content = f.sha256 IS NOT NULL,
-        changed = f.changed <> 0, archived = f.origin = 'archive', transition = f.transition
-    FROM fetches f
+WITH marked AS (""" + _DONE_AS_FETCHED + """
     WHERE f.id = ANY(%(ids)s::bigint[]) AND s.run_id = %(run_id)s AND s.resource_id = f.resource_id
         AND s.state <> 'done'
     RETURNING 1)

@@ -54,7 +54,7 @@ class Writer:
         return {row[0]: self._health_from(tuple(row)[1:], row[0]) for row in rows}
 
     def _health_from(self, row: tuple[Any, ...], resource_id: str) -> Health:
-        """A row of _HEALTH_AND_LAST_SHA: the health, and what record() needs."""
+        """The columns of _known_columns: the health, and what record() needs."""
         self._previous[resource_id] = row[0]
         if row[1]:
             self._titles[resource_id] = row[2]
@@ -148,20 +148,24 @@ class Writer:
 
 
 _LAST_SHA = "SELECT sha256 FROM fetches WHERE resource_id = ? AND sha256 IS NOT NULL ORDER BY id DESC LIMIT 1"
-# In one statement: the source's last content hash; whether the store knows the
-# source, and its title; then its health row's columns (all NULL: no health yet).
+
+
+def _known_columns(source: str) -> str:
+    """What a write reads of the source whose id is `source` (a parameter, or a
+    column), in one statement: its last content hash; whether the store knows the
+    source, and its title; then its health row's columns (all NULL: no health yet)."""
+    return (f"({_LAST_SHA.replace('?', source)}) AS last_sha256, r.resource_id IS NOT NULL AS known,"
+            f" r.title AS known_title, {', '.join('h.' + name for name in HEALTH_COLUMNS)}")
+
+
 _HEALTH_AND_LAST_SHA = (
-    f"SELECT ({_LAST_SHA}) AS last_sha256, r.resource_id IS NOT NULL AS known, r.title AS known_title,"
-    f" {', '.join('h.' + name for name in HEALTH_COLUMNS)}"
-    " FROM (SELECT 1) AS one LEFT JOIN resources AS r ON r.resource_id = ?"
+    f"SELECT {_known_columns('?')} FROM (SELECT 1) AS one LEFT JOIN resources AS r ON r.resource_id = ?"
     " LEFT JOIN health AS h ON h.resource_id = ?"
 )
 # The same for several sources, each row led by its id: {ids} is Database.id_table's.
 _HEALTHS_AND_LAST_SHAS = (
-    "SELECT ids.id, (SELECT sha256 FROM fetches WHERE resource_id = ids.id AND sha256 IS NOT NULL ORDER BY id DESC"
-    " LIMIT 1) AS last_sha256, r.resource_id IS NOT NULL AS known, r.title AS known_title,"
-    f" {', '.join('h.' + name for name in HEALTH_COLUMNS)}"
-    " FROM {ids} LEFT JOIN resources AS r ON r.resource_id = ids.id LEFT JOIN health AS h ON h.resource_id = ids.id"
+    f"SELECT ids.id, {_known_columns('ids.id')} FROM {{ids}}"
+    " LEFT JOIN resources AS r ON r.resource_id = ids.id LEFT JOIN health AS h ON h.resource_id = ids.id"
 )
 
 

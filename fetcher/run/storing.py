@@ -5,10 +5,12 @@ benchmark) need not load the network and extraction layers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
-from fetcher.core.health import check_of, next_health
+from fetcher.core.health import Health, check_of, next_health
 from fetcher.core.models import FetchResult, Snapshot
+from fetcher.core.states import Transition
 from fetcher.store.dialect import RowSelector
 from fetcher.store.sqlite import Store
 
@@ -38,10 +40,8 @@ def store_result(
         store.keep_body(result.download)
     if result.render is not None and result.render.static is not None:  # the static body beside a rendered DOM
         store.keep_body(result.render.static)
-    check = check_of(result)
     with store.transaction() as writer:
-        health, transition = next_health(writer.health(result.source.resource_id), check) if check else (None, None)
-        recorded = writer.record(result, health, transition)
+        recorded = writer.record(result, *_health_after(result, lambda: writer.health(result.source.resource_id)))
         if also is not None:
             also.one(result.source.resource_id, recorded)
         stored = store.read_back(recorded, with_text)
@@ -83,12 +83,8 @@ def _together(store: Store, checks: list[tuple[FetchResult, InTransaction | None
     assert len(set(sources)) == len(sources), "one fetch a source in a batch"
     with store.transaction() as writer:
         known = writer.healths(sources)
-        records = []
-        for result, _ in checks:
-            check = check_of(result)
-            health, transition = next_health(known[result.source.resource_id], check) if check else (None, None)
-            records.append((result, health, transition))
-        ids = writer.record_many(records)
+        ids = writer.record_many([(result, *_health_after(result, lambda: known[result.source.resource_id]))
+                                  for result, _ in checks])
         marks: dict[InTransaction, dict[str, int]] = {}
         for result, also in checks:
             if also is not None:
@@ -98,3 +94,10 @@ def _together(store: Store, checks: list[tuple[FetchResult, InTransaction | None
         stored = store.read_back_many(list(ids.values()), with_text=False)
     snapshots = stored()
     return [snapshots[ids[source]] for source in sources]
+
+
+def _health_after(result: FetchResult, health: Callable[[], Health]) -> tuple[Health | None, Transition | None]:
+    """The source's new health and its transition after a live check (from its
+    health as the transaction read it: `health`, read only then); none otherwise."""
+    check = check_of(result)
+    return next_health(health(), check) if check else (None, None)

@@ -107,13 +107,19 @@ def per_fetch(config_path: Path, database: str | None, count: int) -> float:
     return statistics.median(times)
 
 
+def not_modified(source: Any, when: datetime) -> Any:
+    """A live check of `source` at `when` that found it unchanged (a 304)."""
+    from fetcher.core.models import Download, FetchResult
+    from fetcher.core.outcomes import Outcome
+
+    return FetchResult(source, when, "live", Download(source.url, Outcome.NOT_MODIFIED, source.url, 304), 1,
+                       live_status=304, live_outcome=Outcome.NOT_MODIFIED)
+
+
 def per_check(config_path: Path, database: str, count: int) -> tuple[float, float]:
     """Median seconds to store one live check that found the page unchanged (a
     304), and this process's CPU seconds a check (the driver's share: the
     server's is its own)."""
-    from fetcher.core.models import Download, FetchResult
-    from fetcher.core.outcomes import Outcome
-
     config = replace(load_config(config_path), database=database)
     store = open_store(config)
     source = make_source("https://site.example/doc/checked")
@@ -122,9 +128,7 @@ def per_check(config_path: Path, database: str, count: int) -> tuple[float, floa
     times = []
     cpu = time.process_time()
     for index in range(count):
-        check = FetchResult(source, when + timedelta(days=1, seconds=index), "live",
-                            Download(source.url, Outcome.NOT_MODIFIED, source.url, 304), 1,
-                            live_status=304, live_outcome=Outcome.NOT_MODIFIED)
+        check = not_modified(source, when + timedelta(days=1, seconds=index))
         began = time.perf_counter()
         store_result(store, check)
         times.append(time.perf_counter() - began)
@@ -147,9 +151,6 @@ def checks(config_path: Path, database: str | None, sources: int, nights: int, b
     """Per stored 304 check over `nights` nights of `sources`: (wall, this process's
     CPU, the server's CPU) seconds; each night's checks stored `batch` at a time
     (store_checks, as a run stores them), or with batch 1 each alone (store_result)."""
-    from fetcher.core.models import Download, FetchResult
-    from fetcher.core.outcomes import Outcome
-
     config = replace(load_config(config_path), database=database)
     store = open_store(config)
     when = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -158,9 +159,7 @@ def checks(config_path: Path, database: str | None, sources: int, nights: int, b
         store_result(store, audit_bench.ok(source, when))
     wall, cpu, server = time.perf_counter(), time.process_time(), _server_cpu(store)
     for night in range(1, nights + 1):
-        results = [FetchResult(source, when + timedelta(days=night), "live",
-                               Download(source.url, Outcome.NOT_MODIFIED, source.url, 304), 1,
-                               live_status=304, live_outcome=Outcome.NOT_MODIFIED) for source in known]
+        results = [not_modified(source, when + timedelta(days=night)) for source in known]
         for first in range(0, sources, batch):
             if batch == 1:
                 store_result(store, results[first], with_text=False)

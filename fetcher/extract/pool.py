@@ -7,14 +7,22 @@ A small pool of our own rather than ProcessPoolExecutor (one dead worker breaks
 all of it) or pebble (it stops a worker with SIGTERM, which ours ignore, and
 then waits 3 s before SIGKILL). Each worker has its own pipe, and the event loop
 waits on it directly: no threads in the parent but for sending big bodies.
+
+Jobs waiting for a worker go biggest body first (`BiggestFirst`): a run's last
+seconds are then small documents shared by every worker, not one big PDF that
+started last while the other workers sit idle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
@@ -58,7 +66,7 @@ class Worker:
     async def run(self, args: tuple[Any, ...], timeout: float) -> tuple[Extracted, bool]:
         """Send one job and wait for its answer; TimeoutError after `timeout` seconds."""
         async with asyncio.timeout(timeout):
-            if sum(len(a) for a in args if isinstance(a, bytes)) <= _INLINE_SEND:
+            if body_size(args) <= _INLINE_SEND:
                 self._send(args)
             else:  # a big body fills the pipe faster than the worker reads: not on the event loop
                 await asyncio.to_thread(self._send, args)
@@ -112,21 +120,68 @@ class Worker:
             self.kill()
 
 
+def body_size(args: tuple[Any, ...]) -> int:
+    return sum(len(a) for a in args if isinstance(a, bytes))
+
+
+class BiggestFirst:
+    """`slots` turns at once; who waits gets the next free one biggest first
+    (a body's size stands for its cost), equal sizes in the order they came.
+    A waiter cancelled while waiting takes no turn, and a turn given to one
+    cancelled at that moment goes to the next."""
+
+    def __init__(self, slots: int):
+        self._free = slots
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (-size, arrival, future): a heap
+        self._arrivals = itertools.count()
+
+    @asynccontextmanager
+    async def turn(self, size: int) -> AsyncIterator[None]:
+        await self._take(size)
+        try:
+            yield
+        finally:
+            self._free += 1
+            self._hand_over()
+
+    async def _take(self, size: int) -> None:
+        if self._free and not self._waiting:
+            self._free -= 1
+            return
+        given: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (-size, next(self._arrivals), given))
+        try:
+            await given
+        except asyncio.CancelledError:
+            if given.done() and not given.cancelled():  # handed a turn just as cancelled: it goes on
+                self._free += 1
+                self._hand_over()
+            raise
+
+    def _hand_over(self) -> None:
+        while self._free and self._waiting:
+            *_, given = heapq.heappop(self._waiting)
+            if not given.done():  # a cancelled waiter's entry is dropped here
+                given.set_result(None)
+                self._free -= 1
+
+
 class WorkerPool:
     """`workers` processes at most, started when first needed; `run()` awaits
     one job's Extracted, which is extract-failed if the job broke a limit or
-    its worker died. Use from one event loop."""
+    its worker died. Jobs waiting for a worker go biggest first. Use from one
+    event loop."""
 
     def __init__(self, job: Job | NamedJob, workers: int, limits: Limits, context: SpawnContext):
         self._job = job
         self._limits = limits
         self._context = context
-        self._slots = asyncio.Semaphore(workers)
+        self._turns = BiggestFirst(workers)
         self._idle: list[Worker] = []
         self._busy: set[Worker] = set()
 
     async def run(self, *args: Any) -> Extracted:
-        async with self._slots:
+        async with self._turns.turn(body_size(args)):
             try:
                 worker = self._idle.pop() if self._idle else await self._start()
             except WorkerGone as gone:

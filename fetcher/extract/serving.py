@@ -8,6 +8,7 @@ while a run's fetches need the cores).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import resource
@@ -53,6 +54,20 @@ def size(count: int) -> str:
     return f"{count} bytes"
 
 
+YOUNG_COLLECTION = 10_000  # allocations between two collections of the youngest generation (Python: 700)
+
+
+def collect_less() -> None:
+    """Worker set-up, once its libraries are imported: those objects are frozen out
+    of the garbage collector's walks (gc.freeze), and the youngest generation is
+    collected every YOUNG_COLLECTION allocations instead of 700. Extraction
+    allocates a great deal and makes few cycles; with Python's defaults the
+    collector took 6.5% of its CPU (0.68 of 10.4 s on the corpus' documents),
+    0.10 s like this, for ~15 MB more at peak."""
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
+
+
 def exit_with(parent: int, every: float = 0.5) -> None:
     """Worker set-up: end this worker soon after `parent` dies, even by kill -9 (a
     worker otherwise waits on its pipe forever), and leave SIGTERM/SIGINT to the
@@ -76,6 +91,7 @@ def serve(connection: Connection, parent: int, memory: int | None, job: Job | Na
     exit_with(parent)
     if isinstance(job, NamedJob):
         job = job.load()
+    collect_less()
     if memory is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, resource.getrlimit(resource.RLIMIT_AS)[1]))
     connection.send("ready")

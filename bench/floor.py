@@ -2,7 +2,11 @@
 document of a workload, with the settings the pipeline uses (the same function,
 content type and a loopback URL), in this process, no network, no store.
 
-    python -m bench.floor --workload mixed --sources 2000 --hosts 40 [--repeats 3]
+    python -m bench.floor --workload mixed --sources 2000 --hosts 40 [--repeats 3] [--as-workers]
+
+With --as-workers, the garbage collector is set as in fetcher's extraction workers
+(fetcher.extract.serving.collect_less) before the timings; without it, Python's
+defaults: the floor the benchmark's targets are measured against.
 
 Prints JSON {doc key: median CPU seconds}. The floor of a workload is then
 sum(cost[doc of source] for each source) / cores: extraction is deterministic,
@@ -28,6 +32,7 @@ import time
 
 from bench import workload
 from fetcher.extract.document import extract
+from fetcher.extract.serving import collect_less
 
 
 def main() -> None:
@@ -36,12 +41,15 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=2000)
     parser.add_argument("--hosts", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--as-workers", action="store_true", help="the collector set as in an extraction worker")
     args = parser.parse_args()
     corpus = workload.load_corpus()
     sources = workload.build(args.workload, corpus, args.sources, args.hosts)
     firsts = {}
     for source in sources:
         firsts.setdefault(source.doc.key, source)
+    if args.as_workers:
+        collect_less()
     times: dict[str, list[float]] = {key: [] for key in firsts}
     outcomes = {}
     for _ in range(args.repeats):  # rounds over every document, never one document twice in a row

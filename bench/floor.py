@@ -5,7 +5,8 @@ content type and a loopback URL), in this process, no network, no store.
     python -m bench.floor --workload mixed --sources 2000 --hosts 40 [--repeats 3] [--as-workers]
 
 With --as-workers, the garbage collector is set as in fetcher's extraction workers
-(fetcher.extract.serving.collect_less) before the timings; without it, Python's
+(fetcher.extract.serving: collect_less before the timings, collect_after
+within each document's time); without it, Python's
 defaults: the floor the benchmark's targets are measured against.
 
 Prints JSON {doc key: median CPU seconds}. The floor of a workload is then
@@ -32,7 +33,7 @@ import time
 
 from bench import workload
 from fetcher.extract.document import extract
-from fetcher.extract.serving import collect_less
+from fetcher.extract.serving import collect_after, collect_less
 
 
 def main() -> None:
@@ -57,6 +58,8 @@ def main() -> None:
             body = source.doc.body + workload.suffix(source, 1, args.workload != "quality")
             started = time.process_time()
             result = extract(body, workload.content_type(source.doc), workload.url_of(source, 8000))
+            if args.as_workers:
+                collect_after()
             times[key].append(time.process_time() - started)
             outcomes[key] = result.outcome.value
     costs = {key: {"cpu_s": statistics.median(times[key]), "outcome": outcomes[key], "kind": source.doc.kind}

@@ -90,21 +90,25 @@ def test_the_extraction_pool_gives_its_free_worker_to_the_biggest_body_waiting()
 
 def collector_state(_body: bytes) -> Extracted:
     """A job run in a worker process: the garbage collector's settings there."""
-    state = {"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()}
+    state = {"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count(),
+             "middle_collections": gc.get_stats()[1]["collections"]}
     return Extracted(outcome=Outcome.OK, kind="text", text=json.dumps(state))
 
 
-def test_a_worker_freezes_what_it_imported_and_collects_its_youngest_objects_less_often():
+def test_a_worker_freezes_its_imports_collects_young_objects_less_often_and_after_each_document():
     """The extraction workers' collector settings (fetcher.extract.serving.collect_less)."""
     pool = WorkerPool(NamedJob("tests.test_extract_pool", "collector_state"), 1, Limits(30, None),
                       multiprocessing.get_context("spawn"))
 
-    async def ask() -> Extracted:
-        return await pool.run(b"")
+    async def ask() -> list[Extracted]:
+        return [await pool.run(b"") for _ in range(3)]
 
     try:
-        state = json.loads(asyncio.run(ask()).text)
+        states = [json.loads(extracted.text) for extracted in asyncio.run(ask())]
     finally:
         pool.close()
-    assert state["threshold"][0] == YOUNG_COLLECTION != gc.get_threshold()[0]  # this process keeps Python's
-    assert state["frozen"] > 10_000  # the worker's imports (this module's, fetcher's) are out of the walks
+    first, *_ = states
+    assert first["threshold"][0] == YOUNG_COLLECTION != gc.get_threshold()[0]  # this process keeps Python's
+    assert first["frozen"] > 10_000  # the worker's imports (this module's, fetcher's) are out of the walks
+    collections = [state["middle_collections"] for state in states]
+    assert [b - a for a, b in zip(collections, collections[1:])] == [1, 1]  # one of the young ones after each

@@ -7,6 +7,10 @@ is given back as soon as that source's download is over (its extraction and
 storing need no turn), or when its fetch ends without one. With one worker the
 order is the hosts interleaved, each keeping its own order.
 
+A turn also carries the fetch's place among a run's `concurrency` downloads
+(Turn.hold_place), given back with it: the next source starts while this one
+is extracted and stored.
+
 A worker that took a source of a host whose every turn was held (one list
 interleaved by host) waited in the downloader for that host's slot while some
 other host stood idle: on the bench's 400-source night (10 hosts, 2 turns each,
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from itertools import zip_longest
 
@@ -26,17 +30,27 @@ from fetcher.core.sources import host_of
 
 
 class Turn:
-    """One host's turn, held by one fetch; `give_back()` may be called any number of times."""
+    """One host's turn, held by one fetch, and the fetch's place in its run when
+    it holds one; each goes back once, however often it is given back."""
 
     def __init__(self, queue: HostQueue, host: str):
         self._queue = queue
         self._host = host
         self._held = True
+        self._leave: Callable[[], None] | None = None
 
     def give_back(self) -> None:
+        """The host's turn, and the place if one is held."""
         if self._held:
             self._held = False
             self._queue._returned(self._host)
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            leave()
+
+    def hold_place(self, leave: Callable[[], None]) -> None:
+        """The fetch also holds a place in its run; `leave` gives it back."""
+        self._leave = leave
 
 
 # The turn the current fetch holds (each worker is its own task, so its own
@@ -45,7 +59,7 @@ current_turn: ContextVar[Turn | None] = ContextVar("current_turn", default=None)
 
 
 def download_over() -> None:
-    """The current fetch needs its host's turn no more."""
+    """The current fetch needs its host's turn, and its place, no more."""
     turn = current_turn.get()
     if turn is not None:
         turn.give_back()

@@ -173,7 +173,7 @@ class Pipeline:
         if health is None:
             health = await self._in_store(self._store.health, source.resource_id)
         download, attempts = await self._download(source, conditional_headers(health))
-        download_over()  # the host's turn goes to its next source while this one is extracted and stored
+        download_over()  # the host's turn and the run's place go on while this one is extracted and stored
         result = FetchResult(source, fetched_at, "live", download, attempts)
         known = health.content_sha256
         if download.outcome is Outcome.NOT_MODIFIED and known:
@@ -323,7 +323,10 @@ class Pipeline:
         tally: Tally | None = None,
         health: dict[str, Health] | None = None,
     ) -> RunSummary:
-        """Fetch every source, `concurrency` at a time, until done or stop().
+        """Fetch every source, `concurrency` downloads at a time, until done or
+        stop(). A source's place goes to the next source once its download is
+        over; as many again may be past their download at once, being extracted
+        or stored (what bounds the bodies a run holds: 2 × `concurrency`).
         Counts are by the live outcome (the source's health); `archived` counts
         copies from an archive. `tally` (if given) is kept up to date as sources
         finish, so a run cancelled midway still knows what it did. `health`: every
@@ -335,9 +338,22 @@ class Pipeline:
         queue = HostQueue(sources, self._config.fetch.per_host_concurrency)
         self._known = dict(health) if health is not None else await self._in_store(self._store.all_health)
 
+        concurrency = self._config.fetch.concurrency
+        places = asyncio.Semaphore(concurrency)
+
         async def worker() -> None:
-            while not self._stopping and (taken := await queue.take()) is not None:
+            while not self._stopping:
+                await places.acquire()
+                try:
+                    taken = await queue.take()
+                except BaseException:
+                    places.release()
+                    raise
+                if taken is None:
+                    places.release()
+                    return
                 source, turn = taken
+                turn.hold_place(places.release)
                 current_turn.set(turn)  # this worker's task's own context
                 try:
                     if self._stopping:
@@ -350,7 +366,7 @@ class Pipeline:
                 tally.add(snapshot)
                 on_done(snapshot)
 
-        await asyncio.gather(*(worker() for _ in range(self._config.fetch.concurrency)))
+        await asyncio.gather(*(worker() for _ in range(2 * concurrency)))  # as many again past their download
         return tally.summary(self._wall_clock())
 
 

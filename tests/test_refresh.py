@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import importlib
 import json
 import os
 import signal
@@ -30,7 +31,7 @@ from fetcher.run.pipeline import Pipeline
 from fetcher.core.sources import resource_id
 from fetcher.store.sqlite import DB_NAME, Store
 from tests.conftest import corpus_pdfs, fetch_count, fetcher_command, normalised, run_fetcher, write_config
-from tests.origin import Origin, html, respond
+from tests.origin import Origin, conditional, html, respond
 
 SUBJECTS = ["harbour dredging", "school meals", "tram extension", "river flooding", "library hours"]
 
@@ -415,3 +416,58 @@ def test_a_host_that_is_down_fails_its_sources_and_the_run_still_completes(tmp_p
             assert marker(n) in store.latest(resource_id(url)).text, url
     finally:
         store.close()
+
+
+# -- a source's place in the run goes on when its download is over ----------------------
+
+
+def held_store(monkeypatch, module: str, name: str, origin: Origin, paths: list[str], upto: int) -> list[int]:
+    """Replace `module.name` (a store function, run on the store's thread) by one
+    that holds its first call for a second (or until the origin has answered
+    `upto` requests for `paths` in all), then stores. The list it returns gets
+    how many requests for `paths` the origin had answered when the hold ended."""
+    target = importlib.import_module(module)
+    real = getattr(target, name)
+    seen_then: list[int] = []
+
+    def seen() -> int:
+        return sum(origin.hits(path) for path in paths)
+
+    def held(*args, **kwargs):
+        if not seen_then:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and seen() < upto:
+                time.sleep(0.01)
+            seen_then.append(seen())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, held)
+    return seen_then
+
+
+def test_the_next_source_is_fetched_while_one_is_stored_and_as_many_again_at_most(tmp_path, monkeypatch):
+    """One place in the run (concurrency = 1), the first store held up for a second.
+    A source gives its place to the next one once its download is over, and as many
+    sources as there are places may be past their download at once (here one): of
+    three, two are fetched while the first waits to be stored, not the third. The
+    same for pages with new content (their bodies held meanwhile) and for checks."""
+    with Origin() as origin:
+        paths = [f"/bulletins/{n}" for n in range(3)]
+        urls = [origin.route(path, conditional(origin, article(n), etag=f'"v{n}"')) for n, path in enumerate(paths)]
+        config = load_config(write_config(tmp_path, urls, concurrency=1, per_host_concurrency=1))
+        store = Store(config.storage_dir)
+        try:
+            night1 = held_store(monkeypatch, "fetcher.run.pipeline", "store_result", origin, paths, upto=3)
+            summary = asyncio.run(refresh_in_process(config, store))
+            assert summary.changed == 3
+            assert night1 == [2]  # the first page and the next one, not the third
+
+            night2 = held_store(monkeypatch, "fetcher.run.batching", "store_checks", origin, paths, upto=6)
+            summary = asyncio.run(refresh_in_process(config, store))
+            assert (summary.changed, summary.unchanged, summary.failed) == (0, 3, 0)
+            assert night2 == [3 + 2]  # the first check and the next one, not the third
+            conditional_requests = [seen for seen in origin.requests if seen.headers.get("If-None-Match")]
+            assert sorted(seen.path for seen in conditional_requests) == paths
+            assert fetch_count(config.storage_dir) == 6
+        finally:
+            store.close()

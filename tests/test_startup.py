@@ -21,13 +21,17 @@ from tests.conftest import write_config
 from tests.origin import Origin, html
 
 FETCHING_LIBRARIES = ("trafilatura", "pypdf", "httpx", "htmldate", "apscheduler")
+# httpx's command-line client and what it imports (rich's syntax view, pygments): no command needs them
+# (fetcher.net puts a stand-in in its place)
+HTTPX_COMMAND_LINE = ("httpx._main", "pygments")
 
 # Runs the CLI as `fetcher` does, then says on stderr's last line which of the
 # libraries it loaded, however the command ended.
 PROBE = f"""
 import atexit, sys
 def loaded():
-    print("loaded:", ",".join(m for m in {FETCHING_LIBRARIES!r} if m in sys.modules), file=sys.stderr)
+    print("loaded:", ",".join(m for m in {FETCHING_LIBRARIES + HTTPX_COMMAND_LINE!r}
+                               if m in sys.modules and getattr(sys.modules[m], "__file__", None)), file=sys.stderr)
 atexit.register(loaded)
 sys.argv = ["fetcher", *sys.argv[1:]]
 from fetcher.cli.main import main
@@ -60,6 +64,7 @@ def test_a_one_off_fetch_of_a_page_does_not_import_the_pdf_reader(site):
     assert result.returncode == 0, result.stderr
     assert "Words worth keeping." in result.stdout
     assert "trafilatura" in loaded and "pypdf" not in loaded and "apscheduler" not in loaded
+    assert not loaded & set(HTTPX_COMMAND_LINE), loaded
 
 
 def test_a_refresh_extracts_in_workers_without_importing_the_extraction_libraries(tmp_path):
@@ -73,6 +78,7 @@ def test_a_refresh_extracts_in_workers_without_importing_the_extraction_librarie
     summary = json.loads(result.stdout)
     assert summary["changed"] == 2 and summary["counts"] == {"ok": 2}, summary
     assert "trafilatura" not in loaded and "pypdf" not in loaded, loaded
+    assert "httpx" in loaded and not loaded & set(HTTPX_COMMAND_LINE), loaded
 
 
 @pytest.mark.parametrize(

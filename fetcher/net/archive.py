@@ -26,6 +26,12 @@ from fetcher.core.errors import CdxFormatError
 CDX_LIMIT = 10
 DEFAULT_PAUSE = 60.0  # a 429 without Retry-After pauses the archive this long
 MAX_TROUBLE_IN_A_ROW = 3  # 429s or unreachable-archive answers before the archive is left alone
+
+
+def left_alone(name: str) -> str:
+    """What a source's fetch says when the archive was not asked for it: the archive
+    rate-limited us or was unreachable MAX_TROUBLE_IN_A_ROW times in a row."""
+    return f"{name} rate-limited us or was unreachable {MAX_TROUBLE_IN_A_ROW} times in a row; not asked again this run"
 _TROUBLE = frozenset(
     {Outcome.HTTP_429, Outcome.DNS_ERROR, Outcome.CONNECT_REFUSED, Outcome.CONNECT_ERROR, Outcome.TLS_ERROR,
      Outcome.TIMEOUT, Outcome.HTTP_5XX}
@@ -127,8 +133,7 @@ class ArchiveClient:
     async def _get(self, url: str) -> Download:
         async def attempt() -> Download:
             if not await self._turn():
-                detail = f"{self.settings.name} left alone for this run after {MAX_TROUBLE_IN_A_ROW} failures in a row"
-                return Download(url=url, outcome=Outcome.ARCHIVE_ERROR, final_url=url, detail=detail)
+                return Download(url=url, outcome=Outcome.ARCHIVE_ERROR, final_url=url, detail=left_alone(self.settings.name))
             answer = await self._downloader.get(url)
             if answer.outcome is Outcome.HTTP_429:
                 self._limiter.pause(answer.retry_after if answer.retry_after is not None else DEFAULT_PAUSE)

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
-from fetcher.net.archive import ArchiveClient, Lookup
+from fetcher.net.archive import ArchiveClient, Lookup, left_alone
 from fetcher.extract.soft404 import soft_404_reason
 from fetcher.core.config import Config
 from fetcher.net.client import make_client, trusted_endpoints
@@ -274,8 +274,7 @@ class Pipeline:
             if fetched_at - cached.looked_up_at < fresh_for:
                 return Lookup(Outcome.ARCHIVE_MISS, detail=f"no capture in {name} (looked up {cached.looked_up_at:%Y-%m-%d})"), None
         if client.stopped:
-            detail = f"{name} rate-limited us or was unreachable repeatedly; not asked again this run"
-            return Lookup(Outcome.ARCHIVE_ERROR, detail=detail), None
+            return Lookup(Outcome.ARCHIVE_ERROR, detail=left_alone(name)), None
         wanted = await self._in_store(self._store.last_alive, source.resource_id) or fetched_at
         lookup = await client.lookup(source.url, wanted)
         if lookup.outcome is not Outcome.ARCHIVE_ERROR:

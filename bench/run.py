@@ -408,10 +408,13 @@ def w1_w2_and_peers(corpus, plan, work: Path, costs: dict, results: dict, peers:
         # Apples to apples: neither peer reads PDFs, so time fetcher on the HTML sources alone too.
         html_urls = [url for url, s in zip(urls, sources) if s.doc.kind == "html"]
         html_sources = [s for s in sources if s.doc.kind == "html"]
+        log("W1-html floor: timing extract() on each distinct document, before W1-html")
+        before_html = doc_costs("mixed", count, hosts)
         log(f"W1-html: fetcher refresh of the {len(html_urls)} HTML sources only (fresh store)")
         origin.call("/__reset")
         mh, summary_h = run_fetcher(write_config(work / "w1-html", html_urls, hosts), work, "w1-html")
-        html_floor = floor(html_sources, costs)
+        log("W1-html floor: timing extract() on each distinct document again, after W1-html")
+        html_floor = bracketed_floor(html_sources, before_html, doc_costs("mixed", count, hosts))
         html_floor["measured"] = measured_floor(count, hosts, html_only=True)
         results["W1_html"] = {
             **throughput(mh, len(html_urls)), "summary": summary_h, "origin": origin.call("/__stats"),
@@ -578,8 +581,8 @@ def table(results: dict) -> list[tuple[str, str, str, str, str]]:
                 ("W1 HTML only", "fetcher on the HTML sources alone: wall / pages/s",
                  f"{wh['wall_s']:.1f} s / {wh['pages_per_s']:.1f} ({wh['sources']} pages)", "", ""),
                 ("W1 HTML only", "CPU time: all (main process + extraction workers)", cpu_split(wh), "", ""),
-                ("W1 HTML only", "wall ÷ floor (HTML floor)",
-                 f"{wh['time_over_floor']:.2f}× ({wh['floor']['floor_s']:.1f} s)", "≤ 1.3×",
+                ("W1 HTML only", "wall ÷ floor (HTML floor; timed before / after it)",
+                 f"{wh['time_over_floor']:.2f}× ({wh['floor']['floor_s']:.1f} s{timed(wh['floor'])})", "≤ 1.3×",
                  verdict(wh["time_over_floor"] <= 1.3)),
                 *measured_floor_rows("W1 HTML only", wh),
             ]

@@ -8,7 +8,7 @@ import types
 def _without_httpx_command_line() -> None:
     """httpx imports its command-line client (`httpx._main`: rich's console and
     progress, pygments) whenever click and rich are installed, as they are here:
-    ~30 ms of every fetcher process's start, for a `main` fetcher never calls. A
+    ~26 ms of every fetcher process's start, for a `main` fetcher never calls. A
     stand-in module takes its place before httpx is first imported."""
     if "httpx" in sys.modules or "httpx._main" in sys.modules:
         return

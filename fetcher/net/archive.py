@@ -32,6 +32,8 @@ def left_alone(name: str) -> str:
     """What a source's fetch says when the archive was not asked for it: the archive
     rate-limited us or was unreachable MAX_TROUBLE_IN_A_ROW times in a row."""
     return f"{name} rate-limited us or was unreachable {MAX_TROUBLE_IN_A_ROW} times in a row; not asked again this run"
+
+
 _TROUBLE = frozenset(
     {Outcome.HTTP_429, Outcome.DNS_ERROR, Outcome.CONNECT_REFUSED, Outcome.CONNECT_ERROR, Outcome.TLS_ERROR,
      Outcome.TIMEOUT, Outcome.HTTP_5XX}

@@ -343,13 +343,13 @@ class Pipeline:
         async def worker() -> None:
             while not self._stopping:
                 await places.acquire()
+                taken = None
                 try:
                     taken = await queue.take()
-                except BaseException:
-                    places.release()
-                    raise
+                finally:
+                    if taken is None:  # every source taken, or cancelled while waiting: the place goes back
+                        places.release()
                 if taken is None:
-                    places.release()
                     return
                 source, turn = taken
                 turn.hold_place(places.release)

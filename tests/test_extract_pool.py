@@ -9,12 +9,13 @@ import asyncio
 import gc
 import json
 import multiprocessing
+import os
 
 from fetcher.core.models import Extracted
 from fetcher.core.outcomes import Outcome
 from fetcher.extract.extractor import Extractor
 from fetcher.extract.pool import BiggestFirst, Limits, WorkerPool
-from fetcher.extract.serving import YOUNG_COLLECTION, NamedJob
+from fetcher.extract.serving import NICENESS, YOUNG_COLLECTION, NamedJob
 from tests.conftest import corpus_pages
 
 
@@ -89,9 +90,9 @@ def test_the_extraction_pool_gives_its_free_worker_to_the_biggest_body_waiting()
 
 
 def collector_state(_body: bytes) -> Extracted:
-    """A job run in a worker process: the garbage collector's settings there."""
+    """A job run in a worker process: the garbage collector's settings there, and its niceness."""
     state = {"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count(),
-             "middle_collections": gc.get_stats()[1]["collections"]}
+             "middle_collections": gc.get_stats()[1]["collections"], "niceness": os.nice(0)}
     return Extracted(outcome=Outcome.OK, kind="text", text=json.dumps(state))
 
 
@@ -112,3 +113,14 @@ def test_a_worker_freezes_its_imports_collects_young_objects_less_often_and_afte
     assert first["frozen"] > 10_000  # the worker's imports (this module's, fetcher's) are out of the walks
     collections = [state["middle_collections"] for state in states]
     assert [b - a for a, b in zip(collections, collections[1:])] == [1, 1]  # one of the young ones after each
+
+
+def test_a_worker_runs_at_a_lower_cpu_priority_than_the_process_that_started_it():
+    """fetcher.extract.serving.yield_the_cores: where cores are short, the event loop gets one first."""
+    pool = WorkerPool(NamedJob("tests.test_extract_pool", "collector_state"), 1, Limits(30, None),
+                      multiprocessing.get_context("spawn"))
+    try:
+        state = json.loads(asyncio.run(pool.run(b"")).text)
+    finally:
+        pool.close()
+    assert state["niceness"] == min(19, os.nice(0) + NICENESS) > os.nice(0)

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from fetcher.cli import logs
 from fetcher.cli.main import cli
+from fetcher.cli.progress import LogLines, run_progress
 from fetcher.cli.terminal import RunProgress
 from fetcher.core.models import Snapshot
 from fetcher.core.outcomes import Outcome
@@ -165,6 +166,24 @@ def test_progress_bar_on_a_terminal_keeps_log_lines_above_it(monkeypatch):
     bar = [line for line in lines if "4/4" in line][-1]
     assert "2 failed" in bar and re.search(r"[\d.]+ sources/s", bar) and re.search(r"\d+:\d\d:\d\d left", bar), bar
     assert bar.startswith("refresh ") and bar.rstrip().endswith("elapsed") and len(bar) <= 80, bar
+
+
+@pytest.mark.parametrize("environment, bar", [
+    ({}, False), ({"TTY_COMPATIBLE": "0"}, False), ({"TTY_COMPATIBLE": "1"}, True), ({"FORCE_COLOR": "1"}, True),
+])
+def test_a_refresh_shows_a_bar_where_rich_finds_a_terminal_and_log_lines_elsewhere(monkeypatch, environment, bar):
+    """run_progress() on a stderr that is no tty: rich's own rules (TTY_COMPATIBLE,
+    FORCE_COLOR) decide as they would for any of fetcher's tables."""
+    for name in ("TTY_COMPATIBLE", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    progress = run_progress()
+    assert isinstance(progress, RunProgress if bar else LogLines)
+    progress.start(2)
+    assert progress.shown is bar
+    progress.stop()
 
 
 def test_no_bar_off_a_terminal_one_log_line_a_source(capsys):

@@ -15,9 +15,9 @@ import click
 
 from fetcher.cli import logs
 from fetcher.cli.inputs import load, pick, resolve
-from fetcher.cli.output import print_json
+from fetcher.cli.output import print_json, print_summary
+from fetcher.cli.progress import run_progress
 from fetcher.cli.running import run_cancellable, run_stoppable
-from fetcher.cli.terminal import RunProgress, print_summary
 from fetcher.core.config import Config
 from fetcher.core.errors import BadInput, Busy, StoreError
 from fetcher.core.models import Snapshot, Source
@@ -127,7 +127,7 @@ def refresh(
     from fetcher.run.refresh import run_once  # the engine: an in-process run only (~0.1 s of imports)
 
     options = FetchOptions(archive=not no_archive, recheck_archive=recheck_archive)
-    progress = RunProgress()
+    progress = run_progress()
     with closing(open_store(config)) as store:
         try:
             summary = run_stoppable(

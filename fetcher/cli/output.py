@@ -12,11 +12,23 @@ from typing import Any, BinaryIO, TextIO
 import click
 
 from fetcher.core.errors import BadInput
+from fetcher.core.models import RunSummary
 from fetcher.store.files import write_atomically
 
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The concise end-of-run summary (stdout)."""
+    counts = " · ".join(f"{kind} {n}" for kind, n in sorted(summary.counts.items(), key=lambda i: (-i[1], i[0])))
+    print(f"{summary.total} sources refreshed in {summary.to_dict()['seconds']}s: {counts or 'none due'}")
+    print(
+        f"changed {summary.changed} · unchanged {summary.unchanged} · failed {summary.failed}"
+        f" · archived copies {summary.archived} · newly failing {summary.newly_failing}"
+        f" · recovered {summary.recovered} · not due {summary.not_due}"
+    )
 
 
 def write_output(output: Path | None, write: Callable[[TextIO], Any]) -> Any:

@@ -24,13 +24,11 @@ from rich.text import Text
 from fetcher.cli.tables import Column, PipeConsole, show
 from fetcher.views.audit import Audit
 from fetcher.cli import logs
-from fetcher.cli.logs import FIELDS
-from fetcher.core.models import RunSummary, Snapshot
+from fetcher.cli.progress import LogLines
+from fetcher.core.models import Snapshot
 from fetcher.core.outcomes import Rendering
 from fetcher.views.preview import human_size
 from fetcher.store.sqlite import RunRecord
-
-log = logging.getLogger("fetcher")
 
 _SPACE_LIKE = re.compile(r"[\t\n\r\v\f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -81,13 +79,14 @@ def _whole() -> rich_table.Column:
 class RunProgress:
     """On a terminal, a progress bar: done/total, failures so far, rate and time
     left, with the log lines printed above it while it is shown. Otherwise (cron,
-    a pipe, a file) no bar: one log line per source."""
+    a pipe, a file) no bar: one log line per source (fetcher.cli.progress.LogLines)."""
 
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or PipeConsole(stderr=True)
         self._bar: Progress | None = None
         self._failed = 0
         self._moved: list[logging.Handler] = []
+        self._lines = LogLines()
 
     def start(self, total: int) -> None:
         if self._console.is_terminal and total:
@@ -132,33 +131,12 @@ class RunProgress:
             self._bar.update(self._task, completed=done)
 
     def advance(self, snapshot: Snapshot) -> None:
-        kind = snapshot.live_outcome or snapshot.outcome
-        if self._bar:
-            self._failed += not kind.is_success
-            self._bar.update(self._task, advance=1, failed=self._failed)
+        if not self._bar:
+            self._lines.advance(snapshot)
             return
-        status = snapshot.live_status if snapshot.origin == "archive" else snapshot.http_status
-        size = human_size(snapshot.text_chars) if snapshot.has_content else snapshot.detail
-        if snapshot.origin == "archive" and snapshot.has_content:
-            size = f"archived copy, {size}"
-        fields = {
-            "event": "fetched", "resource_id": snapshot.resource_id, "url": snapshot.url, "outcome": kind.value,
-            "http_status": status, "origin": snapshot.origin, "text_chars": snapshot.text_chars,
-            "changed": snapshot.changed, "transition": snapshot.transition.value if snapshot.transition else None,
-        }
-        log.info("%-16s %-4s %s %s (%s)", kind, status or "-", snapshot.resource_id, snapshot.url, size,
-                 extra={FIELDS: fields})
-
-
-def print_summary(summary: RunSummary) -> None:
-    """The concise end-of-run summary (stdout)."""
-    counts = " · ".join(f"{kind} {n}" for kind, n in sorted(summary.counts.items(), key=lambda i: (-i[1], i[0])))
-    print(f"{summary.total} sources refreshed in {summary.to_dict()['seconds']}s: {counts or 'none due'}")
-    print(
-        f"changed {summary.changed} · unchanged {summary.unchanged} · failed {summary.failed}"
-        f" · archived copies {summary.archived} · newly failing {summary.newly_failing}"
-        f" · recovered {summary.recovered} · not due {summary.not_due}"
-    )
+        kind = snapshot.live_outcome or snapshot.outcome
+        self._failed += not kind.is_success
+        self._bar.update(self._task, advance=1, failed=self._failed)
 
 
 def print_history(title: str, rows: list[Snapshot]) -> None:

@@ -16,6 +16,7 @@ import click
 from fetcher.cli import logs
 from fetcher.cli.inputs import load
 from fetcher.cli.output import print_json
+from fetcher.cli.progress import run_progress
 from fetcher.cli.running import run_cancellable
 from fetcher.core.config import Config
 from fetcher.core.errors import BadInput, Busy, Interrupted, StoreError
@@ -104,7 +105,6 @@ def _queued_refresh(config: Config, sources: list[Source], *, everything: bool, 
 
 def _queue_and_follow(config: Config, store: Store, sources: list[Source], *, everything: bool, archive: bool,
                       recheck: bool, wait: bool, as_json: bool) -> RunSummary | None:
-    from fetcher.cli.terminal import RunProgress
     from fetcher.run.distributed import follow, queue_run
     from fetcher.run.options import FetchOptions
 
@@ -122,7 +122,7 @@ def _queue_and_follow(config: Config, store: Store, sources: list[Source], *, ev
              queued.run_id, queued.total)
     if queued.total and not workers_status(config)[1]["workers"]:
         log.warning("no worker is running on this store: the run waits for one (start `fetcher worker`)")
-    progress = RunProgress()
+    progress = run_progress()
     progress.start(queued.total)
     reported = [time.monotonic()]
 

@@ -1,0 +1,77 @@
+"""A run's progress as it goes, on stderr: one log line per source, or on a
+terminal rich's progress bar (fetcher.cli.terminal.RunProgress).
+
+rich is imported only where stderr may be a terminal: a nightly run from cron,
+a pipe or a log file starts ~22 ms sooner without it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import IO, Protocol
+
+from fetcher.cli.logs import FIELDS
+from fetcher.core.models import Snapshot
+from fetcher.views.preview import human_size
+
+log = logging.getLogger("fetcher")
+
+
+class Progress(Protocol):
+    @property
+    def shown(self) -> bool: ...  # a bar is on the terminal
+    def start(self, total: int) -> None: ...
+    def advance(self, snapshot: Snapshot) -> None: ...
+    def move_to(self, done: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+class LogLines:
+    """One log line per source fetched: its outcome, status, id, URL and size."""
+
+    shown = False
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, snapshot: Snapshot) -> None:
+        kind = snapshot.live_outcome or snapshot.outcome
+        status = snapshot.live_status if snapshot.origin == "archive" else snapshot.http_status
+        size = human_size(snapshot.text_chars) if snapshot.has_content else snapshot.detail
+        if snapshot.origin == "archive" and snapshot.has_content:
+            size = f"archived copy, {size}"
+        fields = {
+            "event": "fetched", "resource_id": snapshot.resource_id, "url": snapshot.url, "outcome": kind.value,
+            "http_status": status, "origin": snapshot.origin, "text_chars": snapshot.text_chars,
+            "changed": snapshot.changed, "transition": snapshot.transition.value if snapshot.transition else None,
+        }
+        log.info("%-16s %-4s %s %s (%s)", kind, status or "-", snapshot.resource_id, snapshot.url, size,
+                 extra={FIELDS: fields})
+
+    def move_to(self, done: int) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def run_progress() -> Progress:
+    """The bar where stderr may be a terminal (rich decides), else log lines."""
+    if not may_be_terminal(sys.stderr):
+        return LogLines()
+    from fetcher.cli.terminal import RunProgress
+
+    return RunProgress()
+
+
+def may_be_terminal(stream: IO[str]) -> bool:
+    """False where rich's Console would find no terminal for sure: TTY_COMPATIBLE
+    is not 1, FORCE_COLOR is not set, and `stream` is not a tty. Otherwise rich
+    is asked (its other rules only ever say no)."""
+    if os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("FORCE_COLOR") is not None:
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False

@@ -17,7 +17,8 @@ from rich.console import Console
 
 from fetcher.cli import logs
 from fetcher.cli.main import cli
-from fetcher.cli.progress import LogLines, run_progress
+from fetcher.cli.loglines import LogLines
+from fetcher.cli.progress import run_progress
 from fetcher.cli.terminal import RunProgress
 from fetcher.core.models import Snapshot
 from fetcher.core.outcomes import Outcome

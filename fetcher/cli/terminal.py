@@ -24,7 +24,7 @@ from rich.text import Text
 from fetcher.cli.tables import Column, PipeConsole, show
 from fetcher.views.audit import Audit
 from fetcher.cli import logs
-from fetcher.cli.progress import LogLines
+from fetcher.cli.loglines import LogLines
 from fetcher.core.models import Snapshot
 from fetcher.core.outcomes import Rendering
 from fetcher.views.preview import human_size
@@ -79,7 +79,7 @@ def _whole() -> rich_table.Column:
 class RunProgress:
     """On a terminal, a progress bar: done/total, failures so far, rate and time
     left, with the log lines printed above it while it is shown. Otherwise (cron,
-    a pipe, a file) no bar: one log line per source (fetcher.cli.progress.LogLines)."""
+    a pipe, a file) no bar: one log line per source (fetcher.cli.loglines.LogLines)."""
 
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or PipeConsole(stderr=True)

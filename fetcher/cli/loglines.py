@@ -4,22 +4,12 @@ this or rich's bar, fetcher.cli.terminal.RunProgress, which falls back on it).""
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 from fetcher.cli.logs import FIELDS
 from fetcher.core.models import Snapshot
 from fetcher.views.preview import human_size
 
 log = logging.getLogger("fetcher")
-
-
-class Progress(Protocol):
-    @property
-    def shown(self) -> bool: ...  # a bar is on the terminal
-    def start(self, total: int) -> None: ...
-    def advance(self, snapshot: Snapshot) -> None: ...
-    def move_to(self, done: int) -> None: ...
-    def stop(self) -> None: ...
 
 
 class LogLines:

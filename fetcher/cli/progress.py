@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO
+from typing import IO, Protocol
 
-from fetcher.cli.loglines import LogLines, Progress
+from fetcher.cli.loglines import LogLines
+from fetcher.core.models import Snapshot
+
+
+class Progress(Protocol):
+    @property
+    def shown(self) -> bool: ...  # a bar is on the terminal
+    def start(self, total: int) -> None: ...
+    def advance(self, snapshot: Snapshot) -> None: ...
+    def move_to(self, done: int) -> None: ...
+    def stop(self) -> None: ...
 
 
 def run_progress() -> Progress:

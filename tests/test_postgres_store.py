@@ -56,8 +56,8 @@ def readings(config: Path, urls: list[str]) -> dict[str, str]:
     """What a user reads: each source's show and history, the audit and the export (JSON)."""
     audit = json.loads(fetcher(config, "audit", "--format", "json"))
     del audit["generated_at"]  # when the audit was made
-    out = {"audit": json.dumps(audit, indent=1), "export": fetcher(config, "export"),
-           "export, source by source": by_source(fetcher(config, "export"))}
+    export = fetcher(config, "export")
+    out = {"audit": json.dumps(audit, indent=1), "export": export, "export, source by source": by_source(export)}
     for url in urls:
         out[f"show {url}"] = fetcher(config, "show", url, "--format", "json")
         out[f"history {url}"] = fetcher(config, "history", resource_id(url), "--json")

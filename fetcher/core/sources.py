@@ -11,6 +11,8 @@ from fetcher.core.models import Hop, Source
 from fetcher.core.errors import BadURL
 
 _RESOURCE_ID = re.compile(r"^[0-9a-f]{16}$")
+_SPACE = re.compile(r"\s")  # what str.isspace() calls white space, Unicode's included
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def resource_id(url: str) -> str:
@@ -26,9 +28,9 @@ def check_url(url: str) -> str:
     """Return the URL unchanged if it is an absolute http(s) URL, else raise BadURL."""
     if not isinstance(url, str) or not url.strip():
         raise BadURL("URL is empty")
-    if url != url.strip() or any(ch.isspace() for ch in url):
+    if _SPACE.search(url):
         raise BadURL(f"URL {url!r} contains white space")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+    if _CONTROL.search(url):
         raise BadURL(f"URL {url!r} contains a control character")
     try:
         parts = urlsplit(url)

@@ -49,6 +49,7 @@ class Measured:
     peak_rss_tree_mb: float  # sampled sum over the tree
     processes_seen: int
     main_cpu_s: float  # the command's own process, without its children (sampled)
+    started_at: float  # time.monotonic() as it was started (the machine's clock: a loopback origin's too)
     stdout: str
     stderr_tail: str
 
@@ -121,7 +122,7 @@ def run(command: list[str], *, cwd: Path | None = None, stdout_file: Path | None
     stdout_file = stdout_file or Path(os.devnull)
     stderr_file = stderr_file or Path(os.devnull)
     with open(stdout_file, "wb") as out, open(stderr_file, "wb") as err:
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.monotonic()
         process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         sampler = TreeSampler(process.pid)
         sampler.start()
@@ -138,5 +139,6 @@ def run(command: list[str], *, cwd: Path | None = None, stdout_file: Path | None
         command=[str(c) for c in command], exit_code=process.returncode, wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime, user_s=usage.ru_utime, sys_s=usage.ru_stime,
         max_rss_single_mb=usage.ru_maxrss / 1024, peak_rss_tree_mb=sampler.peak_kb / 1024,
-        processes_seen=len(sampler.seen), main_cpu_s=sampler.root_cpu_s, stdout=text, stderr_tail=tail,
+        processes_seen=len(sampler.seen), main_cpu_s=sampler.root_cpu_s, started_at=started_at, stdout=text,
+        stderr_tail=tail,
     )

@@ -78,6 +78,8 @@ class Origin:
         self.connections: Counter[str] = Counter()  # per host: connections that served a request
         self.requests: Counter[str] = Counter()
         self.handshakes: Counter[str] = Counter()  # "full" / "resumed" (TLS only)
+        self.first_request_at: float | None = None  # time.monotonic() (the machine's clock, as the bench's)
+        self.last_answer_at: float | None = None
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu_at_reset = usage.ru_utime + usage.ru_stime
 
@@ -94,6 +96,9 @@ class Origin:
             "requests": sum(self.requests.values()),
             "tls_full_handshakes": self.handshakes["full"],
             "tls_resumed_handshakes": self.handshakes["resumed"],
+            "max_requests_per_host": max(self.requests.values(), default=0),
+            "first_request_at": self.first_request_at,
+            "last_answer_at": self.last_answer_at,
             "server_cpu_seconds_since_reset": round(usage.ru_utime + usage.ru_stime - self.cpu_at_reset, 3),
             "server_max_rss_mb": round(usage.ru_maxrss / 1024, 1),
         }
@@ -120,6 +125,8 @@ class Origin:
                 keep = headers.get("connection", "").lower() != "close"
                 if not target.startswith("/__"):
                     self.requests[host] += 1
+                    if self.first_request_at is None:
+                        self.first_request_at = time.monotonic()
                     if not counted:
                         counted = True
                         self.count_connection(host, writer)
@@ -163,6 +170,7 @@ class Origin:
             if method != "HEAD" and status != 304:
                 writer.write(body)
             await writer.drain()
+            self.last_answer_at = time.monotonic()
         finally:
             self.in_flight[host] -= 1
             self.total_in_flight -= 1

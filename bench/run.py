@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -99,6 +100,7 @@ class OriginProcess:
                    "--hosts", str(hosts), "--latency", str(latency)]
         if NET.tls:
             command += ["--tls", str(NET.tls.cert.parent)]
+        self.latency = latency
         self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         line = self.process.stdout.readline().decode()
         if not line.startswith("READY "):
@@ -332,10 +334,33 @@ def w1_and_w2(sources, origin: OriginProcess, config: Path, costs: dict, work: P
         "floor_changed": floor(changed, mean_costs(costs, after)),
         "wall_over_w1": round(measured2.wall_s / measured.wall_s, 4),
         "cpu_over_w1": round(measured2.cpu_s / measured.cpu_s, 4),
+        "timeline": timeline(measured2, stats2, origin.latency, fetcher_settings(hosts)["per_host_concurrency"],
+                             measured.wall_s),
     }
     log(f"W2{size}: median {measured2.wall_s:.2f}s wall ({results['W2' + size]['wall_over_w1']:.1%} of W1)")
     origin.call("/__night/1")
     return measured
+
+
+def timeline(measured: measure.Measured, origin: dict, latency: float, per_host: int, w1_wall: float) -> dict:
+    """Where a night's wall time went, by the origin's clock (the machine's): from
+    the start to the first request, from there to the last answer sent, and
+    after it; and the latency floor of the middle part: the rounds the busiest
+    host's requests need (robots.txt first and alone, then `per_host` at a time),
+    each `latency` long. What is over that floor, and the parts before and
+    after, are fetcher's own time."""
+    first, last = origin.get("first_request_at"), origin.get("last_answer_at")
+    if first is None or last is None:
+        return {}
+    busiest = origin["max_requests_per_host"]
+    rounds = 1 + math.ceil((busiest - 1) / per_host)
+    floor_s = rounds * latency
+    return {
+        "start_s": round(first - measured.started_at, 3), "fetching_s": round(last - first, 3),
+        "exit_s": round(measured.started_at + measured.wall_s - last, 3), "busiest_host_requests": busiest,
+        "rounds": rounds, "latency_s": latency, "latency_floor_s": round(floor_s, 3),
+        "latency_floor_over_w1": round(floor_s / w1_wall, 4),
+    }
 
 
 def small_size(corpus, plan, work: Path, results: dict, nights: int) -> None:
@@ -604,6 +629,7 @@ def table(results: dict) -> list[tuple[str, str, str, str, str]]:
              f"{w2['origin']['statuses'].get('304', 0)} / {w2['origin']['statuses'].get('200', 0)}", "", ""),
             ("W2", "changed / unchanged / failed", f"{s['changed']} / {s['unchanged']} / {s['failed']}", "", ""),
             ("W2", "wall time ÷ W1's", f"{w2['wall_over_w1']:.1%}", "≤ 5%", verdict(w2["wall_over_w1"] <= 0.05)),
+            *timeline_rows("W2", w2),
             ("W2", "CPU time ÷ W1's", f"{w2['cpu_over_w1']:.1%}", "", ""),
             ("W2", "peak RSS, process tree", f"{w2['peak_rss_tree_mb']:.0f} MB", "", ""),
         ]
@@ -697,8 +723,24 @@ def small_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
              f"{s['changed']} / {s['unchanged']} / {s['failed']}", "", ""),
             (label2, f"wall time ÷ W1-{w1['sources']}'s", f"{w2['wall_over_w1']:.1%}", "≤ 10%",
              verdict(w2["wall_over_w1"] <= 0.10)),
+            *timeline_rows(label2, w2),
         ]
     return rows
+
+
+def timeline_rows(label: str, w2: dict) -> list[tuple[str, str, str, str, str]]:
+    """The night's wall time in three parts, and the latency floor of the middle one (bench.run.timeline)."""
+    t = w2.get("timeline")
+    if not t:
+        return []
+    return [
+        (label, "its wall time, by the origin's clock: start to first request / fetching / last answer to exit",
+         f"{t['start_s']:.2f} / {t['fetching_s']:.2f} / {t['exit_s']:.2f} s", "", ""),
+        (label, "fetching's latency floor: rounds the busiest host needs (its requests, robots.txt first and alone, "
+                "then 2 at a time) × latency; the same ÷ W1's wall",
+         f"{t['rounds']} ({t['busiest_host_requests']} requests) × {t['latency_s'] * 1000:.0f} ms = "
+         f"{t['latency_floor_s']:.2f} s; {t['latency_floor_over_w1']:.1%}", "", ""),
+    ]
 
 
 def write_report(results: dict, markdown: Path, data: Path) -> None:

@@ -41,6 +41,11 @@ def test_bench_smoke_runs_every_workload_and_reports_it(tmp_path):
     for night in (w2, small[1]):  # W2's median of 5 nights, each on a copy of the store W1 left
         assert len(night["nights_wall_s"]) == 5 and night["wall_s"] == sorted(night["nights_wall_s"])[2]
         assert night["nights_changed"] == [night["summary"]["changed"]] * 5 and night["summary"]["changed"] > 0
+        parts = night["timeline"]  # its wall time in three parts, by the origin's clock, which add up to it
+        assert min(parts["start_s"], parts["fetching_s"], parts["exit_s"]) > 0
+        assert abs(parts["start_s"] + parts["fetching_s"] + parts["exit_s"] - night["wall_s"]) < 0.01
+        assert parts["busiest_host_requests"] == night["origin"]["max_requests_per_host"] >= 2
+        assert parts["latency_floor_s"] <= parts["fetching_s"]  # no run beats the floor
     cli = data["peers"]["trafilatura_cli"]
     assert cli["extracted"] == 18  # the CLI reads the 18 pages and none of the 2 PDFs
     assert data["peers"]["sequential"]["counts"]["extracted"] == 18
@@ -50,7 +55,8 @@ def test_bench_smoke_runs_every_workload_and_reports_it(tmp_path):
     table = out.read_text(encoding="utf-8")
     for row in ("| W1 | wall time ÷ floor |", "| W2 | wall time ÷ W1's |", "| W3 | peak RSS ÷ W1's |",
                 "| W4 | PDF known sentences found |", "**Smoke run**", "| W2 | connections and TLS handshakes",
-                "| W1-8 | wall time ÷ floor (timed before / after it) |", "| W2-8 | wall time ÷ W1-8's |"):
+                "| W1-8 | wall time ÷ floor (timed before / after it) |", "| W2-8 | wall time ÷ W1-8's |",
+                "| W2 | fetching's latency floor", "| W2-8 | its wall time, by the origin's clock"):
         assert row in table
 
 

@@ -9,6 +9,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -239,6 +240,60 @@ def test_a_redirect_to_another_host_asks_that_hosts_robots_txt(world):
         snap = world([url]).fetch(url)
     assert snap.outcome == "robots-blocked"
     assert (here.hits("/robots.txt"), there.hits("/robots.txt"), there.hits("/moved")) == (1, 1, 0)
+
+
+# -- one pipeline for days (what `fetcher worker` keeps while it serves) ----------
+
+
+def nights(w: World, clock: FakeClock, url: str, *between: Callable[[], None]) -> list[Snapshot]:
+    """Fetch `url` on one pipeline, then again after each of `between` (which moves
+    the clock, and may change what the origin says), as a worker does night after night."""
+
+    async def go() -> list[Snapshot]:
+        async with w.pipeline() as pipeline:
+            seen = [await pipeline.fetch(make_source(url))]
+            for step in between:
+                step()
+                seen.append(await pipeline.fetch(make_source(url)))
+            return seen
+
+    return asyncio.run(go())
+
+
+def test_a_pipeline_kept_for_days_asks_robots_txt_again_after_24_hours(world, origin):
+    """RFC 9309 2.4: a robots.txt is not used for more than 24 hours. An owner who
+    disallows us today is heard by a worker that has been serving for a week."""
+    origin.route("/robots.txt", robots("User-agent: *\nDisallow: /private/\n"))
+    [url] = pages(origin, "/public/report")
+    clock = FakeClock()
+    w = world([url], clock=clock)
+
+    def owner_disallows_it_an_hour_later() -> None:
+        clock.advance(hours=1)
+        origin.route("/robots.txt", robots("User-agent: *\nDisallow: /public/\n"))
+
+    seen = nights(w, clock, url, owner_disallows_it_an_hour_later, lambda: clock.advance(hours=22, minutes=58),
+                  lambda: clock.advance(minutes=3))
+    assert [snap.outcome for snap in seen] == ["ok", "ok", "ok", "robots-blocked"]
+    assert origin.hits("/robots.txt") == 2  # once, and again once the first answer was a day old
+    assert origin.hits("/public/report") == 3
+
+
+def test_a_robots_txt_that_could_not_be_had_is_asked_again_after_ten_minutes(world, origin):
+    """A 5xx (or no answer at all) disallows everything, but only for a while: a
+    worker does not keep a host blocked (or dead) for as long as it serves."""
+    origin.route("/robots.txt", robots("Down for maintenance", 503))
+    [url] = pages(origin, "/public/report")
+    clock = FakeClock()
+    w = world([url], clock=clock, retries=0)
+
+    def it_comes_back() -> None:
+        clock.advance(minutes=5)
+        origin.route("/robots.txt", robots("User-agent: *\nDisallow:\n"))
+
+    seen = nights(w, clock, url, it_comes_back, lambda: clock.advance(minutes=6))
+    assert [snap.outcome for snap in seen] == ["robots-blocked", "robots-blocked", "ok"]
+    assert origin.hits("/robots.txt") == 2 and origin.hits("/public/report") == 1
 
 
 # -- a host that does not answer ---------------------------------------------------

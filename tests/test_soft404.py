@@ -7,6 +7,7 @@ none when nothing new needs checking."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
@@ -31,9 +32,10 @@ import fetcher.extract.extractor
 from fetcher.extract.document import extract
 from fetcher.core.models import Extracted, Snapshot
 from fetcher.core.outcomes import Outcome
+from fetcher.core.sources import make_source
 from fetcher.extract.soft404 import ALIKE, Seen, is_home, looks_like_probe, origin_of, shingles, similarity, url_words
 from fetcher.store.sqlite import Store
-from tests.conftest import FIXTURES, FakeSleep, Run, corpus_pdfs, write_config
+from tests.conftest import FIXTURES, FakeClock, FakeSleep, Run, corpus_pdfs, write_config
 from tests.fake_wayback import FakeWayback
 from tests.origin import SOFT_404_PROBE, Origin, Route, conditional, html, redirect, respond
 
@@ -345,3 +347,32 @@ def test_one_probe_per_host_per_run_and_none_for_a_304_an_unchanged_body_or_a_pd
 
 def probes(origin: Origin, since: int) -> list[str]:
     return [seen.path for seen in origin.requests[since:] if SOFT_404_PROBE.fullmatch(seen.path)]
+
+
+def test_a_pipeline_kept_for_days_asks_each_host_its_made_up_path_again_after_24_hours(tmp_path):
+    """`fetcher worker` keeps one engine for as long as it serves: what a host
+    answered for a made-up path is used for a day at most (sites change their
+    error pages too), not for the worker's whole life."""
+    story = "<html><head><title>Story</title></head><body><article><h1>Story</h1><p>{0}</p></article></body></html>"
+    clock = FakeClock()
+    with Origin("127.0.0.43") as news:
+        url = news.route("/story", html(story.format("First telling of the story. " * 40)))
+        config = load_config(write_config(tmp_path, [url]))
+        store = Store(config.storage_dir)
+
+        async def days() -> list[bool]:
+            changed = []
+            async with clock.pipeline(config, store) as pipeline:
+                for n, hours in enumerate((0, 1, 22, 2)):  # fetched now, 1 h later, 23 h later, 25 h later
+                    clock.advance(hours=hours)
+                    news.route("/story", html(story.format(f"Telling number {n} of the story. " * 40)))
+                    changed.append((await pipeline.fetch(make_source(url))).changed)
+            return changed
+
+        try:
+            changed = asyncio.run(days())
+        finally:
+            store.close()
+    asked = probes(news, 0)
+    assert changed == [True, True, True, True]  # each text new: each checked against the probe
+    assert len(asked) == 2 and asked[0] != asked[1]  # the first day's probe, then a new one

@@ -1,7 +1,9 @@
 """robots.txt (RFC 9309): may we request this URL?
 
-One robots.txt per origin (scheme, host, port) is fetched at most once a run,
-through the shared Downloader (so host slots, deadline, retries and byte
+One robots.txt per origin (scheme, host, port) is fetched at most once a run
+(and, in an engine kept for longer, as `fetcher worker` keeps one, used for 24
+hours at most: RFC 9309 2.4; one that could not be had is asked for again after
+10 minutes), through the shared Downloader (so host slots, deadline, retries and byte
 classification apply), cut at its first 500 KiB as Google does, and parsed by
 protego. Concurrent sources of one origin wait for the same fetch. What the
 answer means:
@@ -21,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from protego import Protego
 
 from fetcher.core.config import FetchSettings
+from fetcher.core.expiring import Expiring
 from fetcher.net.download import Downloader
-from fetcher.net.hosts import Slots, Sleep
+from fetcher.net.hosts import Clock, Slots, Sleep
 from fetcher.core.models import Download
 from fetcher.core.outcomes import Outcome
 from fetcher.net.retrying import fetch_with_retries
@@ -36,6 +40,8 @@ from fetcher.net.retrying import fetch_with_retries
 log = logging.getLogger("fetcher")
 
 ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: at least 500 KiB must be parsed; the rest is ignored
+ROBOTS_KEEP = 24 * 3600.0  # RFC 9309 2.4: an answer is not used for more than 24 hours
+ROBOTS_RETRY = 600.0  # no answer, or 5xx/429 ("unreachable"): asked for again after 10 minutes
 OriginKey = tuple[str, str, int]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN = re.compile(r"[A-Za-z_-]+")  # RFC 9309 2.2.1: the product token's characters
@@ -74,6 +80,12 @@ class RobotsRules:
     failure: Download | None = None
     attempts: int = 1  # requests it took to learn this (retries included)
 
+    @property
+    def keep_for(self) -> float:
+        """Seconds these rules may be used: a day for what the host said, 10
+        minutes for its being unreachable (disallow-all, no answer)."""
+        return ROBOTS_KEEP if self.verdict in ("rules", "allow-all") else ROBOTS_RETRY
+
     def crawl_delay(self, token: str) -> float | None:
         return self.parser.crawl_delay(token) if self.parser is not None else None
 
@@ -106,46 +118,67 @@ def rules_from(url: str, download: Download, attempts: int = 1) -> RobotsRules:
     return RobotsRules(url, "allow-all", f"robots.txt {url} {what}")
 
 
-class RobotsGate:
-    """The per-run robots.txt cache and check. `refusal(url)` is None when the URL
-    may be requested; else the Download that stands for the page (robots-blocked,
-    or the failure that kept robots.txt from answering)."""
+@dataclass
+class _Lock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # sources holding it or waiting for it
 
-    def __init__(self, downloader: Downloader, slots: Slots, settings: FetchSettings, sleep: Sleep):
+
+class RobotsGate:
+    """The robots.txt cache and check of one engine (a run's, or a worker's for as
+    long as it serves). `refusal(url)` is None when the URL may be requested; else
+    the Download that stands for the page (robots-blocked, or the failure that
+    kept robots.txt from answering)."""
+
+    def __init__(
+        self, downloader: Downloader, slots: Slots, settings: FetchSettings, sleep: Sleep,
+        clock: Clock = time.monotonic,
+    ):
         self._downloader = downloader
         self._slots = slots
         self._settings = settings
         self._sleep = sleep
         self.token = product_token(settings.user_agent)
-        self._rules: dict[OriginKey, RobotsRules] = {}
-        self._locks: dict[OriginKey, asyncio.Lock] = {}
+        self._rules: Expiring[OriginKey, RobotsRules] = Expiring(clock)
+        self._locks: dict[OriginKey, _Lock] = {}  # an origin's, while a source of it waits for its robots.txt
 
     async def refusal(self, url: str) -> Download | None:
-        if self._settings.robots != "obey":
-            return None
-        rules = await self.rules_for(url)
-        return rules.refusal(url, self.token)
+        checked = await self.check(url)
+        return checked[0] if checked is not None else None
 
     async def check(self, url: str) -> tuple[Download, int] | None:
         """As `refusal`, with the attempts to count for it: none for a page robots.txt
         disallows, those of the robots.txt request for a host that did not answer."""
-        refused = await self.refusal(url)
+        if self._settings.robots != "obey":
+            return None
+        rules = await self.rules_for(url)
+        refused = rules.refusal(url, self.token)
         if refused is None:
             return None
-        blocked = refused.outcome is Outcome.ROBOTS_BLOCKED
-        return refused, (0 if blocked else self._rules[origin_of(url)].attempts)
+        return refused, (0 if refused.outcome is Outcome.ROBOTS_BLOCKED else rules.attempts)
 
     async def rules_for(self, url: str) -> RobotsRules:
-        """This origin's rules, fetched on first use. A waiter cancelled during the
-        fetch releases the lock and the next one fetches: no orphaned task."""
+        """This origin's rules, fetched on first use and again once too old
+        (RobotsRules.keep_for). Sources of the origin that come meanwhile wait
+        for that one fetch; a waiter cancelled during it releases the lock and
+        the next one fetches: no orphaned task."""
         key = origin_of(url)
         rules = self._rules.get(key)
         if rules is not None:
             return rules
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            if key not in self._rules:
-                self._rules[key] = await self._fetch(robots_url(url), key[1])
-        return self._rules[key]
+        lock = self._locks.setdefault(key, _Lock())
+        lock.users += 1
+        try:
+            async with lock.lock:
+                rules = self._rules.get(key)
+                if rules is None:
+                    rules = await self._fetch(robots_url(url), key[1])
+                    self._rules.put(key, rules, rules.keep_for)
+        finally:
+            lock.users -= 1
+            if not lock.users:  # no one holds it or waits for it: not kept for every origin ever met
+                del self._locks[key]
+        return rules
 
     async def _fetch(self, url: str, host: str) -> RobotsRules:
         """The robots.txt request, its retries within one source's time limit

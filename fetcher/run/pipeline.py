@@ -81,12 +81,12 @@ class Pipeline:
         self._downloader = Downloader(
             self._client, settings, slots, self._wall_clock, trusted, stopping=lambda: self._stopping
         )
-        self._robots = RobotsGate(self._downloader, slots, settings, self._sleep)
+        self._robots = RobotsGate(self._downloader, slots, settings, self._sleep, self._clock)
         self._extractor = Extractor(
             processes=self._processes, timeout=settings.extract_timeout, memory=settings.extract_memory
         )
         self._render = RenderStep(self._config, self._client, slots, self._extractor)
-        self._probes = HostProbes(self._downloader, self._extractor, gate=self._robots.refusal)
+        self._probes = HostProbes(self._downloader, self._extractor, gate=self._robots.refusal, clock=self._clock)
         self._store_thread = ThreadPoolExecutor(max_workers=self._store.database.threads, thread_name_prefix="store")
         self._checks = CheckBatches(self._store, self._in_store)
         self._archives = [

@@ -1,23 +1,32 @@
 """The soft-404 probe: once per origin per run, lazily, what the host answers
 for a path that cannot exist (compared with each page by extract/soft404.py).
-Shared by every source of the origin through one asyncio task."""
+Shared by every source of the origin through one asyncio task. In an engine
+kept for longer (`fetcher worker`), a host's answer is used for 24 hours at most
+(sites change their error pages too), and a probe that got no answer at all for
+10 minutes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from fetcher.net.download import Downloader, Gate
 from fetcher.core.errors import Stopped
+from fetcher.core.expiring import Expiring
 from fetcher.extract.extractor import Extractor
 from fetcher.core.models import Download, Extracted
 from fetcher.core.outcomes import Outcome
 from fetcher.extract.soft404 import Seen, is_home, looks_like_probe, origin_of
 
 log = logging.getLogger("fetcher")
+
+PROBE_KEEP = 24 * 3600.0  # what the host answered for a made-up path is used for a day at most
+PROBE_RETRY = 600.0  # no answer (or the probe broke): asked again after 10 minutes
 
 
 @dataclass(frozen=True)
@@ -42,13 +51,14 @@ class HostProbes:
         extractor: Extractor,
         token: Callable[[], str] = lambda: secrets.token_hex(16),
         gate: Gate | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         """`gate`: robots.txt's verdict on a URL; a probe robots.txt disallows is not sent (no evidence)."""
         self._downloader = downloader
         self._extractor = extractor
         self._token = token
         self._gate = gate
-        self._probes: dict[str, asyncio.Task[Probe]] = {}
+        self._probes: Expiring[str, asyncio.Task[Probe]] = Expiring(clock)
 
     async def soft_404_reason(self, url: str, download: Download, extracted: Extracted) -> str | None:
         """'soft 404: …' if this HTML page reads like its host's answer for a made-up
@@ -68,11 +78,23 @@ class HostProbes:
         )
 
     async def probe(self, origin: str) -> Probe:
-        """The origin's probe, asked for once per run; cancelling one waiter leaves it running for the others."""
+        """The origin's probe, asked for once per run (and again once too old:
+        PROBE_KEEP, PROBE_RETRY); cancelling one waiter leaves it running for the others."""
         task = self._probes.get(origin)
         if task is None:
-            task = self._probes[origin] = asyncio.ensure_future(self._ask(f"{origin}/{self._token()}"))
+            task = asyncio.ensure_future(self._ask(f"{origin}/{self._token()}"))
+            self._probes.put(origin, task, PROBE_KEEP)
+            task.add_done_callback(partial(self._asked, origin))
         return await asyncio.shield(task)
+
+    def _asked(self, origin: str, task: asyncio.Task[Probe]) -> None:
+        """A probe that got no answer (or was cancelled) is not kept for a day."""
+        if self._probes.get(origin) is not task:
+            return
+        if task.cancelled():
+            self._probes.put(origin, task, 0)
+        elif task.result().status is None:
+            self._probes.put(origin, task, PROBE_RETRY)
 
     async def _ask(self, url: str) -> Probe:
         """The probe; one that fails in any way is no evidence (and fails no source)."""

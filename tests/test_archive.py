@@ -374,3 +374,23 @@ def test_a_capture_already_stored_is_reused_with_no_http_status_of_its_own(tmp_p
     history = json.loads(runner.invoke(cli, ["--config", str(config), "history", url, "--json"]).stdout)
     assert [(h["http_status"], h["attempts"], h["sha256"]) for h in history] == [
         (None, 0, first["sha256"]), (200, 1, first["sha256"])]
+
+
+def test_an_engine_serving_run_after_run_saves_within_each_runs_budget(world, origin, wayback, clock):
+    """`fetcher worker` keeps one engine for as long as it serves: Save Page Now's
+    `max_saves_per_run` is each run's budget, not one budget for the worker's life."""
+    w = world(save=True, max_saves_per_run=1)
+    first, second = (origin.route(f"/page{n}", html(article(TEXT.replace("agency", f"agency {n}")).decode()))
+                     for n in range(2))
+
+    async def two_nights() -> None:
+        async with clock.pipeline(w.config, w.store) as pipeline:
+            for url in (first, second):  # run 1: both new, the budget allows one save
+                await pipeline.fetch(make_source(url), FetchOptions(run_id=1))
+            clock.advance(days=1)
+            origin.routes["/page0"] = html(article(TEXT.replace("agency", "agency, revised")).decode())
+            await pipeline.fetch(make_source(first), FetchOptions(run_id=2))  # run 2: changed, its own budget
+
+    asyncio.run(two_nights())
+    saves = [hit.path for hit in wayback.hits if hit.kind == "save"]
+    assert saves == [f"/save/{first}", f"/save/{first}"]

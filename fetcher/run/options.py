@@ -21,3 +21,6 @@ class FetchOptions:
     # False: the stored fetch comes back without its content's text (Snapshot.text None), as a run
     # wants it (it counts and logs fetches): a page's text is not read back for every check
     with_text: bool = True
+    # the run this fetch is part of, for what is counted per run (Save Page Now's budget): a worker's
+    # engine serves one run after another; None is the engine's own (a refresh's, a one-off's)
+    run_id: int | None = None

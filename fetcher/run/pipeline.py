@@ -101,7 +101,8 @@ class Pipeline:
             for archive in self._config.archives
         ] if self._config.archive.enabled else []
         self._save_limiter = RateLimiter(self._config.archive.saves_per_minute, self._clock, self._sleep)
-        self._saves: list[asyncio.Task[None]] = []
+        self._saves: set[asyncio.Task[None]] = set()  # Save Page Now requests not done yet
+        self._saved: dict[int | None, int] = {}  # those begun, per run (FetchOptions.run_id)
         self._known: dict[str, Health] = {}  # health read for a whole run at once (refresh), taken once each
         return self
 
@@ -110,7 +111,7 @@ class Pipeline:
             for save in self._saves:
                 save.cancel()
         try:
-            await asyncio.gather(*self._saves, return_exceptions=self._stopping)
+            await asyncio.gather(*self._saves, return_exceptions=True)
         finally:
             await self._render.close()
             await self._client.aclose()
@@ -156,7 +157,7 @@ class Pipeline:
             if not (options.archive and self._falls_back(live.outcome)):
                 snapshot = await self._record(live, timing, options)
                 if snapshot.changed:
-                    self._save_later(source.url)
+                    self._save_later(source.url, options.run_id)
                 return snapshot
         timing.armed = True
         return await self._record(await self._archived(source, live, fetched_at, options), timing, options)
@@ -281,16 +282,29 @@ class Pipeline:
             await self._in_store(self._store.remember_lookup, source, name, fetched_at, lookup.capture)
         return lookup, None
 
-    def _save_later(self, url: str) -> None:
-        """Save Page Now for a changed page, in the background, within the per-run budget."""
+    def _save_later(self, url: str, run: int | None) -> None:
+        """Save Page Now for a changed page, in the background, within the run's
+        budget (`max_saves_per_run`; a worker's engine serves many runs, each with
+        its own budget: the last few runs' counts are kept)."""
         policy = self._config.archive
-        if not (policy.save and self._archives) or len(self._saves) >= policy.max_saves_per_run:
+        begun = self._saved.get(run, 0)
+        if not (policy.save and self._archives) or begun >= policy.max_saves_per_run:
             return
-        self._saves.append(asyncio.create_task(self._save(self._archives[0], url)))
+        if run not in self._saved and len(self._saved) >= 8:
+            del self._saved[next(iter(self._saved))]  # the oldest run's
+        self._saved[run] = begun + 1
+        task = asyncio.create_task(self._save(self._archives[0], url))
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
 
     async def _save(self, client: ArchiveClient, url: str) -> None:
-        await self._save_limiter.acquire()
-        answer = await client.save(url)
+        """One save; however it fails, it fails no fetch and no run (a warning)."""
+        try:
+            await self._save_limiter.acquire()
+            answer = await client.save(url)
+        except Exception as error:  # noqa: BLE001 - in the background, after the page was stored
+            log.warning("save page now for %s failed: %r", url, error)
+            return
         if answer.outcome is not Outcome.OK:
             log.warning("save page now for %s failed: %s %s", url, answer.outcome.value, answer.detail)
 

@@ -170,7 +170,7 @@ class Worker:
             fetch_options = FetchOptions(
                 archive=taken.options.get("archive", True),
                 recheck_archive=taken.options.get("recheck_archive", False),
-                also_in_transaction=self._marks(run_id), health=taken.health, with_text=False,
+                also_in_transaction=self._marks(run_id), health=taken.health, with_text=False, run_id=run_id,
             )
             try:
                 snapshot = await self._pipeline.fetch(taken.source, fetch_options)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from fetcher.net.archive import parse_cdx
 from fetcher.cli.main import cli
 from fetcher.core.config import load_config
+from fetcher.core.models import Snapshot
 from fetcher.run.pipeline import FetchOptions
 from fetcher.views.preview import make_preview, render_text
 from fetcher.core.sources import make_source
@@ -273,7 +274,30 @@ def test_a_429_storm_stops_the_archive_for_the_run(tmp_path, origin):
         latest = w.store.latest(make_source(urls[-1]).resource_id)
     assert summary.counts == {"http-404": 20}
     assert wayback.count("cdx") == 3  # three 429s in a row, then no more asking
-    assert latest.archive_outcome == "archive-error" and "not asked again this run" in latest.detail
+    assert latest.archive_outcome == "archive-error" and "not asked again for 1 hour" in latest.detail
+
+
+def test_an_archive_left_alone_is_asked_again_an_hour_later_by_an_engine_that_serves_on(world, origin, wayback, clock):
+    """`fetcher worker` keeps one engine for as long as it serves: an archive that
+    failed three times in a row is left alone for an hour, not for the worker's life."""
+    w = world()  # retries=1: a lookup is two requests at most
+    urls = [origin.route(f"/dead/{n}", html("gone", status=404)) for n in range(4)]
+    for url in urls:
+        wayback.add(url, "20240101000000", article())
+    wayback.fail("/cdx/", 503, times=3)
+
+    async def serving() -> list[Snapshot]:
+        seen = []
+        async with clock.pipeline(w.config, w.store) as pipeline:
+            for url, later in zip(urls, (0, 0, 30, 31)):  # minutes after the one before
+                clock.advance(minutes=later)
+                seen.append(await pipeline.fetch(make_source(url)))
+        return seen
+
+    seen = asyncio.run(serving())
+    assert [snap.origin for snap in seen] == ["live", "live", "live", "archive"]
+    assert "not asked again for 1 hour" in seen[1].detail and "not asked again for 1 hour" in seen[2].detail
+    assert wayback.count("cdx") == 4  # three 503s, none while it rested, then the lookup that found it
 
 
 def test_5xx_from_the_archive_is_retried(world, origin, wayback):

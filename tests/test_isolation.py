@@ -166,7 +166,7 @@ def test_once_an_archive_is_left_alone_no_later_source_waits_for_it(tmp_path, or
     assert summary.counts == {"http-404": 30}
     assert wayback.count("cdx") == 3  # three failures in a row, then it is left alone
     assert took < 4 * 63, took  # three paced requests; before: about a minute for each of the 30 sources
-    assert last.archive_outcome == "archive-error" and "not asked again this run" in last.detail
+    assert last.archive_outcome == "archive-error" and "not asked again for 1 hour" in last.detail
 
 
 def test_one_refresh_over_every_hostile_source_and_ordinary_pages(tmp_path):

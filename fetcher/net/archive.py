@@ -11,13 +11,14 @@ import asyncio
 import email.utils
 import json
 import re
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 from fetcher.core.config import ArchiveSettings
 from fetcher.net.download import Downloader
-from fetcher.net.hosts import RateLimiter, Sleep
+from fetcher.net.hosts import Clock, RateLimiter, Sleep
 from fetcher.core.models import Capture, Download
 from fetcher.core.outcomes import Outcome
 from fetcher.net.retrying import fetch_with_retries
@@ -26,12 +27,14 @@ from fetcher.core.errors import CdxFormatError
 CDX_LIMIT = 10
 DEFAULT_PAUSE = 60.0  # a 429 without Retry-After pauses the archive this long
 MAX_TROUBLE_IN_A_ROW = 3  # 429s or unreachable-archive answers before the archive is left alone
+ARCHIVE_REST = 3600.0  # seconds it is then left alone: the rest of a run; a worker asks again after it
 
 
 def left_alone(name: str) -> str:
     """What a source's fetch says when the archive was not asked for it: the archive
     rate-limited us or was unreachable MAX_TROUBLE_IN_A_ROW times in a row."""
-    return f"{name} rate-limited us or was unreachable {MAX_TROUBLE_IN_A_ROW} times in a row; not asked again this run"
+    return (f"{name} rate-limited us or was unreachable {MAX_TROUBLE_IN_A_ROW} times in a row;"
+            f" not asked again for {ARCHIVE_REST / 3600:g} hour")
 
 
 _TROUBLE = frozenset(
@@ -70,6 +73,7 @@ class ArchiveClient:
         retries: int,
         max_retry_after: float,
         sleep: Sleep,
+        clock: Clock = time.monotonic,
     ):
         self.settings = settings
         self._downloader = downloader
@@ -77,14 +81,18 @@ class ArchiveClient:
         self._retries = retries
         self._max_retry_after = max_retry_after
         self._sleep = sleep
+        self._clock = clock
         self._trouble_in_a_row = 0
-        self._left_alone = asyncio.Event()
+        self._resting_until = float("-inf")
+        self._left_alone = asyncio.Event()  # set when it is: wakes every caller waiting for a turn
 
     @property
     def stopped(self) -> bool:
-        """True once the archive has rate-limited us or been unreachable several
-        times in a row: it is not asked again this run."""
-        return self._trouble_in_a_row >= MAX_TROUBLE_IN_A_ROW
+        """True for ARCHIVE_REST seconds once the archive has rate-limited us or
+        been unreachable several times in a row: not asked meanwhile (for the rest
+        of a run; `fetcher worker`, whose engine serves run after run, asks again
+        after it)."""
+        return self._clock() < self._resting_until
 
     async def lookup(self, url: str, wanted: datetime) -> Lookup:
         query = urlencode(
@@ -140,7 +148,9 @@ class ArchiveClient:
             if answer.outcome is Outcome.HTTP_429:
                 self._limiter.pause(answer.retry_after if answer.retry_after is not None else DEFAULT_PAUSE)
             self._trouble_in_a_row = self._trouble_in_a_row + 1 if answer.outcome in _TROUBLE else 0
-            if self.stopped:
+            if self._trouble_in_a_row >= MAX_TROUBLE_IN_A_ROW and not self.stopped:
+                self._trouble_in_a_row = 0
+                self._resting_until = self._clock() + ARCHIVE_REST
                 self._left_alone.set()  # wakes every caller still waiting for a turn
             return answer
 
@@ -152,6 +162,9 @@ class ArchiveClient:
         archive is (or while waiting becomes) left alone for the run."""
         if self.stopped:
             return False
+        if self._left_alone.is_set():  # its rest is over: asked again, from a clean slate
+            self._left_alone = asyncio.Event()
+            self._trouble_in_a_row = 0
         turn = asyncio.ensure_future(self._limiter.acquire())
         given_up = asyncio.ensure_future(self._left_alone.wait())
         try:

@@ -97,6 +97,7 @@ class Pipeline:
                 settings.retries,
                 settings.max_retry_after,
                 self._sleep,
+                self._clock,
             )
             for archive in self._config.archives
         ] if self._config.archive.enabled else []

@@ -159,7 +159,7 @@ class ArchiveClient:
 
     async def _turn(self) -> bool:
         """Wait for the rate limiter's turn; False at once, without waiting, when the
-        archive is (or while waiting becomes) left alone for the run."""
+        archive is (or while waiting becomes) left alone (ARCHIVE_REST)."""
         if self.stopped:
             return False
         if self._left_alone.is_set():  # its rest is over: asked again, from a clean slate

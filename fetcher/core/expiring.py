@@ -16,6 +16,12 @@ V = TypeVar("V")
 
 _FIRST_SWEEP = 256  # entries held before the first sweep of the expired ones
 
+# How long what a host told us is used (robots.txt, the soft-404 probe): what it
+# answered, a day at most (RFC 9309 2.4 for robots.txt); that it could not be
+# reached (no answer, or robots.txt's 5xx/429), 10 minutes, then it is asked again.
+ANSWER_KEEP = 24 * 3600.0
+UNREACHABLE_KEEP = 600.0
+
 
 class Expiring(Generic[K, V]):
     """A dict whose entries are gone once their time is up. Expired entries are

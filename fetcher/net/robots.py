@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from protego import Protego
 
 from fetcher.core.config import FetchSettings
-from fetcher.core.expiring import Expiring
+from fetcher.core.expiring import ANSWER_KEEP, UNREACHABLE_KEEP, Expiring
 from fetcher.net.download import Downloader
 from fetcher.net.hosts import Clock, Slots, Sleep
 from fetcher.core.models import Download
@@ -40,8 +40,6 @@ from fetcher.net.retrying import fetch_with_retries
 log = logging.getLogger("fetcher")
 
 ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: at least 500 KiB must be parsed; the rest is ignored
-ROBOTS_KEEP = 24 * 3600.0  # RFC 9309 2.4: an answer is not used for more than 24 hours
-ROBOTS_RETRY = 600.0  # no answer, or 5xx/429 ("unreachable"): asked for again after 10 minutes
 OriginKey = tuple[str, str, int]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN = re.compile(r"[A-Za-z_-]+")  # RFC 9309 2.2.1: the product token's characters
@@ -84,7 +82,7 @@ class RobotsRules:
     def keep_for(self) -> float:
         """Seconds these rules may be used: a day for what the host said, 10
         minutes for its being unreachable (disallow-all, no answer)."""
-        return ROBOTS_KEEP if self.verdict in ("rules", "allow-all") else ROBOTS_RETRY
+        return ANSWER_KEEP if self.verdict in ("rules", "allow-all") else UNREACHABLE_KEEP
 
     def crawl_delay(self, token: str) -> float | None:
         return self.parser.crawl_delay(token) if self.parser is not None else None

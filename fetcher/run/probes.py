@@ -17,16 +17,13 @@ from functools import partial
 
 from fetcher.net.download import Downloader, Gate
 from fetcher.core.errors import Stopped
-from fetcher.core.expiring import Expiring
+from fetcher.core.expiring import ANSWER_KEEP, UNREACHABLE_KEEP, Expiring
 from fetcher.extract.extractor import Extractor
 from fetcher.core.models import Download, Extracted
 from fetcher.core.outcomes import Outcome
 from fetcher.extract.soft404 import Seen, is_home, looks_like_probe, origin_of
 
 log = logging.getLogger("fetcher")
-
-PROBE_KEEP = 24 * 3600.0  # what the host answered for a made-up path is used for a day at most
-PROBE_RETRY = 600.0  # no answer (or the probe broke): asked again after 10 minutes
 
 
 @dataclass(frozen=True)
@@ -79,11 +76,11 @@ class HostProbes:
 
     async def probe(self, origin: str) -> Probe:
         """The origin's probe, asked for once per run (and again once too old:
-        PROBE_KEEP, PROBE_RETRY); cancelling one waiter leaves it running for the others."""
+        ANSWER_KEEP, UNREACHABLE_KEEP); cancelling one waiter leaves it running for the others."""
         task = self._probes.get(origin)
         if task is None:
             task = asyncio.ensure_future(self._ask(f"{origin}/{self._token()}"))
-            self._probes.put(origin, task, PROBE_KEEP)
+            self._probes.put(origin, task, ANSWER_KEEP)
             task.add_done_callback(partial(self._asked, origin))
         return await asyncio.shield(task)
 
@@ -94,7 +91,7 @@ class HostProbes:
         if task.cancelled():
             self._probes.put(origin, task, 0)
         elif task.result().status is None:
-            self._probes.put(origin, task, PROBE_RETRY)
+            self._probes.put(origin, task, UNREACHABLE_KEEP)
 
     async def _ask(self, url: str) -> Probe:
         """The probe; one that fails in any way is no evidence (and fails no source)."""

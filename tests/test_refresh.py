@@ -32,6 +32,7 @@ from fetcher.run.pipeline import Pipeline
 from fetcher.core.sources import resource_id
 from fetcher.store.sqlite import DB_NAME, Store
 from tests.conftest import corpus_pdfs, fetch_count, fetcher_command, normalised, run_fetcher, write_config
+from tests.fake_wayback import FakeWayback
 from tests.origin import Origin, conditional, html, respond
 
 SUBJECTS = ["harbour dredging", "school meals", "tram extension", "river flooding", "library hours"]
@@ -313,6 +314,57 @@ def test_a_refresh_of_200_sources_keeps_every_limit_as_the_servers_see_it(tmp_pa
     # The limits were reached, so the checks above had something to hold back.
     assert [origin.max_in_flight for origin in origins] == [PER_HOST] * len(origins)
     assert gauge.peak == CONCURRENCY
+
+
+class GaugedWayback(FakeWayback):
+    """A FakeWayback whose requests also count on a gauge shared with origins, each answered after `latency`."""
+
+    def __init__(self, ip: str, gauge: Gauge, latency: float):
+        super().__init__(ip)
+        self._gauge = gauge
+        self._latency = latency
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        def serve(handler: BaseHTTPRequestHandler) -> None:
+            time.sleep(self._latency)
+            super(GaugedWayback, self)._serve(handler)
+
+        counted(self._gauge, handler, serve)
+
+
+def test_the_requests_a_source_sends_after_its_download_keep_the_runs_concurrency(tmp_path):
+    """One place in the run (concurrency = 1): a source gives it to the next source
+    once its download is over, but the requests it still has to send take a place
+    again: the soft-404 probe of its host (asked for a page with new content), and
+    the archive's lookup and copy (asked for a dead page). So at no moment is more
+    than one request in flight, as the servers see it, while the next source downloads
+    slowly from another host. (The probe and the archive went out without a place:
+    two at once, seen as 9 of 8 on a CI run of the test above.) A source robots.txt
+    keeps from its host gives its place back before it asks the archive (holding it,
+    with one place, it would wait for itself for ever)."""
+    gauge = Gauge()
+    with (GaugedOrigin("127.0.0.2", gauge, latency=0.1) as first, GaugedOrigin("127.0.0.3", gauge, latency=0.4) as slow,
+          GaugedOrigin("127.0.0.4", gauge, latency=0.1) as dead, GaugedWayback("127.0.0.5", gauge, latency=0.1) as archive,
+          GaugedOrigin("127.0.0.6", gauge, latency=0.1) as walled):
+        gone = dead.route("/bulletins/3", html("<html><body>gone</body></html>", status=404))
+        walled.route("/robots.txt", respond(200, b"User-agent: *\nDisallow: /\n", {"Content-Type": "text/plain"}))
+        kept_out = walled.url("/bulletins/5")
+        archive.add(gone, "20250101000000", article(3).encode())
+        archive.add(kept_out, "20250101000000", article(5).encode())
+        urls = [first.route("/bulletins/1", html(article(1))), slow.route("/bulletins/2", html(article(2))), gone,
+                slow.route("/bulletins/4", html(article(4))), kept_out]
+        config = load_config(write_config(tmp_path, urls, archive={**archive.settings, "requests_per_minute": 600}, concurrency=1,
+                                          per_host_concurrency=1))
+        store = Store(config.storage_dir)
+        try:
+            summary = asyncio.run(asyncio.wait_for(refresh_in_process(config, store), 30))
+        finally:
+            store.close()
+    assert summary.counts == {"ok": 3, "http-404": 1, "robots-blocked": 1}, summary.counts
+    assert summary.archived == 2
+    assert len(first.unrouted()) == 1 and archive.count("cdx") >= 2 and archive.count("replay") == 2
+    assert [seen.path for seen in walled.requests] == ["/robots.txt"]
+    assert gauge.peak == 1, gauge.peak
 
 
 # -- kill -9 in the middle of a refresh, then refresh again ---------------------------

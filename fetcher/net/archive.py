@@ -2,7 +2,9 @@
 CDX lookup of the capture closest to a date, raw `id_` replay of its bytes, and
 Save Page Now. Every request goes through the shared Downloader (one HTTP stack),
 paced by a rate limiter below the archive's published limits; a 429 pauses every
-caller for its Retry-After, and repeated 429s stop the archive for the run.
+caller for its Retry-After, and repeated 429s leave the archive alone for an hour
+(ARCHIVE_REST). In a run, each request holds one of the run's places while in
+flight (fetcher.net.places), taken before its turn.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import email.utils
 import json
 import re
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import urlencode
@@ -19,6 +22,7 @@ from urllib.parse import urlencode
 from fetcher.core.config import ArchiveSettings
 from fetcher.net.download import Downloader
 from fetcher.net.hosts import Clock, RateLimiter, Sleep
+from fetcher.net.places import in_flight
 from fetcher.core.models import Capture, Download
 from fetcher.core.outcomes import Outcome
 from fetcher.net.retrying import fetch_with_retries
@@ -85,6 +89,11 @@ class ArchiveClient:
         self._trouble_in_a_row = 0
         self._resting_until = float("-inf")
         self._left_alone = asyncio.Event()  # set when it is: wakes every caller waiting for a turn
+        # A request takes its place in the run (fetcher.net.places) before its turn,
+        # so that it goes out at its turn (a place taken after it bunched requests
+        # up beyond the archive's rate); one caller at a time waits so, holding a
+        # place: the others wait in line without one.
+        self._line = asyncio.Lock()
 
     @property
     def stopped(self) -> bool:
@@ -142,9 +151,14 @@ class ArchiveClient:
 
     async def _get(self, url: str) -> Download:
         async def attempt() -> Download:
-            if not await self._turn():
-                return Download(url=url, outcome=Outcome.ARCHIVE_ERROR, final_url=url, detail=left_alone(self.settings.name))
-            answer = await self._downloader.get(url)
+            async with AsyncExitStack() as place:
+                async with self._line:
+                    if not self.stopped:  # (else no turn comes, and no place is needed)
+                        await place.enter_async_context(in_flight())
+                    turn = await self._turn()
+                if not turn:
+                    return Download(url=url, outcome=Outcome.ARCHIVE_ERROR, final_url=url, detail=left_alone(self.settings.name))
+                answer = await self._downloader.get(url)
             if answer.outcome is Outcome.HTTP_429:
                 self._limiter.pause(answer.retry_after if answer.retry_after is not None else DEFAULT_PAUSE)
             self._trouble_in_a_row = self._trouble_in_a_row + 1 if answer.outcome in _TROUBLE else 0

@@ -9,7 +9,8 @@ order is the hosts interleaved, each keeping its own order.
 
 A turn also carries the fetch's place among a run's `concurrency` downloads
 (Turn.hold_place), given back with it: the next source starts while this one
-is extracted and stored.
+is extracted and stored. A request the fetch still sends after that takes a
+place of its own while it is in flight (fetcher.net.places).
 
 A worker that took a source of a host whose every turn was held (one list
 interleaved by host) waited in the downloader for that host's slot while some

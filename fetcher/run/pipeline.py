@@ -37,6 +37,7 @@ from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.run.options import FetchOptions
 from fetcher.run.batching import CheckBatches
 from fetcher.run.storing import batchable, store_result
+from fetcher.net.places import run_places
 from fetcher.run.hostqueue import HostQueue, current_turn, download_over
 from fetcher.run.tally import Tally
 from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
@@ -161,6 +162,7 @@ class Pipeline:
                     self._save_later(source.url, options.run_id)
                 return snapshot
         timing.armed = True
+        download_over()  # the host's turn and the run's place: the archive's requests take places of their own
         return await self._record(await self._archived(source, live, fetched_at, options), timing, options)
 
     async def _live(self, source: Source, fetched_at: datetime, timing: FetchTiming, options: FetchOptions) -> FetchResult:
@@ -354,6 +356,7 @@ class Pipeline:
 
         concurrency = self._config.fetch.concurrency
         places = asyncio.Semaphore(concurrency)
+        own_places = run_places.set(places)  # seen by the workers' tasks and the tasks they start (probes, saves)
 
         async def worker() -> None:
             while not self._stopping:
@@ -380,7 +383,10 @@ class Pipeline:
                 tally.add(snapshot)
                 on_done(snapshot)
 
-        await asyncio.gather(*(worker() for _ in range(2 * concurrency)))  # as many again past their download
+        try:
+            await asyncio.gather(*(worker() for _ in range(2 * concurrency)))  # as many again past their download
+        finally:
+            run_places.reset(own_places)
         return tally.summary(self._wall_clock())
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from fetcher.net.download import Downloader, Gate
+from fetcher.net.places import in_flight
 from fetcher.core.errors import Stopped
 from fetcher.core.expiring import ANSWER_KEEP, UNREACHABLE_KEEP, Expiring
 from fetcher.extract.extractor import Extractor
@@ -107,7 +108,8 @@ class HostProbes:
         refused = await self._gate(url) if self._gate is not None else None
         if refused is not None:
             return Probe(url, None, refused.outcome)
-        download = await self._downloader.get(url, gate=self._gate)
+        async with in_flight():  # asked once the asking source's download was over
+            download = await self._downloader.get(url, gate=self._gate)
         if download.outcome is not Outcome.OK:
             return Probe(url, download.http_status, download.outcome)
         extracted = await self._extractor.extract(download.body, download.content_type, download.final_url)

@@ -4,10 +4,11 @@ A run's worker takes a place before it takes a source and gives it back once
 the source's download is over (fetcher.run.hostqueue), so the next source
 downloads while this one is extracted and stored. A request still sent after
 that — the host's soft-404 probe, the archive's lookup, copy and Save Page
-Now — takes a place of its own for as long as it is in flight (`in_flight`),
-once it has its turn (the archive's rate limiter): a place never waits idle
-on the archive's pace. Outside a run (a one-off fetch, `fetcher worker`, whose
-fetches each hold one of its places throughout) none is needed.
+Now — takes a place of its own for as long as it is in flight (`in_flight`).
+The archive's is taken before its rate limiter's turn, so the request goes out
+at its turn, by one caller at a time (fetcher.net.archive): at most one place
+waits on the archive's pace. Outside a run (a one-off fetch; `fetcher worker`,
+whose fetches each hold one of its places throughout) none is needed.
 """
 
 from __future__ import annotations

@@ -352,13 +352,57 @@ def test_a_crawl_delay_shorter_than_per_host_delay_changes_nothing():
         for _ in range(3):
             async with slots.slot("example.org"):
                 starts.append(clock.monotonic())
-            slots.raise_delay("example.org", 0.5)
-        slots.raise_delay("example.org", 4.0)
+            slots.crawl_delay("example.org", "https://example.org/robots.txt", 0.5)
+        slots.crawl_delay("example.org", "https://example.org/robots.txt", 4.0)
         async with slots.slot("example.org"):
             starts.append(clock.monotonic())
         return [later - earlier for earlier, later in zip(starts, starts[1:])]
 
     assert asyncio.run(go()) == [2.0, 2.0, 4.0]
+
+
+def test_a_hosts_spacing_is_the_longest_crawl_delay_its_robots_txt_give_now():
+    """Two robots.txt on one host (http and https): the longer delay holds; once
+    one is read again without it, the other's; once neither has one, per_host_delay."""
+    async def go() -> list[float]:
+        clock = FakeClock()
+        slots = HostSlots(1, 1.0, clock.monotonic, clock.sleep)
+        starts = []
+
+        async def start() -> None:
+            async with slots.slot("example.org"):
+                starts.append(clock.monotonic())
+
+        await start()
+        for robots_url, delay in [("https://example.org/robots.txt", 5.0), ("http://example.org/robots.txt", 3.0),
+                                  ("https://example.org/robots.txt", 0.0), ("http://example.org/robots.txt", 0.0)]:
+            slots.crawl_delay("example.org", robots_url, delay)
+            await start()
+        return [later - earlier for earlier, later in zip(starts, starts[1:])]
+
+    assert asyncio.run(go()) == [5.0, 5.0, 3.0, 1.0]
+
+
+def test_a_pipeline_kept_for_days_lets_go_of_a_crawl_delay_the_owner_removed(world, origin):
+    """A worker reads robots.txt again daily: a Crawl-delay the owner has since
+    removed no longer spaces its requests to the host (it was kept for the worker's life)."""
+    origin.route("/robots.txt", robots("User-agent: *\nCrawl-delay: 5\n"))
+    [url] = pages(origin, "/report")
+    clock = FakeClock()
+    w = world([url], clock=clock)
+    waited: list[list[float]] = []
+
+    def a_day_later_without_it() -> None:
+        waited.append(list(clock.sleeps))
+        clock.sleeps.clear()
+        clock.advance(hours=24, minutes=1)
+        origin.route("/robots.txt", robots("User-agent: *\n"))
+
+    nights(w, clock, url, a_day_later_without_it)
+    waited.append(list(clock.sleeps))
+    assert origin.hits("/robots.txt") == 2 and origin.hits("/report") == 2
+    # the first day: the page 5 s after robots.txt, the soft-404 probe 5 s after the page
+    assert waited == [[5.0, 5.0], []]
 
 
 # -- the archive stands in; the audit says blocked -------------------------------------

@@ -20,11 +20,18 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class Slots(Protocol):
     """A host's turn: `slot(host)` is held for one request (its start paced);
-    `raise_delay` spaces the host's starts further apart (robots.txt Crawl-delay)."""
+    `crawl_delay` sets what one of the host's robots.txt (one per scheme and
+    port) asks for: the host's starts are spaced by the largest of those and
+    `per_host_delay`."""
 
     def slot(self, host: str) -> AbstractAsyncContextManager[None]: ...
 
-    def raise_delay(self, host: str, delay: float) -> None: ...
+    def crawl_delay(self, host: str, robots_url: str, delay: float) -> None: ...
+
+
+def spacing(delay: float, asked: dict[str, float]) -> float:
+    """A host's spacing: `per_host_delay`, or longer if one of its robots.txt asks for longer."""
+    return max(delay, *asked.values()) if asked else delay
 
 
 @dataclass
@@ -34,6 +41,7 @@ class _Host:
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     next_start: float = float("-inf")
     last_start: float = float("-inf")
+    asked: dict[str, float] = field(default_factory=dict)  # robots.txt URL: its Crawl-delay, when it has one
 
 
 class HostSlots:
@@ -56,12 +64,18 @@ class HostSlots:
                 state.next_start = state.last_start + state.delay
             yield
 
-    def raise_delay(self, host: str, delay: float) -> None:
-        """Space this host's request starts at least `delay` seconds apart from now
-        on (a robots.txt Crawl-delay), counting from its last start; never lowers it."""
+    def crawl_delay(self, host: str, robots_url: str, delay: float) -> None:
+        """The Crawl-delay `robots_url` gives us as last read (0: none): from now on the
+        host's starts are at least the longest such delay apart, counting from its
+        last start, or `per_host_delay` if that is longer. Read again (an engine kept
+        for days reads it daily), a delay the owner shortened or removed is let go."""
         state = self._host(host)
-        state.delay = max(state.delay, delay)
-        state.next_start = max(state.next_start, state.last_start + state.delay)
+        if delay > 0:
+            state.asked[robots_url] = delay
+        else:
+            state.asked.pop(robots_url, None)
+        state.delay = spacing(self._delay, state.asked)
+        state.next_start = state.last_start + state.delay
 
     def _host(self, host: str) -> _Host:
         state = self._hosts.get(host)

@@ -9,7 +9,8 @@ protego. Concurrent sources of one origin wait for the same fetch. What the
 answer means:
 
 - 2xx: the rules of the group matching our product token (else `*`) apply;
-  a `Crawl-delay` there raises the host's spacing (capped by `max_crawl_delay`).
+  a `Crawl-delay` there raises the host's spacing (capped by `max_crawl_delay`)
+  for as long as the answer is used; the next answer's (or none) replaces it.
 - 4xx (401, 403 and 404 included) or a redirect chain that goes nowhere: no
   rules, everything is allowed (RFC 9309 2.3.1.3).
 - 5xx or 429: "unreachable", everything is disallowed (RFC 9309 2.3.1.4).
@@ -187,9 +188,8 @@ class RobotsGate:
             settings.retries, settings.max_retry_after, self._sleep, time_limit=settings.source_time_limit, url=url,
         )
         rules = rules_from(url, download, attempts)
-        delay = rules.crawl_delay(self.token)
-        if delay is not None and delay > 0:
-            self._slots.raise_delay(host, min(delay, settings.max_crawl_delay))
+        delay = rules.crawl_delay(self.token) or 0.0
+        self._slots.crawl_delay(host, url, min(max(delay, 0.0), settings.max_crawl_delay))
         log.debug("%s: %s (%s)", url, rules.verdict, rules.reason)
         return rules
 

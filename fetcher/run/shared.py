@@ -40,7 +40,7 @@ from typing import Any
 
 import psycopg
 
-from fetcher.net.hosts import Sleep
+from fetcher.net.hosts import Sleep, spacing
 
 PACE_TABLE = """
 CREATE TABLE IF NOT EXISTS fetcher_host_pace (
@@ -89,7 +89,7 @@ class SharedHostSlots:
         self._per_host = per_host
         self._delay = delay
         self._sleep = sleep
-        self._raised: dict[str, float] = {}
+        self._asked: dict[str, dict[str, float]] = {}  # host: its robots.txt URLs' Crawl-delays, those it has
         self._held: set[tuple[int, int]] = set()  # (host key, slot number) locked by this worker
         self._lines: dict[int, deque[asyncio.Future[int]]] = defaultdict(deque)  # host key: this worker's waiters
         self._idle: dict[tuple[int, int], asyncio.TimerHandle] = {}  # held, kept LINGER s for this worker's next task
@@ -140,10 +140,17 @@ class SharedHostSlots:
             self._held.discard((key, number))
             del self._unlocking[(key, number)]
 
-    def raise_delay(self, host: str, delay: float) -> None:
-        """Space the host's starts at least `delay` apart, for every worker: the
-        next turn this worker takes raises the host's shared delay."""
-        self._raised[host] = max(self._raised.get(host, 0.0), delay)
+    def crawl_delay(self, host: str, robots_url: str, delay: float) -> None:
+        """The Crawl-delay `robots_url` gives us as last read (0: none), as HostSlots
+        takes it; the turns this worker takes from now on space the host's starts
+        by it, for every worker."""
+        asked = self._asked.setdefault(host, {})
+        if delay > 0:
+            asked[robots_url] = delay
+        else:
+            asked.pop(robots_url, None)
+        if not asked:
+            del self._asked[host]
 
     async def _take_turn(self, host: str) -> None:
         """Wait for the host's next start, and take it (one slot holder at a time gets there)."""
@@ -155,7 +162,7 @@ class SharedHostSlots:
             await self._sleep(wait)
 
     def _delay_of(self, host: str) -> float:
-        return max(self._delay, self._raised.get(host, 0.0))
+        return spacing(self._delay, self._asked.get(host, {}))
 
     async def _take_slot(self, key: int) -> int:
         """A slot of the host's: handed over by this worker's task before in line,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from fetcher.run.shared import POLL_MOST, SharedHostSlots
+import psycopg
+
+from fetcher.run.shared import PACE_TABLE, POLL_MOST, SharedHostSlots
 
 HOST = "127.0.0.2"
 
@@ -73,3 +75,40 @@ def test_a_task_cancelled_in_line_leaves_no_slot_behind(pg_url):
         return seen.peak
 
     assert asyncio.run(go()) == 2
+
+
+def test_a_hosts_pace_follows_the_delay_each_worker_has_now_not_the_longest_ever(pg_url):
+    """A worker whose host's robots.txt asked for a Crawl-delay, then (read again the
+    next day) no longer does, goes back to its per_host_delay; a worker started later
+    with a shorter per_host_delay uses it. Until both were kept at the longest
+    delay ever used, in the database, for good."""
+    crawl, short, robots_url = 0.4, 0.05, f"https://{HOST}/robots.txt"
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute(PACE_TABLE)
+
+    async def starts(slots: SharedHostSlots, count: int) -> list[float]:
+        seen = []
+        for _ in range(count):
+            async with slots.slot(HOST):
+                seen.append(asyncio.get_running_loop().time())
+        return seen
+
+    def gaps(seen: list[float]) -> list[float]:
+        return [later - earlier for earlier, later in zip(seen, seen[1:])]
+
+    async def go() -> tuple[list[float], list[float], list[float]]:
+        async with SharedHostSlots(pg_url, per_host=1, delay=short) as one:
+            one.crawl_delay(HOST, robots_url, crawl)
+            asked = await starts(one, 3)
+            one.crawl_delay(HOST, robots_url, 0)
+            await starts(one, 1)  # the turn already stamped with the Crawl-delay is waited for
+            let_go = await starts(one, 3)
+        async with SharedHostSlots(pg_url, per_host=1, delay=short) as later:
+            await asyncio.sleep(crawl)
+            restarted = await starts(later, 3)
+        return gaps(asked), gaps(let_go), gaps(restarted)
+
+    asked, let_go, restarted = asyncio.run(go())
+    assert min(asked) >= crawl - 0.01, asked
+    assert max(let_go) < crawl / 2 and min(let_go) >= short - 0.01, let_go
+    assert max(restarted) < crawl / 2, restarted

@@ -25,6 +25,12 @@ start. A slot holder takes the host's turn in one atomic statement when that
 time has come, stamping the next one `delay` later on the database's clock
 (else it sleeps until then and tries again); with no delay, no turn is taken.
 Every worker reads the one database clock, so machines' clocks need not agree.
+The delay is the turn taker's own (its `per_host_delay`, or the host's
+Crawl-delay as it last read it), and a taker whose delay is longer than the
+stamper's waits for the difference too: two starts are as far apart as the
+longer delay of the two workers. (Until 2026-12-07 the row kept the longest
+delay any worker ever took a turn with, for good: a `per_host_delay` lowered
+in the config, or a Crawl-delay the owner removed, never took effect.)
 """
 
 from __future__ import annotations
@@ -56,8 +62,8 @@ _TAKE_TURN = """
 INSERT INTO fetcher_host_pace AS p (host, next_start, delay)
 VALUES (%(host)s, clock_timestamp() + make_interval(secs => %(delay)s), %(delay)s)
 ON CONFLICT (host) DO UPDATE SET
-    next_start = clock_timestamp() + make_interval(secs => greatest(p.delay, %(delay)s)),
-    delay = greatest(p.delay, %(delay)s)
+    next_start = clock_timestamp() + make_interval(secs => %(delay)s),
+    delay = %(delay)s
 WHERE p.next_start + make_interval(secs => greatest(p.delay, %(delay)s) - p.delay) <= clock_timestamp()
 RETURNING 0.0
 """

@@ -124,6 +124,31 @@ def test_no_render_for_a_one_off_and_off_without_a_browser(tmp_path):
 
 
 @needs_browser
+def test_a_page_whose_load_playwright_times_out_first_is_a_render_timeout(tmp_path, monkeypatch):
+    """`goto` carries the page's deadline on Playwright's clock as well as ours: on a
+    busy CI machine Playwright's came first and its TimeoutError made the endless
+    script's page render-failed. Here Playwright's clock is made to end first."""
+    real_load = browser.Browser._load
+
+    async def load_on_a_shorter_playwright_clock(self: browser.Browser, tab: Any, page: Any) -> Any:
+        real_goto = tab.goto
+
+        async def goto(url: str, **options: Any) -> Any:
+            return await real_goto(url, **{**options, "timeout": options["timeout"] / 3})
+
+        tab.goto = goto
+        return await real_load(self, tab, page)
+
+    monkeypatch.setattr(browser.Browser, "_load", load_on_a_shorter_playwright_clock)
+    with Origin() as server:
+        loops = server.route("/loops", html(shell("<script>while (true) {}</script>")))
+        done = refresh(tmp_path, [loops], render={"deadline": 3})
+    snapshot = done[loops]
+    assert (snapshot.outcome.value, snapshot.render and snapshot.render.value) == ("render-timeout", "failed")
+    assert "did not finish loading within 3s" in snapshot.detail, snapshot.detail
+
+
+@needs_browser
 def test_pages_that_misbehave_end_in_named_outcomes_within_the_deadline(tmp_path, fake_public):  # noqa: F811
     """Private networks refused (the default), the origin on the one loopback address
     the test policy calls public; the secret on 127.0.0.1 must see no request."""

@@ -215,7 +215,12 @@ class Browser:
             await context.route_web_socket("**/*", lambda ws: _refuse_socket(ws, page))
         return await self._load(await context.new_page(), page)
     async def _load(self, tab: Any, page: _Page) -> Rendered:
-        """Load, settle, and read the DOM, within the page's deadline."""
+        """Load, settle, and read the DOM, within the page's deadline. `goto` has the
+        same deadline on Playwright's clock: whichever clock ends it first, a page
+        that did not load in time is a render-timeout. (On a busy machine Playwright's
+        TimeoutError, not the builtin one, came first at times: render-failed.)"""
+        from playwright.async_api import TimeoutError as BrowserTimeout  # imported with the browser already
+
         deadline = self._settings.deadline
         loop = asyncio.get_running_loop()
         ends = loop.time() + deadline
@@ -231,7 +236,7 @@ class Browser:
                     return _judged(page, Rendered(Outcome.TOO_LARGE, tab.url,
                                                   detail=f"rendered DOM over {self._settings.max_dom_bytes} bytes"))
                 html = await tab.content()
-        except TimeoutError:
+        except (TimeoutError, BrowserTimeout):
             return _judged(page, Rendered(Outcome.RENDER_TIMEOUT, page.url,
                                           detail=f"the page {stage} within {deadline:g}s"))
         return _judged(page, Rendered(Outcome.OK, page.url, html))

@@ -359,3 +359,41 @@ def test_a_followed_run_ends_when_its_end_is_notified_not_at_the_next_look(tmp_p
         store.close()
     assert summary.total == 1
     assert time.monotonic() - began < 5  # not the 30 s of the next look
+
+
+def big_page(n: int) -> str:
+    """An article long enough that extracting it takes a while (~10,000 paragraphs)."""
+    paragraphs = "".join(f"<p>Paragraph {i} of bulletin {n}: {' '.join(f'word{i}x{j}' for j in range(12))}.</p>"
+                         for i in range(10000))
+    return f"<html><head><title>Bulletin {n}</title></head><body><article><h1>Bulletin {n}</h1>{paragraphs}</article></body></html>"
+
+
+def test_a_worker_downloads_the_next_source_while_one_is_extracted_within_its_concurrency(tmp_path, pg_url):
+    """One place in the worker (--concurrency 1). A long page's place goes to the next
+    source once its download is over: the next source's requests go out while the long
+    page is extracted and stored (they waited for both). A request a source sends
+    after its download takes a place again: the long page's host's soft-404 probe,
+    asked once it is extracted, waits for the slow page in flight, as the servers see it."""
+    from tests.test_refresh import Gauge, GaugedOrigin
+
+    gauge = Gauge()
+    with GaugedOrigin("127.0.0.2", gauge, latency=0.1) as first, GaugedOrigin("127.0.0.3", gauge, latency=1.5) as slow:
+        long_one = first.route("/bulletins/1", html(big_page(1)))
+        urls = [long_one, slow.route("/bulletins/2", html(article(2)))]
+        write_config(tmp_path, urls, concurrency=1, per_host_concurrency=1)
+        env = worker_env(tmp_path, pg_url)
+        queued = subprocess.run(fetcher_command() + ["refresh", "--all", "--no-wait", "--json"], cwd=tmp_path,
+                                env=env, text=True, capture_output=True, timeout=30)
+        assert queued.returncode == 0, queued.stderr
+        once = subprocess.run(fetcher_command() + ["worker", "--once", "--concurrency", "1"], cwd=tmp_path, env=env,
+                              text=True, capture_output=True, timeout=60)
+        assert once.returncode == 0, once.stderr
+    assert len(stored_per_source(pg_url)) == 2
+    assert len(first.unrouted()) == 1  # the probe was asked
+    assert gauge.peak == 1, gauge.peak
+    with psycopg.connect(pg_url) as db:
+        (elapsed_ms,) = db.execute("SELECT elapsed_ms FROM fetches WHERE url = %s", (long_one,)).fetchone()
+    # The long page's fetch is timed from its first request (robots.txt at the latest) until it is stored.
+    stored_at = min(seen.started for seen in first.requests) + elapsed_ms / 1000
+    next_asked = min(seen.started for seen in slow.requests)  # the next source's first request: its robots.txt
+    assert next_asked < stored_at - 0.2, (next_asked, stored_at)

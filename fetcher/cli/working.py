@@ -31,7 +31,8 @@ REPORT_EVERY = 10.0  # seconds between progress lines when no bar is shown
 
 @click.command()
 @click.option("--concurrency", type=click.IntRange(min=1), metavar="N",
-              help="Sources fetched at once by this worker (default: [fetch] concurrency).")
+              help="Sources downloading at once in this worker, as many again being extracted or stored"
+                   " (default: [fetch] concurrency).")
 @click.option("--queue", "queue_name", metavar="NAME", help="The queue to take jobs from (default: [workers] queue).")
 @click.option("--once", is_flag=True, help="Stop when the queue is empty instead of waiting for more.")
 @click.pass_context

@@ -10,7 +10,8 @@ order is the hosts interleaved, each keeping its own order.
 A turn also carries the fetch's place among a run's `concurrency` downloads
 (Turn.hold_place), given back with it: the next source starts while this one
 is extracted and stored. A request the fetch still sends after that takes a
-place of its own while it is in flight (fetcher.net.places).
+place of its own while it is in flight (fetcher.net.places: the engine gives
+the turn back with `download_over`, the fetch holding it as its `holding`).
 
 A worker that took a source of a host whose every turn was held (one list
 interleaved by host) waited in the downloader for that host's slot while some
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
 from itertools import zip_longest
 
 from fetcher.core.models import Source
@@ -52,18 +52,6 @@ class Turn:
     def hold_place(self, leave: Callable[[], None]) -> None:
         """The fetch also holds a place in its run; `leave` gives it back."""
         self._leave = leave
-
-
-# The turn the current fetch holds (each worker is its own task, so its own
-# context); the engine gives it back once the download is over.
-current_turn: ContextVar[Turn | None] = ContextVar("current_turn", default=None)
-
-
-def download_over() -> None:
-    """The current fetch needs its host's turn, and its place, no more."""
-    turn = current_turn.get()
-    if turn is not None:
-        turn.give_back()
 
 
 def by_host(sources: Iterable[Source]) -> dict[str, list[Source]]:

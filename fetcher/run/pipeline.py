@@ -37,8 +37,8 @@ from fetcher.core.timestamps import WallClock, utc_now
 from fetcher.run.options import FetchOptions
 from fetcher.run.batching import CheckBatches
 from fetcher.run.storing import batchable, store_result
-from fetcher.net.places import run_places
-from fetcher.run.hostqueue import HostQueue, current_turn, download_over
+from fetcher.net.places import download_over, holding, run_places
+from fetcher.run.hostqueue import HostQueue
 from fetcher.run.tally import Tally
 from fetcher.run.timing import FetchTiming, fetch_timing, request_hook
 from fetcher.store.sqlite import Store, StoreError
@@ -371,7 +371,7 @@ class Pipeline:
                     return
                 source, turn = taken
                 turn.hold_place(places.release)
-                current_turn.set(turn)  # this worker's task's own context
+                holding.set(turn)  # this worker's task's own context
                 try:
                     if self._stopping:
                         return

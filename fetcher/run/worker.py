@@ -2,7 +2,9 @@
 any number of other workers on any number of machines.
 
 Each job is a chunk of 20 sources of one run, fetched side by side, at most
-`concurrency` at once over all the worker's jobs. The worker takes the job's
+`concurrency` downloading at once over all the worker's jobs (and as many again
+being extracted or stored: a source's place goes to the next once its download
+is over, as in a refresh). The worker takes the job's
 sources not done yet on the board as the job starts, in one statement with
 their health (they show as running on this worker), fetches each through the one engine
 (fetcher.run.pipeline: the same order of work as an in-process refresh) and
@@ -34,6 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from fetcher.core.config import Config
 from fetcher.core.errors import AlreadyFetched
+from fetcher.net.places import Place, holding, run_places
 from fetcher.run import board, queue
 from fetcher.run.distributed import database_url, finish_if_done
 from fetcher.run.pipeline import FetchOptions, Pipeline
@@ -102,7 +105,8 @@ class Worker:
         """Run jobs until SIGTERM/SIGINT (or, `once`, until the queue is empty)."""
         options, settings = self._options, self._config.fetch
         app = queue.make_app(self._url, options.queue, self._chunk)
-        self._fetching = asyncio.Semaphore(options.concurrency)
+        self._fetching = asyncio.Semaphore(options.concurrency)  # sources downloading (and requests in flight)
+        self._past = asyncio.Semaphore(2 * options.concurrency)  # and as many again being extracted or stored
         pool = AsyncConnectionPool(self._url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
         async with app.open_async(), pool:
             self._pool = pool
@@ -164,19 +168,28 @@ class Worker:
         await self._on_board(self._finish, run_id)
 
     async def _one(self, taken: board.Claim) -> None:
-        """One source, once a fetch is free."""
+        """One source, once one of the worker's `concurrency` places is free. The
+        place goes to the next source once this one's download is over (as in a
+        refresh: fetcher.net.places); as many again may be past it, being
+        extracted or stored. A request it still sends then takes a place again."""
         run_id, resource_id = taken.run_id, taken.source.resource_id
-        async with self._fetching:
-            fetch_options = FetchOptions(
-                archive=taken.options.get("archive", True),
-                recheck_archive=taken.options.get("recheck_archive", False),
-                also_in_transaction=self._marks(run_id), health=taken.health, with_text=False, run_id=run_id,
-            )
+        fetch_options = FetchOptions(
+            archive=taken.options.get("archive", True),
+            recheck_archive=taken.options.get("recheck_archive", False),
+            also_in_transaction=self._marks(run_id), health=taken.health, with_text=False, run_id=run_id,
+        )
+        run_places.set(self._fetching)  # (this source's own task's context: gathered by _chunk)
+        async with self._past:
+            await self._fetching.acquire()
+            place = Place(self._fetching.release)
+            holding.set(place)
             try:
                 snapshot = await self._pipeline.fetch(taken.source, fetch_options)
             except AlreadyFetched as error:
                 log.info("%s", error)
                 return
+            finally:
+                place.give_back()
         log.info("%s %s %s (run %d)", (snapshot.live_outcome or snapshot.outcome).value, resource_id,
                  snapshot.url, run_id)
 

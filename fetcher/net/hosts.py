@@ -29,9 +29,27 @@ class Slots(Protocol):
     def crawl_delay(self, host: str, robots_url: str, delay: float) -> None: ...
 
 
-def spacing(delay: float, asked: dict[str, float]) -> float:
-    """A host's spacing: `per_host_delay`, or longer if one of its robots.txt asks for longer."""
-    return max(delay, *asked.values()) if asked else delay
+class CrawlDelays:
+    """The Crawl-delay each robots.txt of a host (one per scheme and port) gives
+    us, as last read: what both kinds of Slots space a host's starts by."""
+
+    def __init__(self) -> None:
+        self._asked: dict[str, dict[str, float]] = {}  # host: robots.txt URL: its delay, those that have one
+
+    def note(self, host: str, robots_url: str, delay: float) -> None:
+        """`robots_url`'s delay as just read (0: none); a delay no longer asked for is let go."""
+        asked = self._asked.setdefault(host, {})
+        if delay > 0:
+            asked[robots_url] = delay
+        else:
+            asked.pop(robots_url, None)
+        if not asked:
+            del self._asked[host]
+
+    def spacing(self, host: str, delay: float) -> float:
+        """The host's spacing: `delay` (per_host_delay), or longer if one of its robots.txt asks for longer."""
+        asked = self._asked.get(host)
+        return max(delay, *asked.values()) if asked else delay
 
 
 @dataclass
@@ -41,7 +59,6 @@ class _Host:
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     next_start: float = float("-inf")
     last_start: float = float("-inf")
-    asked: dict[str, float] = field(default_factory=dict)  # robots.txt URL: its Crawl-delay, when it has one
 
 
 class HostSlots:
@@ -51,6 +68,7 @@ class HostSlots:
         self._clock = clock
         self._sleep = sleep
         self._hosts: dict[str, _Host] = {}
+        self._crawl = CrawlDelays()
 
     @asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
@@ -69,12 +87,9 @@ class HostSlots:
         host's starts are at least the longest such delay apart, counting from its
         last start, or `per_host_delay` if that is longer. Read again (an engine kept
         for days reads it daily), a delay the owner shortened or removed is let go."""
+        self._crawl.note(host, robots_url, delay)
         state = self._host(host)
-        if delay > 0:
-            state.asked[robots_url] = delay
-        else:
-            state.asked.pop(robots_url, None)
-        state.delay = spacing(self._delay, state.asked)
+        state.delay = self._crawl.spacing(host, self._delay)
         state.next_start = state.last_start + state.delay
 
     def _host(self, host: str) -> _Host:

@@ -46,7 +46,7 @@ from typing import Any
 
 import psycopg
 
-from fetcher.net.hosts import Sleep, spacing
+from fetcher.net.hosts import CrawlDelays, Sleep
 
 PACE_TABLE = """
 CREATE TABLE IF NOT EXISTS fetcher_host_pace (
@@ -95,7 +95,7 @@ class SharedHostSlots:
         self._per_host = per_host
         self._delay = delay
         self._sleep = sleep
-        self._asked: dict[str, dict[str, float]] = {}  # host: its robots.txt URLs' Crawl-delays, those it has
+        self._crawl = CrawlDelays()
         self._held: set[tuple[int, int]] = set()  # (host key, slot number) locked by this worker
         self._lines: dict[int, deque[asyncio.Future[int]]] = defaultdict(deque)  # host key: this worker's waiters
         self._idle: dict[tuple[int, int], asyncio.TimerHandle] = {}  # held, kept LINGER s for this worker's next task
@@ -150,13 +150,7 @@ class SharedHostSlots:
         """The Crawl-delay `robots_url` gives us as last read (0: none), as HostSlots
         takes it; the turns this worker takes from now on space the host's starts
         by it, for every worker."""
-        asked = self._asked.setdefault(host, {})
-        if delay > 0:
-            asked[robots_url] = delay
-        else:
-            asked.pop(robots_url, None)
-        if not asked:
-            del self._asked[host]
+        self._crawl.note(host, robots_url, delay)
 
     async def _take_turn(self, host: str) -> None:
         """Wait for the host's next start, and take it (one slot holder at a time gets there)."""
@@ -168,7 +162,7 @@ class SharedHostSlots:
             await self._sleep(wait)
 
     def _delay_of(self, host: str) -> float:
-        return spacing(self._delay, self._asked.get(host, {}))
+        return self._crawl.spacing(host, self._delay)
 
     async def _take_slot(self, key: int) -> int:
         """A slot of the host's: handed over by this worker's task before in line,
